@@ -1,0 +1,181 @@
+"""Typed settings, loaded once per process from TOML files and the environment."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+CONFIG_ENV = "GELOMBANG_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PublicSettings(_Section):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    base_url: str
+
+
+class AdminSettings(_Section):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    token: str
+
+
+class RedisSettings(_Section):
+    url: str
+    timeout_seconds: float = Field(gt=0)
+
+
+class PostgresSettings(_Section):
+    dsn: str
+
+
+class AdmissionSettings(_Section):
+    """Admission figures as configured; live changes are layered on top in Redis."""
+
+    rate_per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+    backlog_high_water: int = Field(ge=1)
+    enabled: bool
+    open: bool
+    refresh_seconds: float = Field(gt=0, le=2.0)
+
+
+class QueueSettings(_Section):
+    partitions: int = Field(ge=1, le=1024)
+    group_max: int = Field(ge=1, le=10_000)
+    pending_max: int = Field(ge=1)
+    idempotency_ttl_seconds: int = Field(ge=1)
+
+
+def _decode_key(value: str, *, minimum: int, exact: int | None = None) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be base64") from exc
+    if exact is not None and len(raw) != exact:
+        raise ValueError(f"must decode to exactly {exact} bytes")
+    if len(raw) < minimum:
+        raise ValueError(f"must decode to at least {minimum} bytes")
+    return raw
+
+
+class KeySettings(_Section):
+    active_sealing_key_id: str
+    sealing_keys: dict[str, str]
+    hash_key: str
+
+    @field_validator("sealing_keys")
+    @classmethod
+    def _sealing_keys_are_aes256(cls, value: dict[str, str]) -> dict[str, str]:
+        for key_id, key in value.items():
+            if not key_id or len(key_id) > 32:
+                raise ValueError("key ids are 1-32 characters")
+            _decode_key(key, minimum=32, exact=32)
+        return value
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key_is_long(cls, value: str) -> str:
+        if value:
+            _decode_key(value, minimum=32)
+        return value
+
+    def sealing_key_bytes(self) -> dict[str, bytes]:
+        """Every readable sealing key, decoded."""
+        return {kid: base64.b64decode(key) for kid, key in self.sealing_keys.items()}
+
+    def hash_key_bytes(self) -> bytes:
+        """The HMAC key for NIK and email hashes, decoded."""
+        return base64.b64decode(self.hash_key)
+
+    def require(self) -> None:
+        """Fail unless sealing and hashing are fully configured."""
+        if not self.hash_key:
+            raise ConfigError("keys.hash_key: required (base64 of >= 32 random bytes)")
+        if self.active_sealing_key_id not in self.sealing_keys:
+            raise ConfigError(
+                "keys.active_sealing_key_id: must name a key listed in keys.sealing_keys"
+            )
+
+
+class DoorSettings(_Section):
+    processes: int = Field(ge=1, le=256)
+    drain_grace_seconds: float = Field(ge=0)
+    shutdown_deadline_seconds: float = Field(gt=0)
+    max_connections: int = Field(ge=1)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    """Every setting of a Gelombang process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GELOMBANG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    public: PublicSettings
+    admin: AdminSettings
+    redis: RedisSettings
+    postgres: PostgresSettings
+    admission: AdmissionSettings
+    queue: QueueSettings
+    keys: KeySettings
+    door: DoorSettings
+    logging: LoggingSettings
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files: list[Path] = [DEFAULT_CONFIG]
+        extra = os.environ.get(CONFIG_ENV)
+        if extra:
+            files.append(Path(extra))
+        # Later files win over earlier ones; the environment wins over all files.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, files))
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Load and validate, raising ConfigError that names each bad key."""
+        extra = os.environ.get(CONFIG_ENV)
+        if extra and not Path(extra).is_file():
+            raise ConfigError(f"{CONFIG_ENV}: no such file: {extra}")
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}"
+                for err in exc.errors(include_url=False, include_input=False)
+            )
+            raise ConfigError(problems) from None
