@@ -1,0 +1,153 @@
+"""Admission control: the deployment-wide token bucket, decided in Redis.
+
+The global `rate_per_second` and `burst` are split evenly over the partitions;
+each partition's bucket lives beside its stream (same hash tag), so a single
+script call per group of requests takes tokens, records idempotency keys and
+appends the admitted entries atomically. A registration's partition comes
+from a keyed hash (uniform), so under a sustained overload every partition
+is saturated and the sum admitted is exactly burst + rate * t. See
+docs/admission.md for the bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from queueing.keys import Partition
+
+ADMIT_SCRIPT = resources.files("queueing").joinpath("lua/admit.lua").read_text()
+
+
+class Outcome(IntEnum):
+    """What admission decided for one registration."""
+
+    LIMITED = 0
+    ADMITTED = 1
+    REPLAYED = 2
+    BACKLOG_FULL = -1
+    CLOSED = -2
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    """The admission settings in force, as ops set them (global figures)."""
+
+    rate_per_second: float
+    burst: int
+    backlog_high_water: int
+    enabled: bool
+    open: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The contract's JSON shape."""
+        return {
+            "rate_per_second": self.rate_per_second,
+            "burst": self.burst,
+            "backlog_high_water": self.backlog_high_water,
+            "enabled": self.enabled,
+            "open": self.open,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionShare:
+    """One partition's share of the policy, pre-rendered as script arguments."""
+
+    rate_per_second: float
+    capacity: float
+    high_water: int
+    args: tuple[str, ...]
+
+    @classmethod
+    def of(cls, policy: AdmissionPolicy, partitions: int, idempotency_ttl: int) -> PartitionShare:
+        """Split the global policy evenly over `partitions`."""
+        rate = policy.rate_per_second / partitions
+        # A bucket below one token could never admit: each partition holds at
+        # least one, so the burst in force is max(burst, partitions).
+        capacity = max(1.0, policy.burst / partitions)
+        high_water = max(1, math.ceil(policy.backlog_high_water / partitions))
+        args = (
+            repr(rate),
+            repr(capacity),
+            str(high_water),
+            "1" if policy.enabled else "0",
+            "1" if policy.open else "0",
+            str(idempotency_ttl),
+        )
+        return cls(rate, capacity, high_water, args)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A validated, sealed registration asking to be admitted."""
+
+    registration_id: bytes
+    envelope: bytes
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Admission's answer for one candidate."""
+
+    outcome: Outcome
+    # The id the client is told: the candidate's own, or the replayed one.
+    registration_id: bytes | None = None
+    # For LIMITED: how long until a token would be there for this request.
+    retry_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResult:
+    """The decisions for one group, in order, and the whole tokens left."""
+
+    decisions: list[Decision]
+    tokens_left: int
+
+
+class AdmissionScript:
+    """The admission script bound to one Redis client."""
+
+    def __init__(self, redis: Redis) -> None:
+        # register_script runs EVALSHA and reloads the script after a Redis
+        # restart (NOSCRIPT), so a recovered Redis needs no door restart.
+        self._script = redis.register_script(ADMIT_SCRIPT)
+
+    async def admit(
+        self, partition: Partition, share: PartitionShare, group: Sequence[Candidate]
+    ) -> GroupResult:
+        """Run one round trip deciding every candidate of the group."""
+        keys: list[str] = [partition.stream, partition.bucket]
+        args: list[str | bytes | int] = [*share.args, len(group)]
+        for candidate in group:
+            if candidate.idempotency_key is None:
+                args.append(0)
+            else:
+                keys.append(partition.idempotency(candidate.idempotency_key))
+                args.append(len(keys))
+            args.append(candidate.registration_id)
+            args.append(candidate.envelope)
+        replies = await self._script(keys=keys, args=args)
+        decisions = [
+            _decision(reply, candidate)
+            for reply, candidate in zip(replies, group, strict=False)
+        ]
+        return GroupResult(decisions, int(replies[-1]))
+
+
+def _decision(reply: list[Any], candidate: Candidate) -> Decision:
+    outcome = Outcome(int(reply[0]))
+    if outcome is Outcome.ADMITTED:
+        return Decision(outcome, candidate.registration_id)
+    if outcome is Outcome.REPLAYED:
+        return Decision(outcome, bytes(reply[1]))
+    if outcome is Outcome.LIMITED:
+        return Decision(outcome, retry_after_ms=int(reply[1]))
+    return Decision(outcome)

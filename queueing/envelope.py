@@ -1,0 +1,141 @@
+"""The versioned msgpack envelope of an admitted registration on a stream.
+
+Version 1 is a msgpack array, compact because a 2-million backlog lives in
+Redis memory:
+
+    [1, registration_id (16 bytes), received_at (Unix ms), key_id, sealed,
+     nik_hash (32 bytes), email_hash (32 bytes), idempotency_key or nil]
+
+`sealed` is AES-256-GCM over the msgpack array
+[nik, full_name, email, phone, birth_date (ISO)], with the envelope version
+and registration id as associated data, so a sealed blob cannot be moved to
+another registration unnoticed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from queueing.errors import EnvelopeError
+from queueing.sealing import KeyedHasher, Sealer
+
+VERSION = 1
+# The only field of a stream entry; short because field names repeat per entry.
+STREAM_FIELD = b"m"
+_AAD_PREFIX = b"gelombang/v1/"
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalData:
+    """The sealed part of a registration, in the clear (only ever in memory)."""
+
+    nik: str
+    full_name: str
+    email: str
+    phone: str
+    birth_date: datetime.date
+
+    def __repr__(self) -> str:
+        # Never let a log line or traceback print the values.
+        return "PersonalData(<sealed fields redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An admitted registration as it travels through the streams."""
+
+    registration_id: bytes  # the 16 bytes of a UUIDv7
+    received_at_ms: int
+    key_id: str
+    sealed: bytes
+    nik_hash: bytes
+    email_hash: bytes
+    idempotency_key: str | None
+
+    def encode(self) -> bytes:
+        """The msgpack bytes stored in the stream entry."""
+        return msgpack.packb(
+            [
+                VERSION,
+                self.registration_id,
+                self.received_at_ms,
+                self.key_id,
+                self.sealed,
+                self.nik_hash,
+                self.email_hash,
+                self.idempotency_key,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Envelope:
+        """Parse stream bytes, or raise EnvelopeError (never anything else)."""
+        try:
+            fields: Any = msgpack.unpackb(data, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise EnvelopeError(f"not msgpack: {type(exc).__name__}") from None
+        if not isinstance(fields, list) or not fields or fields[0] != VERSION:
+            raise EnvelopeError("unknown envelope version")
+        if len(fields) != 8:
+            raise EnvelopeError("wrong number of envelope fields")
+        _, rid, received, key_id, sealed, nik_hash, email_hash, idem = fields
+        if not (
+            isinstance(rid, bytes)
+            and len(rid) == 16
+            and isinstance(received, int)
+            and isinstance(key_id, str)
+            and isinstance(sealed, bytes)
+            and isinstance(nik_hash, bytes)
+            and len(nik_hash) == 32
+            and isinstance(email_hash, bytes)
+            and len(email_hash) == 32
+            and (idem is None or isinstance(idem, str))
+        ):
+            raise EnvelopeError("envelope fields of the wrong type")
+        return cls(rid, received, key_id, sealed, nik_hash, email_hash, idem)
+
+    @property
+    def registration_uuid(self) -> uuid.UUID:
+        """The registration id as a UUID."""
+        return uuid.UUID(bytes=self.registration_id)
+
+    def open(self, sealer: Sealer) -> PersonalData:
+        """Decrypt the personal data (raises SealingError on tampering)."""
+        plain = sealer.open(self.key_id, self.sealed, _aad(self.registration_id))
+        try:
+            nik, name, email, phone, birth = msgpack.unpackb(plain, raw=False)
+            return PersonalData(nik, name, email, phone, datetime.date.fromisoformat(birth))
+        except Exception as exc:  # authenticated, so only a bug can get here
+            raise EnvelopeError(f"sealed payload malformed: {type(exc).__name__}") from None
+
+
+def _aad(registration_id: bytes) -> bytes:
+    return _AAD_PREFIX + registration_id
+
+
+def seal_registration(
+    data: PersonalData,
+    registration_id: bytes,
+    received_at_ms: int,
+    idempotency_key: str | None,
+    sealer: Sealer,
+    hasher: KeyedHasher,
+) -> Envelope:
+    """Build the envelope: personal data sealed, NIK and email as keyed hashes."""
+    plain = msgpack.packb(
+        [data.nik, data.full_name, data.email, data.phone, data.birth_date.isoformat()]
+    )
+    return Envelope(
+        registration_id=registration_id,
+        received_at_ms=received_at_ms,
+        key_id=sealer.active_key_id,
+        sealed=sealer.seal(plain, _aad(registration_id)),
+        nik_hash=hasher.digest(data.nik),
+        email_hash=hasher.digest(data.email),
+        idempotency_key=idempotency_key,
+    )

@@ -1,0 +1,61 @@
+"""Every Redis key and stream name of Gelombang, in one place.
+
+Partition keys carry a hash tag (`{p3}`), so every key of one partition lives
+in one Redis Cluster slot and the admission script, which touches the
+partition's bucket, stream and idempotency records at once, runs unchanged on
+a cluster.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "gelombang"
+
+# Live admission settings (JSON) written by the admin API, read by every door.
+ADMISSION_SETTINGS = f"{PREFIX}:admission:settings"
+# Append-only audit log of admin actions.
+AUDIT_STREAM = f"{PREFIX}:audit"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """The Redis keys of one intake partition."""
+
+    index: int
+
+    @property
+    def tag(self) -> str:
+        """The hash tag shared by every key of this partition."""
+        return f"{{p{self.index}}}"
+
+    @property
+    def stream(self) -> str:
+        """The stream of admitted registrations."""
+        return f"{PREFIX}:{self.tag}:intake"
+
+    @property
+    def bucket(self) -> str:
+        """This partition's share of the admission token bucket (a hash)."""
+        return f"{PREFIX}:{self.tag}:bucket"
+
+    def idempotency(self, key: str) -> str:
+        """The record of one Idempotency-Key."""
+        return f"{PREFIX}:{self.tag}:idem:{key}"
+
+
+def partitions(count: int) -> tuple[Partition, ...]:
+    """Every partition of a deployment with `count` partitions."""
+    return tuple(Partition(i) for i in range(count))
+
+
+def partition_for_idempotency_key(key: str, count: int) -> int:
+    """The partition owning an Idempotency-Key: the same for every door process."""
+    # crc32 rather than hash(): Python's str hash is randomised per process.
+    return zlib.crc32(key.encode()) % count
+
+
+def partition_for_digest(digest: bytes, count: int) -> int:
+    """The partition for a keyed hash (uniform, since HMAC output is)."""
+    return int.from_bytes(digest[:4], "big") % count

@@ -1,0 +1,91 @@
+-- Admit a group of registrations into one partition, atomically.
+--
+-- One call decides, for every registration that arrived together at one door
+-- process: replay of a known Idempotency-Key, closed intake, backlog over the
+-- partition's high-water share, or a token from the partition's share of the
+-- global token bucket; and appends the admitted ones to the stream. All keys
+-- carry the partition's hash tag, so this runs on Redis Cluster unchanged.
+--
+-- KEYS[1]  stream of admitted registrations
+-- KEYS[2]  token bucket hash {tokens, ts}
+-- KEYS[3…] idempotency records named by the items below
+-- ARGV[1]  refill rate, tokens per second (this partition's share)
+-- ARGV[2]  bucket capacity (this partition's share, >= 1)
+-- ARGV[3]  backlog high-water mark (this partition's share)
+-- ARGV[4]  "1" when rate limiting is enabled
+-- ARGV[5]  "1" when intake is open
+-- ARGV[6]  idempotency record lifetime, seconds
+-- ARGV[7]  number of items n; then n triples from ARGV[8]:
+--          index into KEYS of the item's idempotency record (0: none),
+--          registration id (16 bytes), envelope (msgpack bytes)
+--
+-- Returns n replies, then the whole tokens left:
+--   {1}                      admitted
+--   {2, registration id}     replay of an earlier registration with this key
+--   {0, wait in ms}          no token; when one would be there for this item
+--   {-1}                     backlog full
+--   {-2}                     intake closed
+
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local high_water = tonumber(ARGV[3])
+local limiting = ARGV[4] == '1'
+local open = ARGV[5] == '1'
+local ttl = ARGV[6]
+local n = tonumber(ARGV[7])
+
+-- One clock for every door process: the Redis server's.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+local tokens = capacity
+local state = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+if state[1] then
+  local elapsed = now - tonumber(state[2])
+  if elapsed < 0 then elapsed = 0 end
+  tokens = math.min(capacity, tonumber(state[1]) + elapsed * rate)
+end
+
+local backlog = redis.call('XLEN', KEYS[1])
+local replies = {}
+local taken = 0
+local waiting = 0
+
+for i = 1, n do
+  local at = 8 + (i - 1) * 3
+  local record = tonumber(ARGV[at])
+  local prior = false
+  if record > 0 then prior = redis.call('GET', KEYS[record]) end
+
+  if prior then
+    replies[i] = {2, prior}
+  elseif not open then
+    replies[i] = {-2}
+  elseif backlog >= high_water then
+    replies[i] = {-1}
+  elseif limiting and tokens < 1 then
+    -- Each refused item of the group is told when its own token would be
+    -- there, so the group's retries spread over the refill instead of
+    -- returning together.
+    waiting = waiting + 1
+    replies[i] = {0, math.ceil((waiting - tokens) / rate * 1000)}
+  else
+    if limiting then
+      tokens = tokens - 1
+      taken = taken + 1
+    end
+    redis.call('XADD', KEYS[1], '*', 'm', ARGV[at + 2])
+    backlog = backlog + 1
+    if record > 0 then redis.call('SET', KEYS[record], ARGV[at + 1], 'EX', ttl) end
+    replies[i] = {1}
+  end
+end
+
+if taken > 0 then
+  -- Stored as "tokens at time ts"; untouched buckets need no write, since the
+  -- refill is recomputed from the last write.
+  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', tostring(now))
+end
+
+replies[n + 1] = math.floor(tokens)
+return replies
