@@ -122,7 +122,6 @@ class DoorSettings(_Section):
     processes: int = Field(ge=1, le=256)
     drain_grace_seconds: float = Field(ge=0)
     shutdown_deadline_seconds: float = Field(gt=0)
-    max_connections: int = Field(ge=1)
 
 
 class LoggingSettings(_Section):

@@ -1,0 +1,126 @@
+"""The admin port: metrics, and live admission settings behind a bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from intake import metrics
+from intake.responses import error_response, json_response
+from intake.state import DOOR
+from queueing.live_settings import FIELDS, read_policy, update_policy
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The single admin identity a bearer token stands for, as the audit log names it.
+ADMIN_ACTOR = "admin-token"
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every admin route but /metrics needs the bearer token."""
+    if request.path == "/metrics":
+        return await handler(request)
+    expected = request.app[DOOR].settings.admin.token
+    supplied = request.headers.get("Authorization", "")
+    scheme, _, token = supplied.partition(" ")
+    # compare_digest: the time taken must not reveal how much of a guess matched.
+    if not (
+        expected
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), expected.encode())
+    ):
+        return error_response(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    """Prometheus text for the whole process group."""
+    door = request.app[DOOR]
+    try:
+        async with asyncio.timeout(door.settings.redis.timeout_seconds):
+            backlog = await door.backlog()
+    except (RedisError, OSError, TimeoutError):
+        backlog = {}
+    body = metrics.render(backlog, door.live.policy)
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def get_admission(request: web.Request) -> web.Response:
+    """The admission settings in force for the whole deployment."""
+    door = request.app[DOOR]
+    try:
+        async with asyncio.timeout(door.settings.redis.timeout_seconds):
+            policy = await read_policy(door.redis, door.live.configured)
+    except (RedisError, OSError, TimeoutError):
+        return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
+    return json_response(200, policy.as_dict())
+
+
+async def put_admission(request: web.Request) -> web.Response:
+    """Change some admission settings for every door process, and audit it."""
+    if request.content_type != "application/json":
+        return error_response(415, "unsupported_media_type")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error_response(400, "malformed_json")
+    changes = validate_admission_changes(body)
+    if isinstance(changes, str):
+        return error_response(422, "validation_failed", fields={"body": changes})
+    problems = {name: code for name, code in changes.items() if isinstance(code, _Problem)}
+    if problems:
+        return error_response(422, "validation_failed",
+                              fields={name: str(code) for name, code in problems.items()})
+    door = request.app[DOOR]
+    try:
+        async with asyncio.timeout(door.settings.redis.timeout_seconds):
+            policy = await update_policy(
+                door.redis, door.live.configured, changes,
+                actor=ADMIN_ACTOR, source=request.remote or "unknown",
+            )
+    except (RedisError, OSError, TimeoutError):
+        return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
+    door.live.apply(policy)
+    return json_response(200, policy.as_dict())
+
+
+class _Problem(str):
+    """A field code, told apart from a valid value."""
+
+
+def _check(name: str, value: Any) -> Any:
+    kind = FIELDS.get(name)
+    if kind is None:
+        return _Problem("unknown_field")
+    if kind is bool:
+        return value if isinstance(value, bool) else _Problem("wrong_type")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _Problem("wrong_type")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            return _Problem("wrong_type")
+        value = int(value)
+        return value if value >= 1 else _Problem("out_of_range")
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else _Problem("out_of_range")
+
+
+def validate_admission_changes(body: object) -> Mapping[str, Any] | str:
+    """Checked values by field (a _Problem where a field is bad), or a body code."""
+    if not isinstance(body, dict):
+        return "wrong_type"
+    return {name: _check(name, value) for name, value in body.items()}
+
+
+def build_admin_routes(app: web.Application) -> None:
+    """Attach the admin routes to an app."""
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/admin/v1/admission", get_admission)
+    app.router.add_put("/admin/v1/admission", put_admission)

@@ -1,0 +1,72 @@
+"""The aiohttp applications of a door process: the public port and the admin port."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from intake import health, registrations
+from intake.admin import build_admin_routes, require_token
+from intake.door import Door
+from intake.metrics import RequestTimer
+from intake.responses import error_response
+from intake.state import DOOR
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _observing(timer: RequestTimer) -> Middleware:
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Time every request, and keep every error in the contract's JSON shape."""
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            # aiohttp's own 404/405 come as text: answer in the contract's shape.
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status)
+            response = error_response(exc.status, code) if code else exc
+        except Exception as exc:
+            # Only the type: an exception's message could quote request data.
+            log.error("unhandled %s in %s %s", type(exc).__name__, request.method,
+                      request.match_info.route.name)
+            response = error_response(500, "internal_error")
+        route = request.match_info.route.name or "unmatched"
+        timer.observe(route, response.status, time.perf_counter() - started)
+        return response
+
+    return observe
+
+
+def build_public_app(door: Door) -> web.Application:
+    """The public port: registrations, health and the OpenAPI document."""
+    app = web.Application(
+        middlewares=[_observing(RequestTimer())],
+        client_max_size=registrations.MAX_BODY_BYTES,
+        handler_args={"max_field_size": 8190},
+    )
+    app[DOOR] = door
+    router = app.router
+    router.add_post("/v1/registrations", registrations.create_registration,
+                    name="registrations.create")
+    router.add_get("/v1/registrations/{registration_id}", registrations.read_registration,
+                   name="registrations.read", allow_head=False)
+    router.add_get("/healthz", health.healthz, name="healthz", allow_head=False)
+    router.add_get("/readyz", health.readyz, name="readyz", allow_head=False)
+    router.add_get("/openapi.json", health.openapi, name="openapi", allow_head=False)
+    return app
+
+
+def build_admin_app(door: Door) -> web.Application:
+    """The admin port: metrics and admission settings."""
+    app = web.Application(middlewares=[_observing(RequestTimer()), require_token],
+                          client_max_size=64 * 1024)
+    app[DOOR] = door
+    build_admin_routes(app)
+    return app

@@ -1,0 +1,130 @@
+"""The runtime of one door process: Redis client, admission, keys, clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from config.settings import Settings
+from intake import metrics
+from queueing.admission import AdmissionPolicy, AdmissionScript
+from queueing.grouping import GroupAdmitter
+from queueing.keys import Partition, partitions
+from queueing.live_settings import LiveAdmission
+from queueing.sealing import KeyedHasher, Sealer
+
+JAKARTA = ZoneInfo("Asia/Jakarta")
+
+
+class JakartaCalendar:
+    """Today's date in Asia/Jakarta, recomputed at most once a second."""
+
+    __slots__ = ("_date", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._date = datetime.date.min
+
+    def today(self) -> datetime.date:
+        """The submission date the age rule uses."""
+        second = int(time.time())
+        if second != self._second:
+            self._date = datetime.datetime.fromtimestamp(second, JAKARTA).date()
+            self._second = second
+        return self._date
+
+
+@dataclass(eq=False)
+class Door:
+    """Everything a door process's handlers need, created once per process."""
+
+    settings: Settings
+    redis: Redis
+    partitions: tuple[Partition, ...]
+    live: LiveAdmission
+    admitter: GroupAdmitter
+    sealer: Sealer
+    hasher: KeyedHasher
+    calendar: JakartaCalendar = field(default_factory=JakartaCalendar)
+    draining: bool = False
+
+    async def backlog(self) -> dict[int, int]:
+        """Entries waiting in each partition's stream."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in self.partitions:
+                _ = pipe.xlen(partition.stream)
+            lengths = await pipe.execute()
+        return {p.index: int(n) for p, n in zip(self.partitions, lengths, strict=True)}
+
+
+def connect_redis(settings: Settings, max_connections: int) -> Redis:
+    """A Redis client that fails fast: the door answers 503, it never waits."""
+    timeout = settings.redis.timeout_seconds
+    return Redis.from_url(
+        settings.redis.url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # Retrying inside the client would stretch an outage past the door's
+        # deadline; the client retries instead, after Retry-After.
+        retry=Retry(NoBackoff(), 0),
+        max_connections=max_connections,
+    )
+
+
+def configured_policy(settings: Settings) -> AdmissionPolicy:
+    """The admission policy as configuration gives it."""
+    a = settings.admission
+    return AdmissionPolicy(a.rate_per_second, a.burst, a.backlog_high_water, a.enabled, a.open)
+
+
+@contextlib.asynccontextmanager
+async def open_door(settings: Settings) -> AsyncIterator[Door]:
+    """Create a door's runtime; on exit flush admission and close Redis."""
+    settings.keys.require()
+    queue = settings.queue
+    parts = partitions(queue.partitions)
+    # One connection per partition lane in flight, plus refresh and admin calls.
+    redis = connect_redis(settings, max_connections=queue.partitions + 16)
+    live = LiveAdmission(redis, configured_policy(settings), queue.partitions,
+                         queue.idempotency_ttl_seconds)
+    admitter = GroupAdmitter(
+        AdmissionScript(redis),
+        parts,
+        live.share,
+        group_max=queue.group_max,
+        pending_max=queue.pending_max,
+        timeout=settings.redis.timeout_seconds,
+        observe=metrics.observe_group,
+    )
+    door = Door(
+        settings=settings,
+        redis=redis,
+        partitions=parts,
+        live=live,
+        admitter=admitter,
+        sealer=Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id),
+        hasher=KeyedHasher(settings.keys.hash_key_bytes()),
+    )
+    with contextlib.suppress(Exception):
+        # Start with the live policy when Redis is there; the refresher keeps
+        # trying when it is not.
+        async with asyncio.timeout(settings.redis.timeout_seconds):
+            await live.refresh()
+    refresher = asyncio.create_task(live.run(settings.admission.refresh_seconds))
+    try:
+        yield door
+    finally:
+        await admitter.close()
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await redis.aclose()

@@ -1,0 +1,136 @@
+"""Prometheus metrics of the door, correct across its processes.
+
+`gelombang serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder before it
+starts the door processes, so every process writes its samples there and any
+of them can answer a scrape for the whole group. Without that variable (a
+single in-process door, as in some tests) the default registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from queueing.admission import AdmissionPolicy, Outcome
+from queueing.grouping import GroupStats
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REQUEST_SECONDS = Histogram(
+    "gelombang_http_request_duration_seconds",
+    "Request latency by route and status; its _count is requests by route and status.",
+    ["route", "status"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+DECISIONS = Counter(
+    "gelombang_admission_decisions_total",
+    "Admission outcomes: admitted, replayed, limited, backlog_full, closed, unavailable,"
+    " overloaded.",
+    ["outcome"],
+)
+GROUP_SIZE = Histogram(
+    "gelombang_admission_group_size",
+    "Registrations decided in one Redis round trip.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+REDIS_SECONDS = Histogram(
+    "gelombang_redis_round_trip_seconds",
+    "Duration of one admission round trip to Redis.",
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+
+_OUTCOME_NAMES: Mapping[Outcome, str] = {
+    Outcome.ADMITTED: "admitted",
+    Outcome.REPLAYED: "replayed",
+    Outcome.LIMITED: "limited",
+    Outcome.BACKLOG_FULL: "backlog_full",
+    Outcome.CLOSED: "closed",
+}
+_DECISION_COUNTERS = {outcome: DECISIONS.labels(name) for outcome, name in _OUTCOME_NAMES.items()}
+_UNAVAILABLE = DECISIONS.labels("unavailable")
+OVERLOADED = DECISIONS.labels("overloaded")
+
+
+class RequestTimer:
+    """Latency observations with the labelled children looked up once each."""
+
+    __slots__ = ("_children",)
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, int], Histogram] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        """Record one answered request."""
+        child = self._children.get((route, status))
+        if child is None:
+            child = REQUEST_SECONDS.labels(route, str(status))
+            self._children[(route, status)] = child
+        child.observe(seconds)
+
+
+def observe_group(stats: GroupStats) -> None:
+    """Record one admission round trip and its decisions."""
+    GROUP_SIZE.observe(stats.size)
+    REDIS_SECONDS.observe(stats.seconds)
+    if stats.result is None:
+        _UNAVAILABLE.inc(stats.size)
+        return
+    counts: dict[Outcome, int] = {}
+    for decision in stats.result.decisions:
+        counts[decision.outcome] = counts.get(decision.outcome, 0) + 1
+    for outcome, count in counts.items():
+        _DECISION_COUNTERS[outcome].inc(count)
+
+
+class _Snapshot(Collector):
+    """Gauges read at scrape time from Redis (backlog) and the live policy."""
+
+    def __init__(self, backlog: Mapping[int, int], policy: AdmissionPolicy) -> None:
+        self._backlog = backlog
+        self._policy = policy
+
+    def collect(self) -> Iterable[Metric]:
+        backlog = GaugeMetricFamily(
+            "gelombang_backlog_entries",
+            "Admitted registrations not yet stored, per partition.",
+            labels=["partition"],
+        )
+        for partition, entries in sorted(self._backlog.items()):
+            backlog.add_metric([str(partition)], entries)
+        yield backlog
+        for name, value in (
+            ("rate_per_second", self._policy.rate_per_second),
+            ("burst", self._policy.burst),
+            ("backlog_high_water", self._policy.backlog_high_water),
+            ("enabled", float(self._policy.enabled)),
+            ("open", float(self._policy.open)),
+        ):
+            yield GaugeMetricFamily(
+                f"gelombang_admission_{name}", f"Admission setting in force: {name}.", value=value
+            )
+
+
+def render(backlog: Mapping[int, int], policy: AdmissionPolicy) -> bytes:
+    """The Prometheus text for the whole process group plus the snapshot gauges."""
+    snapshot = CollectorRegistry()
+    snapshot.register(_Snapshot(backlog, policy))
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(snapshot)

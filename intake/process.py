@@ -1,0 +1,91 @@
+"""One door process: both ports on uvloop, and an ordered graceful shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from config.settings import ConfigError, Settings
+from intake.app import build_admin_app, build_public_app
+from intake.door import open_door
+
+log = logging.getLogger("gelombang.door")
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain lines on stderr; nothing the door logs carries request data."""
+    logging.basicConfig(
+        level=settings.logging.level,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+
+
+async def _start(app: web.Application, host: str, port: int, deadline: float) -> web.AppRunner:
+    # access_log=None: an access line per request would cost more than the
+    # handler; the metrics count requests by route and status instead.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=deadline)
+    await runner.setup()
+    # reuse_port: every door process binds the same port; the kernel spreads
+    # connections over them.
+    await web.TCPSite(runner, host, port, reuse_port=True, backlog=4096).start()
+    return runner
+
+
+async def serve(settings: Settings, index: int) -> None:
+    """Run one door process until SIGTERM or SIGINT, then shut down in phases."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # The handler only sets the event; the main task does the draining.
+        loop.add_signal_handler(signum, stop.set)
+    door_settings = settings.door
+    async with open_door(settings) as door:
+        deadline = door_settings.shutdown_deadline_seconds
+        public = await _start(build_public_app(door), settings.public.host,
+                              settings.public.port, deadline)
+        admin = await _start(build_admin_app(door), settings.admin.host,
+                             settings.admin.port, deadline)
+        log.info("door process %d listening on %s:%d (admin %s:%d)", index,
+                 settings.public.host, settings.public.port,
+                 settings.admin.host, settings.admin.port)
+        await stop.wait()
+        # Phase 1: readiness fails, so load balancers stop sending.
+        door.draining = True
+        log.info("door process %d draining", index)
+        await asyncio.sleep(door_settings.drain_grace_seconds)
+        # Phase 2: close the listeners and answer every request in hand
+        # (each admitted one gets its 202), within the deadline.
+        try:
+            async with asyncio.timeout(deadline):
+                await public.cleanup()
+        except TimeoutError:
+            log.warning("door process %d: requests still open at the deadline", index)
+        await admin.cleanup()
+    # Phase 3 (leaving open_door): pending groups flushed, Redis closed.
+    log.info("door process %d stopped", index)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a door process started by `gelombang serve`."""
+    parser = argparse.ArgumentParser(prog="gelombang-door")
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load()
+        settings.keys.require()
+    except ConfigError as exc:
+        print(f"gelombang: invalid configuration: {exc}", file=sys.stderr)
+        return 3
+    configure_logging(settings)
+    uvloop.run(serve(settings, args.index))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

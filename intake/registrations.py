@@ -1,0 +1,147 @@
+"""POST /v1/registrations: the contract's checks in order, then admission."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from intake.door import Door
+from intake.responses import JSON_CONTENT_TYPE, error_response
+from intake.state import DOOR
+from intake.validation import validate_registration
+from queueing.admission import Candidate, Decision, Outcome
+from queueing.envelope import PersonalData, seal_registration
+from queueing.errors import QueueUnavailable
+from queueing.grouping import Overloaded
+from queueing.ids import format_uuid, uuid7_bytes
+from queueing.keys import partition_for_digest, partition_for_idempotency_key
+
+MAX_BODY_BYTES: Final = 4096
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Retry-After for the 503s, where no bucket says when to come back.
+RETRY_AFTER_BACKLOG_FULL: Final = "30"
+RETRY_AFTER_UNAVAILABLE: Final = "2"
+RETRY_AFTER_CLOSED: Final = "300"
+RETRY_AFTER_OVERLOADED: Final = "1"
+# The policy name of the IETF RateLimit fields.
+POLICY_NAME: Final = '"admission"'
+
+
+async def create_registration(request: web.Request) -> web.Response:
+    """Validate, seal and admit one registration."""
+    if request.content_type != "application/json":
+        return error_response(415, "unsupported_media_type")
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        return _too_large()
+    try:
+        # The app's client_max_size stops chunked bodies at the same limit.
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return error_response(400, "malformed_json")
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        return error_response(400, "invalid_idempotency_key")
+
+    door = request.app[DOOR]
+    checked = validate_registration(body, door.calendar.today())
+    if isinstance(checked, dict):
+        return error_response(422, "validation_failed", fields=checked)
+
+    policy = door.live.policy
+    if not policy.open and idempotency_key is None:
+        # Closed: answer without Redis. A keyed request still goes to Redis,
+        # since a replay of an earlier admission must get its 202.
+        return _unavailable("intake_closed", RETRY_AFTER_CLOSED)
+
+    registration_id = uuid7_bytes()
+    personal = PersonalData(
+        checked.nik, checked.full_name, checked.email, checked.phone, checked.birth_date
+    )
+    envelope = seal_registration(
+        personal, registration_id, time.time_ns() // 1_000_000, idempotency_key,
+        door.sealer, door.hasher,
+    )
+    count = len(door.partitions)
+    partition = (
+        partition_for_digest(envelope.nik_hash, count)
+        if idempotency_key is None
+        else partition_for_idempotency_key(idempotency_key, count)
+    )
+    try:
+        decision = await door.admitter.admit(
+            partition, Candidate(registration_id, envelope.encode(), idempotency_key)
+        )
+    except QueueUnavailable:
+        return _unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
+    except Overloaded:
+        return _unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
+    return _answer(door, decision)
+
+
+def _answer(door: Door, decision: Decision) -> web.Response:
+    outcome = decision.outcome
+    if outcome is Outcome.ADMITTED or outcome is Outcome.REPLAYED:
+        assert decision.registration_id is not None
+        return _accepted(format_uuid(decision.registration_id))
+    if outcome is Outcome.LIMITED:
+        return _limited(door, decision.retry_after_ms)
+    if outcome is Outcome.BACKLOG_FULL:
+        return _unavailable("backlog_full", RETRY_AFTER_BACKLOG_FULL)
+    return _unavailable("intake_closed", RETRY_AFTER_CLOSED)
+
+
+def _accepted(registration_id: str) -> web.Response:
+    status_url = f"/v1/registrations/{registration_id}"
+    body = orjson.dumps(
+        {"registration_id": registration_id, "status": "queued", "status_url": status_url}
+    )
+    return web.Response(
+        status=202,
+        body=body,
+        headers={"Content-Type": JSON_CONTENT_TYPE, "Location": status_url},
+    )
+
+
+def _limited(door: Door, retry_after_ms: int) -> web.Response:
+    retry_after = max(1, math.ceil(retry_after_ms / 1000))
+    policy = door.live.policy
+    # A token bucket as the draft's quota policy: `burst` requests per the
+    # time the bucket takes to refill from empty.
+    window = max(1, math.ceil(policy.burst / policy.rate_per_second))
+    return error_response(
+        429,
+        "admission_limited",
+        headers={
+            "Retry-After": str(retry_after),
+            "RateLimit-Policy": f"{POLICY_NAME};q={policy.burst};w={window}",
+            "RateLimit": f"{POLICY_NAME};r=0;t={retry_after}",
+        },
+    )
+
+
+def _unavailable(code: str, retry_after: str) -> web.Response:
+    return error_response(503, code, headers={"Retry-After": retry_after})
+
+
+def _too_large() -> web.Response:
+    response = error_response(413, "payload_too_large")
+    # The rest of an oversized body is never read: close instead of draining it.
+    response.force_close()
+    return response
+
+
+async def read_registration(request: web.Request) -> web.Response:
+    """GET /v1/registrations/{id}: 404 until a drain worker has stored it."""
+    # Nothing is stored in PostgreSQL before the drain workers exist, so every
+    # id is still queued (or unknown): the contract's 404.
+    return error_response(404, "not_found")

@@ -1,0 +1,67 @@
+"""JSON responses of the public contract, pre-encoded where they never vary.
+
+Error bodies carry a stable code and a fixed English message: never a value
+from the request, so no personal data can reach a response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+MESSAGES: Mapping[str, str] = {
+    "unsupported_media_type": "The request body must be sent as application/json.",
+    "payload_too_large": "The request body is larger than 4 KiB.",
+    "malformed_json": "The request body is not valid JSON.",
+    "invalid_idempotency_key": "Idempotency-Key must be 1-64 characters of A-Z, a-z, 0-9, _ or -.",
+    "validation_failed": "Some fields are missing or invalid; see fields.",
+    "admission_limited": "Too many registrations right now; retry after the given delay.",
+    "backlog_full": "The registration queue is full; retry after the given delay.",
+    "queue_unavailable": "The registration queue is unavailable; retry after the given delay.",
+    "intake_closed": "Registration is closed right now.",
+    "not_found": "No such registration (it may still be queued).",
+    "unauthorized": "A valid admin bearer token is required.",
+    "method_not_allowed": "This method is not allowed here.",
+    "internal_error": "An unexpected error occurred.",
+}
+
+
+def error_body(code: str, fields: Mapping[str, str] | None = None) -> bytes:
+    """The contract's error body for a code (and field codes for validation)."""
+    error: dict[str, object] = {"code": code, "message": MESSAGES[code]}
+    if fields is not None:
+        error["fields"] = fields
+    return orjson.dumps({"error": error})
+
+
+# Bodies that never change, encoded once.
+_STATIC_BODIES: dict[str, bytes] = {code: error_body(code) for code in MESSAGES}
+
+
+def error_response(
+    status: int,
+    code: str,
+    *,
+    fields: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """An error response of the contract's shape."""
+    body = _STATIC_BODIES[code] if fields is None else error_body(code, fields)
+    all_headers = {"Content-Type": JSON_CONTENT_TYPE}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(status=status, body=body, headers=all_headers)
+
+
+def json_response(
+    status: int, payload: object, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON response with the contract's content type."""
+    all_headers = {"Content-Type": JSON_CONTENT_TYPE}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(status=status, body=orjson.dumps(payload), headers=all_headers)

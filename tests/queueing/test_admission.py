@@ -1,0 +1,174 @@
+"""The admission script and group commit, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+
+import pytest
+from redis.asyncio import Redis
+
+from queueing.admission import AdmissionPolicy, AdmissionScript, Candidate, Outcome, PartitionShare
+from queueing.errors import QueueUnavailable
+from queueing.grouping import GroupAdmitter, GroupStats, Overloaded
+from queueing.keys import partitions
+
+PARTS = 4
+
+
+def _candidates(count: int, key: str | None = None) -> list[Candidate]:
+    return [Candidate(os.urandom(16), b"envelope-%d" % i, key) for i in range(count)]
+
+
+def _admitter(
+    redis: Redis,
+    policy: AdmissionPolicy,
+    *,
+    group_max: int = 256,
+    pending_max: int = 100_000,
+    timeout: float = 1.0,
+    stats: list[GroupStats] | None = None,
+) -> GroupAdmitter:
+    share = PartitionShare.of(policy, PARTS, 86_400)
+    sink = stats if stats is not None else []
+    return GroupAdmitter(AdmissionScript(redis), partitions(PARTS), lambda: share,
+                         group_max=group_max, pending_max=pending_max, timeout=timeout,
+                         observe=sink.append)
+
+
+def _policy(rate: float = 0.001, burst: int = 40, high_water: int = 1_000_000,
+            enabled: bool = True, is_open: bool = True) -> AdmissionPolicy:
+    return AdmissionPolicy(rate, burst, high_water, enabled, is_open)
+
+
+async def _stream_total(redis: Redis) -> int:
+    return sum([await redis.xlen(p.stream) for p in partitions(PARTS)])
+
+
+async def test_burst_admits_exactly_the_burst(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy(burst=40))
+    decisions = await asyncio.gather(
+        *(admitter.admit(i % PARTS, c) for i, c in enumerate(_candidates(400)))
+    )
+    counts = Counter(d.outcome for d in decisions)
+    assert counts == {Outcome.ADMITTED: 40, Outcome.LIMITED: 360}
+    assert await _stream_total(redis_client) == 40
+
+
+async def test_refill_over_time_is_exact(redis_client: Redis) -> None:
+    rate, burst = 200.0, 200
+    admitter = _admitter(redis_client, _policy(rate=rate, burst=burst))
+    started = time.monotonic()
+    admitted = 0
+    while time.monotonic() - started < 1.0:
+        decisions = await asyncio.gather(
+            *(admitter.admit(i % PARTS, c) for i, c in enumerate(_candidates(100)))
+        )
+        admitted += sum(d.outcome is Outcome.ADMITTED for d in decisions)
+        await asyncio.sleep(0.01)
+    elapsed = time.monotonic() - started
+    # Upper bound is exact: burst + rate * elapsed. Lower bound loses at most
+    # one fractional token per partition at the end.
+    assert admitted <= burst + rate * elapsed + 1
+    assert admitted >= burst + rate * (elapsed - 0.05) - PARTS
+
+
+async def test_limited_requests_get_spread_retry_delays(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy(rate=4.0, burst=4))
+    decisions = await asyncio.gather(*(admitter.admit(0, c) for c in _candidates(5)))
+    waits = [d.retry_after_ms for d in decisions if d.outcome is Outcome.LIMITED]
+    # Partition 0 holds 1 token at 1 token/s: the 4 refused wait ~1, 2, 3, 4 s.
+    assert len(waits) == 4
+    assert waits == sorted(waits)
+    assert 900 <= waits[0] <= 1000
+    assert 3900 <= waits[-1] <= 4000
+
+
+async def test_idempotency_key_replays_without_token_or_entry(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy(burst=PARTS))  # one token per partition
+    first = _candidates(1, key="abc")[0]
+    part = 1
+    decision = await admitter.admit(part, first)
+    assert decision.outcome is Outcome.ADMITTED
+    # The partition's bucket is now empty, yet a replay is answered.
+    again = await admitter.admit(part, Candidate(os.urandom(16), b"other body", "abc"))
+    assert again.outcome is Outcome.REPLAYED
+    assert again.registration_id == first.registration_id
+    assert await redis_client.xlen(partitions(PARTS)[part].stream) == 1
+
+
+async def test_concurrent_same_key_requests_get_one_id(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy(burst=1000), group_max=7)
+    decisions = await asyncio.gather(*(admitter.admit(2, c) for c in _candidates(50, key="k")))
+    ids = {d.registration_id for d in decisions}
+    assert len(ids) == 1
+    assert Counter(d.outcome for d in decisions) == {Outcome.ADMITTED: 1, Outcome.REPLAYED: 49}
+    assert await _stream_total(redis_client) == 1
+
+
+async def test_idempotency_record_expires(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy())
+    await admitter.admit(0, _candidates(1, key="ttl")[0])
+    ttl = await redis_client.ttl(partitions(PARTS)[0].idempotency("ttl"))
+    assert 86_000 < ttl <= 86_400
+
+
+async def test_backlog_high_water_sheds(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy(burst=1000, high_water=2 * PARTS))
+    decisions = await asyncio.gather(*(admitter.admit(0, c) for c in _candidates(5)))
+    assert Counter(d.outcome for d in decisions) == {Outcome.ADMITTED: 2, Outcome.BACKLOG_FULL: 3}
+
+
+async def test_closed_intake_refuses_but_replays(redis_client: Redis) -> None:
+    open_admitter = _admitter(redis_client, _policy())
+    known = _candidates(1, key="known")[0]
+    await open_admitter.admit(0, known)
+    closed = _admitter(redis_client, _policy(is_open=False))
+    assert (await closed.admit(0, _candidates(1)[0])).outcome is Outcome.CLOSED
+    replay = await closed.admit(0, Candidate(os.urandom(16), b"x", "known"))
+    assert replay.outcome is Outcome.REPLAYED
+    assert replay.registration_id == known.registration_id
+
+
+async def test_disabled_limit_admits_all_within_backlog(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy(burst=1, enabled=False, high_water=400))
+    decisions = await asyncio.gather(
+        *(admitter.admit(i % PARTS, c) for i, c in enumerate(_candidates(500)))
+    )
+    assert Counter(d.outcome for d in decisions) == {Outcome.ADMITTED: 400,
+                                                     Outcome.BACKLOG_FULL: 100}
+
+
+async def test_requests_arriving_together_share_round_trips(redis_client: Redis) -> None:
+    stats: list[GroupStats] = []
+    admitter = _admitter(redis_client, _policy(burst=10_000), stats=stats)
+    await asyncio.gather(*(admitter.admit(i % PARTS, c) for i, c in enumerate(_candidates(1000))))
+    assert sum(s.size for s in stats) == 1000
+    assert len(stats) <= 2 * PARTS  # ~250 per round trip, not 1
+
+
+async def test_group_size_is_bounded(redis_client: Redis) -> None:
+    stats: list[GroupStats] = []
+    admitter = _admitter(redis_client, _policy(burst=10_000), group_max=16, stats=stats)
+    await asyncio.gather(*(admitter.admit(0, c) for c in _candidates(100)))
+    assert max(s.size for s in stats) == 16
+
+
+async def test_pending_bound_refuses_at_once(redis_client: Redis) -> None:
+    admitter = _admitter(redis_client, _policy(burst=10_000), pending_max=10)
+    results = await asyncio.gather(
+        *(admitter.admit(0, c) for c in _candidates(30)), return_exceptions=True
+    )
+    assert sum(isinstance(r, Overloaded) for r in results) == 20
+
+
+async def test_unreachable_redis_fails_fast() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    admitter = _admitter(dead, _policy(), timeout=0.8)
+    started = time.monotonic()
+    with pytest.raises(QueueUnavailable):
+        await admitter.admit(0, _candidates(1)[0])
+    assert time.monotonic() - started < 1.0
+    await dead.aclose()

@@ -1,0 +1,97 @@
+"""The stream envelope."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from queueing.envelope import Envelope, PersonalData, seal_registration
+from queueing.errors import EnvelopeError, SealingError
+from queueing.ids import uuid7_bytes
+from queueing.sealing import KeyedHasher, Sealer
+
+SEALER = Sealer({"k1": os.urandom(32)}, "k1")
+HASHER = KeyedHasher(os.urandom(32))
+PERSON = PersonalData("3171014501900001", "Siti Aminah", "siti@example.co.id",
+                      "+6281234567890", datetime.date(1990, 1, 5))
+
+
+def _envelope(person: PersonalData = PERSON, key: str | None = None) -> Envelope:
+    return seal_registration(person, uuid7_bytes(), 1_700_000_000_000, key, SEALER, HASHER)
+
+
+def test_round_trip_restores_every_field() -> None:
+    envelope = _envelope(key="idem-1")
+    decoded = Envelope.decode(envelope.encode())
+    assert decoded == envelope
+    assert decoded.open(SEALER) == PERSON
+
+
+def test_personal_data_is_not_in_the_bytes() -> None:
+    data = _envelope().encode()
+    for value in (PERSON.nik, PERSON.full_name, PERSON.email, PERSON.phone, "1990-01-05"):
+        assert value.encode() not in data
+
+
+def test_hashes_identify_nik_and_email() -> None:
+    one, two = _envelope(), _envelope()
+    assert one.nik_hash == two.nik_hash == HASHER.digest(PERSON.nik)
+    assert one.email_hash == HASHER.digest(PERSON.email)
+    assert one.registration_id != two.registration_id
+
+
+def test_sealed_data_cannot_move_to_another_registration() -> None:
+    one, two = _envelope(), _envelope()
+    swapped = Envelope(two.registration_id, one.received_at_ms, one.key_id, one.sealed,
+                       one.nik_hash, one.email_hash, None)
+    with pytest.raises(SealingError):
+        swapped.open(SEALER)
+
+
+def test_repr_never_shows_personal_data() -> None:
+    assert PERSON.nik not in repr(PERSON)
+    assert PERSON.email not in repr(PERSON)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb([2, b"x"]),
+        msgpack.packb({"v": 1}),
+        msgpack.packb([1, b"short", 1, "k", b"", b"x" * 32, b"y" * 32, None]),
+        msgpack.packb([1, b"r" * 16, "t", "k", b"", b"x" * 32, b"y" * 32, None]),
+        msgpack.packb([1, b"r" * 16, 1, "k", b"", b"x" * 32, b"y" * 32]),
+    ],
+)
+def test_bad_bytes_raise_envelope_error(data: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        Envelope.decode(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_decode_never_raises_anything_else(data: bytes) -> None:
+    try:
+        Envelope.decode(data)
+    except EnvelopeError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    nik=st.text(min_size=1, max_size=20),
+    name=st.text(max_size=100),
+    email=st.text(max_size=254),
+    key=st.none() | st.text(min_size=1, max_size=64),
+)
+def test_any_values_round_trip(nik: str, name: str, email: str, key: str | None) -> None:
+    person = PersonalData(nik, name, email, "+628123456789", datetime.date(2000, 2, 29))
+    envelope = _envelope(person, key)
+    assert Envelope.decode(envelope.encode()).open(SEALER) == person

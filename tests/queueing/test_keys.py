@@ -1,0 +1,33 @@
+"""Key names and partition choice."""
+
+from __future__ import annotations
+
+import os
+
+from queueing.keys import Partition, partition_for_digest, partition_for_idempotency_key
+
+
+def _slot_tag(key: str) -> str:
+    return key[key.index("{") + 1 : key.index("}")]
+
+
+def test_every_key_of_a_partition_shares_one_hash_tag() -> None:
+    part = Partition(3)
+    tags = {_slot_tag(k) for k in (part.stream, part.bucket, part.idempotency("abc"))}
+    assert tags == {"p3"}
+
+
+def test_idempotency_partition_is_stable_across_processes() -> None:
+    # crc32 is fixed; Python's hash() would differ per process.
+    assert partition_for_idempotency_key("order-42", 8) == partition_for_idempotency_key(
+        "order-42", 8
+    )
+    assert partition_for_idempotency_key("a", 8) != partition_for_idempotency_key("b", 8)
+
+
+def test_digest_partitions_are_uniform() -> None:
+    counts = [0] * 8
+    for _ in range(8000):
+        counts[partition_for_digest(os.urandom(32), 8)] += 1
+    assert min(counts) > 800
+    assert max(counts) < 1200
