@@ -157,12 +157,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        files: list[Path] = [DEFAULT_CONFIG]
+        # Earlier sources win, key by key within a table: one source per file,
+        # because a single multi-file TOML source replaces whole tables.
+        files = [TomlConfigSettingsSource(settings_cls, DEFAULT_CONFIG)]
         extra = os.environ.get(CONFIG_ENV)
         if extra:
-            files.append(Path(extra))
-        # Later files win over earlier ones; the environment wins over all files.
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, files))
+            files.insert(0, TomlConfigSettingsSource(settings_cls, Path(extra)))
+        return (init_settings, env_settings, *files)
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

@@ -1,0 +1,47 @@
+"""The application processes of the dev stack, declared in start order."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config.settings import Settings
+
+
+@dataclass(frozen=True)
+class AppProcess:
+    """One `python -m gelombang ...` process of the dev stack."""
+
+    name: str
+    # Arguments after `python -m gelombang`.
+    args: tuple[str, ...]
+    # The subcommand's module; while it does not exist yet the process is skipped.
+    module: str
+    # Runs to completion before the next process starts (e.g. migrate), instead of serving.
+    once: bool = False
+    # Where it listens, from its settings; it is ready once the first URL accepts TCP.
+    urls: Callable[[Settings], tuple[str, ...]] | None = None
+    # SIGTERM, then this long to drain before the process group is SIGKILLed.
+    stop_timeout: float = 20.0
+
+    def available(self) -> bool:
+        """Whether the subcommand's module exists (without importing it)."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:
+            return False
+
+
+def _door_urls(settings: Settings) -> tuple[str, ...]:
+    return (
+        f"http://127.0.0.1:{settings.public.port}",
+        f"http://{settings.admin.host}:{settings.admin.port}",
+    )
+
+
+APP_PROCESSES: tuple[AppProcess, ...] = (
+    # Later, in this order: AppProcess("migrate", ("migrate",), "workers.migrate_command",
+    # once=True), then "worker-store", "worker-email", "worker-nik", "mail-sink", "nik-sim".
+    AppProcess("door", ("serve",), "intake.serve_command", urls=_door_urls),
+)

@@ -1,0 +1,150 @@
+"""Suite-wide fixtures: real Redis and PostgreSQL, started once per test run on free ports.
+
+Each run keeps its servers' files in .dev/test-<pid>/ and removes them at the end; folders
+left by runs that died (and any server still running from them) are cleared at the next run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from gelombang.processes import (
+    free_port,
+    kill_group,
+    port_is_free,
+    process_alive,
+    process_cmdline,
+    read_pid_file,
+    write_pid_file,
+)
+from gelombang.services import (
+    PostgresServer,
+    RedisServer,
+    postgres_dsn,
+    remove_postgres_data,
+    start_postgres,
+    start_redis,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR_PREFIX = "test-"
+TEST_ADMIN_TOKEN = "test-admin-token"
+# What each server's command line contains, to recognise it behind a pid file.
+_MARKERS = {"redis": "redis-server", "postgres": "postgres"}
+
+
+def _remove_run_dir(folder: Path) -> None:
+    for name, marker in _MARKERS.items():
+        pid = read_pid_file(folder / "run" / f"{name}.pid")
+        if pid is not None and marker in " ".join(process_cmdline(pid)):
+            kill_group(pid)
+    remove_postgres_data(folder / "postgres")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_stale_run_dirs(state_dir: Path) -> None:
+    """Clear what runs killed before their teardown left behind (other live runs stay)."""
+    for folder in state_dir.glob(f"{RUN_DIR_PREFIX}*"):
+        owner = folder.name.removeprefix(RUN_DIR_PREFIX)
+        if owner.isdigit() and not process_alive(int(owner)):
+            _remove_run_dir(folder)
+
+
+def _port_outside_ephemeral_range() -> int:
+    """A free port that no `bind(0)` will be handed meanwhile, for a server started later."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    candidates = list(range(min(20_000, low // 2), low))
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        if port_is_free(port):
+            return port
+    return free_port()
+
+
+def _random_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Iterator[Path]:
+    """This run's folder for server data and logs, removed at the end."""
+    state_dir = REPO_ROOT / ".dev"
+    _remove_stale_run_dirs(state_dir)
+    folder = state_dir / f"{RUN_DIR_PREFIX}{os.getpid()}"
+    (folder / "run").mkdir(parents=True, exist_ok=True)
+    yield folder
+    _remove_run_dir(folder)
+
+
+@pytest.fixture(scope="session")
+def redis_server(run_dir: Path) -> Iterator[RedisServer]:
+    """The run's Redis (AOF, appendfsync always). Do not stop or pause it: start your own."""
+    server = start_redis(run_dir / "redis", 0, "always", log_file=run_dir / "logs" / "redis.log")
+    write_pid_file(run_dir / "run" / "redis.pid", server.pid)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_port() -> int:
+    """The port the run's PostgreSQL listens on once some test asks for postgres_server."""
+    return _port_outside_ephemeral_range()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(run_dir: Path, postgres_port: int) -> Iterator[PostgresServer]:
+    """The run's PostgreSQL, started at the first test that asks for it.
+
+    fsync is off: it survives killed processes (tests kill processes), not an OS crash.
+    """
+    server = start_postgres(
+        run_dir / "postgres", postgres_port, log_file=run_dir / "logs" / "postgres.log", fsync=False
+    )
+    write_pid_file(run_dir / "run" / "postgres.pid", server.pid)
+    yield server
+    server.stop()
+    server.remove_data()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the run's Redis, emptied (FLUSHALL) before the test."""
+    client = Redis.from_url(redis_server.url)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def test_settings(redis_server: RedisServer, postgres_port: int) -> Settings:
+    """Settings for the run's servers, random keys, ports 0 on loopback.
+
+    Its postgres.dsn points at the run's PostgreSQL, which runs only once a test (or a
+    fixture it uses) asks for postgres_server.
+    """
+    # Init arguments win over files and environment and merge key by key into their tables.
+    return Settings.load(
+        public={"host": "127.0.0.1", "port": 0},
+        admin={"host": "127.0.0.1", "port": 0, "token": TEST_ADMIN_TOKEN},
+        redis={"url": redis_server.url},
+        postgres={"dsn": postgres_dsn(postgres_port)},
+        keys={
+            "active_sealing_key_id": "test1",
+            "sealing_keys": {"test1": _random_key()},
+            "hash_key": _random_key(),
+        },
+    )
