@@ -1,0 +1,252 @@
+"""The field rules of a registration (API.md, check 5): pure code, no I/O.
+
+Every field is checked and every failure reported, one code per field, so
+the web form can mark all of them at once. A valid body comes back as a
+`Registration` holding the normalised values the door seals.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from intake.nik import NIK_CODES, WOMAN_DAY_OFFSET, nik_birth_date
+
+REQUIRED: Final = "required"
+WRONG_TYPE: Final = "wrong_type"
+UNKNOWN_FIELD: Final = "unknown_field"
+INVALID_FORMAT: Final = "invalid_format"
+TOO_SHORT: Final = "too_short"
+TOO_LONG: Final = "too_long"
+INVALID_CHARACTERS: Final = "invalid_characters"
+INVALID_DATE: Final = "invalid_date"
+BIRTH_DATE_MISMATCH: Final = "birth_date_mismatch"
+UNDERAGE: Final = "underage"
+MUST_BE_TRUE: Final = "must_be_true"
+
+_ANY_FIELD: Final = (REQUIRED, WRONG_TYPE)
+# Every code each field can get, for the OpenAPI document and its test.
+FIELD_CODES: Final[dict[str, frozenset[str]]] = {
+    "body": frozenset({WRONG_TYPE}),
+    "*": frozenset({UNKNOWN_FIELD}),  # any name not in KNOWN_FIELDS
+    "nik": frozenset({*_ANY_FIELD, *NIK_CODES}),
+    "full_name": frozenset({*_ANY_FIELD, TOO_SHORT, TOO_LONG, INVALID_CHARACTERS}),
+    "email": frozenset({*_ANY_FIELD, INVALID_FORMAT, TOO_LONG}),
+    "phone": frozenset({*_ANY_FIELD, INVALID_FORMAT}),
+    "birth_date": frozenset({*_ANY_FIELD, INVALID_DATE, BIRTH_DATE_MISMATCH, UNDERAGE}),
+    "consent": frozenset({*_ANY_FIELD, MUST_BE_TRUE}),
+}
+KNOWN_FIELDS: Final = ("nik", "full_name", "email", "phone", "birth_date", "consent")
+
+NAME_MAX_CODE_POINTS: Final = 100
+EMAIL_MAX_LENGTH: Final = 254
+ADULT_AGE: Final = 18
+
+_SPACE_RUNS = re.compile(" {2,}")
+_ASCII_NAME = re.compile(r"[A-Za-z .'\-]+")
+_NAME_PUNCTUATION: Final = frozenset(" .'-")
+# RFC 5322 dot-atom: atext runs separated by single dots.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+# Host names: LDH labels of 1-63 characters, no hyphen at either end, two or more.
+_DOMAIN = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
+_PHONE_SEPARATORS = str.maketrans("", "", " -")
+_PHONE = re.compile(r"(?:0|62|\+62)(8[0-9]{8,11})")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A valid registration, normalised: the values that are sealed."""
+
+    nik: str
+    full_name: str
+    email: str  # lower-cased
+    phone: str  # +628…
+    birth_date: datetime.date
+
+    def __repr__(self) -> str:
+        # Tracebacks and log lines must never print the values.
+        return "Registration(<personal data redacted>)"
+
+
+def validate_registration(body: Any, today: datetime.date) -> Registration | dict[str, str]:
+    """The normalised registration, or one field code per failing field.
+
+    `today` is the date of submission in Asia/Jakarta, for the age rule and
+    the NIK's century.
+    """
+    if not isinstance(body, dict):
+        return {"body": WRONG_TYPE}
+    failures: dict[str, str] = {
+        name: UNKNOWN_FIELD for name in body if name not in KNOWN_FIELDS
+    }
+
+    nik_value = _string(body, "nik", failures)
+    nik_date: datetime.date | None = None
+    if nik_value is not None:
+        parsed = nik_birth_date(nik_value, today)
+        if isinstance(parsed, str):
+            failures["nik"] = parsed
+        else:
+            nik_date = parsed
+
+    full_name = _normalised(body, "full_name", normalise_name, failures)
+    email = _normalised(body, "email", normalise_email, failures)
+    phone = _normalised(body, "phone", normalise_phone, failures)
+
+    birth_date: datetime.date | None = None
+    birth_text = _string(body, "birth_date", failures)
+    if birth_text is not None:
+        checked = check_birth_date(birth_text, nik_value if nik_date else None, today)
+        if isinstance(checked, str):
+            failures["birth_date"] = checked
+        else:
+            birth_date = checked
+
+    consent = body.get("consent")
+    if "consent" not in body:
+        failures["consent"] = REQUIRED
+    elif not isinstance(consent, bool):
+        failures["consent"] = WRONG_TYPE
+    elif not consent:
+        failures["consent"] = MUST_BE_TRUE
+
+    if failures:
+        return failures
+    # Every value is set once no field failed; the asserts tell mypy so.
+    assert nik_value is not None and full_name is not None and email is not None
+    assert phone is not None and birth_date is not None
+    return Registration(nik_value, full_name, email, phone, birth_date)
+
+
+class FieldInvalid(ValueError):
+    """A field value breaks a rule; `code` is the contract's field code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def normalise_name(raw: str) -> str:
+    """The stored form of a full name; FieldInvalid names the rule it breaks."""
+    name = _SPACE_RUNS.sub(" ", unicodedata.normalize("NFC", raw).strip())
+    if not name:
+        raise FieldInvalid(TOO_SHORT)
+    if len(name) > NAME_MAX_CODE_POINTS:
+        raise FieldInvalid(TOO_LONG)
+    if name.isascii():
+        # The common case, without a per-character Unicode lookup.
+        valid = _ASCII_NAME.fullmatch(name) is not None and any(c.isalpha() for c in name)
+    else:
+        valid = _is_unicode_name(name)
+    if not valid:
+        raise FieldInvalid(INVALID_CHARACTERS)
+    return name
+
+
+def normalise_email(raw: str) -> str:
+    """The stored (lower-cased) form of an email address; FieldInvalid if invalid."""
+    if len(raw) > EMAIL_MAX_LENGTH:
+        raise FieldInvalid(TOO_LONG)
+    local, at, domain = raw.rpartition("@")
+    if (
+        not at
+        or not raw.isascii()
+        or _DOT_ATOM.fullmatch(local) is None
+        or _DOMAIN.fullmatch(domain) is None
+    ):
+        raise FieldInvalid(INVALID_FORMAT)
+    return raw.lower()
+
+
+def normalise_phone(raw: str) -> str:
+    """The stored `+628…` form of an Indonesian mobile number; FieldInvalid if invalid."""
+    digits = raw.translate(_PHONE_SEPARATORS)
+    match = _PHONE.fullmatch(digits) if digits.isascii() else None
+    if match is None:
+        raise FieldInvalid(INVALID_FORMAT)
+    return "+62" + match.group(1)
+
+
+def check_birth_date(
+    raw: str, nik: str | None, today: datetime.date
+) -> datetime.date | str:
+    """The birth date, or the code of the first rule it breaks.
+
+    `nik` is given only when the NIK itself is valid: a mismatch with a
+    broken NIK would report one mistake twice.
+    """
+    if _ISO_DATE.fullmatch(raw) is None:
+        return INVALID_DATE
+    try:
+        born = datetime.date.fromisoformat(raw)
+    except ValueError:
+        return INVALID_DATE
+    if nik is not None and not _matches_nik(born, nik):
+        return BIRTH_DATE_MISMATCH
+    if today < adulthood(born):
+        return UNDERAGE
+    return born
+
+
+def adulthood(born: datetime.date) -> datetime.date:
+    """The day someone born on `born` turns 18; 1 March for 29 February in a common year."""
+    year = born.year + ADULT_AGE
+    try:
+        return born.replace(year=year)
+    except ValueError:
+        return datetime.date(year, 3, 1)
+
+
+def _matches_nik(born: datetime.date, nik: str) -> bool:
+    day = int(nik[6:8])
+    if day > WOMAN_DAY_OFFSET:
+        day -= WOMAN_DAY_OFFSET
+    return (
+        born.day == day and born.month == int(nik[8:10]) and born.year % 100 == int(nik[10:12])
+    )
+
+
+def _is_unicode_name(name: str) -> bool:
+    has_letter = False
+    for char in name:
+        category = unicodedata.category(char)
+        if category[0] == "L":
+            has_letter = True
+        elif category[0] != "M" and char not in _NAME_PUNCTUATION:
+            return False
+    return has_letter
+
+
+def _string(body: dict[str, Any], name: str, failures: dict[str, str]) -> str | None:
+    if name not in body:
+        failures[name] = REQUIRED
+        return None
+    value = body[name]
+    if not isinstance(value, str):
+        failures[name] = WRONG_TYPE
+        return None
+    return value
+
+
+def _normalised(
+    body: dict[str, Any],
+    name: str,
+    normalise: Callable[[str], str],
+    failures: dict[str, str],
+) -> str | None:
+    value = _string(body, name, failures)
+    if value is None:
+        return None
+    try:
+        return normalise(value)
+    except FieldInvalid as invalid:
+        failures[name] = invalid.code
+        return None

@@ -1,0 +1,94 @@
+"""Synthetic registrants that pass the door's rules (shared by tests, benchmarks, Locust).
+
+Every value is made up: NIKs are built from the public structure (province,
+regency, district, DDMMYY with +40 for women, serial), emails use reserved
+example domains, so nothing here is a real person's data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+PROVINCES = (
+    *range(11, 20), 21, *range(31, 37), *range(51, 54), *range(61, 66), *range(71, 77), 81, 82,
+    *range(91, 97),
+)
+GIVEN_NAMES = ("Siti", "Budi", "Dewi", "Agus", "Ni Luh", "I Gede", "Nur'aini", "Ahmad",
+               "Made", "Rini", "Yohanes", "Fransiska", "Muhammad", "Séno", "Putu")
+FAMILY_NAMES = ("Aminah", "Santoso", "Lestari", "Wibowo", "Putri", "Saragih", "Nainggolan",
+                "Hasibuan", "Sitompul", "Pratama", "Kusuma", "Hidayat", "St. Maria", "Al-Hakim")
+EMAIL_DOMAINS = ("example.com", "example.co.id", "example.id", "mail.example.org")
+
+
+@dataclass(frozen=True, slots=True)
+class Registrant:
+    """One made-up applicant, as the web form would submit it."""
+
+    nik: str
+    full_name: str
+    email: str
+    phone: str
+    birth_date: datetime.date
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of POST /v1/registrations."""
+        return {
+            "nik": self.nik,
+            "full_name": self.full_name,
+            "email": self.email,
+            "phone": self.phone,
+            "birth_date": self.birth_date.isoformat(),
+            "consent": True,
+        }
+
+
+class RegistrantFactory:
+    """Makes valid registrants; emails and phones are unique across runs."""
+
+    def __init__(self, seed: int | None = None, today: datetime.date | None = None) -> None:
+        self._rng = random.Random(seed)
+        self._today = today or datetime.date.today()
+        # A per-factory random run tag keeps emails unique across runs.
+        self._run = secrets.token_hex(4) if seed is None else f"s{seed}"
+        self._count = 0
+
+    def birth_date(self) -> datetime.date:
+        """A birth date of someone aged 18 to 60 today."""
+        oldest = _years_before(self._today, 60)
+        youngest = _years_before(self._today, 18) - datetime.timedelta(days=1)
+        return oldest + datetime.timedelta(days=self._rng.randint(0, (youngest - oldest).days))
+
+    def nik(self, birth: datetime.date, woman: bool) -> str:
+        """A structurally valid NIK for the birth date."""
+        rng = self._rng
+        day = birth.day + (40 if woman else 0)
+        return (
+            f"{rng.choice(PROVINCES):02d}{rng.randint(1, 79):02d}{rng.randint(1, 49):02d}"
+            f"{day:02d}{birth.month:02d}{birth.year % 100:02d}{rng.randint(1, 9999):04d}"
+        )
+
+    def phone(self) -> str:
+        """A mobile number in one of the three accepted forms."""
+        rest = f"8{self._rng.randint(1, 9)}{self._rng.randint(10**7, 10**10 - 1)}"
+        return self._rng.choice(("0", "62", "+62")) + rest
+
+    def make(self) -> Registrant:
+        """A new valid registrant."""
+        self._count += 1
+        rng = self._rng
+        birth = self.birth_date()
+        name = f"{rng.choice(GIVEN_NAMES)} {rng.choice(FAMILY_NAMES)}"
+        email = f"applicant.{self._run}.{self._count}@{rng.choice(EMAIL_DOMAINS)}"
+        return Registrant(self.nik(birth, rng.random() < 0.5), name, email, self.phone(), birth)
+
+
+def _years_before(day: datetime.date, years: int) -> datetime.date:
+    """The same day `years` earlier; 28 February when that year has no 29th."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)

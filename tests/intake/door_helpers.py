@@ -1,0 +1,42 @@
+"""An in-process door with clients for both ports, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from config.settings import Settings
+from intake.app import build_admin_app, build_public_app
+from intake.door import Door, open_door
+
+
+@dataclass
+class DoorUnderTest:
+    """An in-process door with clients for both ports."""
+
+    door: Door
+    public: TestClient  # type: ignore[type-arg]
+    admin: TestClient  # type: ignore[type-arg]
+
+
+def with_admission(settings: Settings, **changes: object) -> Settings:
+    """A copy of the settings with some admission figures changed."""
+    return settings.model_copy(update={"admission": settings.admission.model_copy(update=changes)})
+
+
+@contextlib.asynccontextmanager
+async def running_door(settings: Settings) -> AsyncIterator[DoorUnderTest]:
+    """An in-process door with the given settings."""
+    async with open_door(settings) as door:
+        public = TestClient(TestServer(build_public_app(door)))
+        admin = TestClient(TestServer(build_admin_app(door)))
+        await public.start_server()
+        await admin.start_server()
+        try:
+            yield DoorUnderTest(door, public, admin)
+        finally:
+            await public.close()
+            await admin.close()
