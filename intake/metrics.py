@@ -85,11 +85,11 @@ def observe_group(stats: GroupStats) -> None:
     """Record one admission round trip and its decisions."""
     GROUP_SIZE.observe(stats.size)
     REDIS_SECONDS.observe(stats.seconds)
-    if stats.result is None:
+    if stats.decisions is None:
         _UNAVAILABLE.inc(stats.size)
         return
     counts: dict[Outcome, int] = {}
-    for decision in stats.result.decisions:
+    for decision in stats.decisions:
         counts[decision.outcome] = counts.get(decision.outcome, 0) + 1
     for outcome, count in counts.items():
         _DECISION_COUNTERS[outcome].inc(count)

@@ -1,10 +1,12 @@
 """Group commit for admission: one Redis round trip per group of requests.
 
-Each partition has a lane. The first request into an idle lane starts a
-round trip on the next loop iteration, so requests that arrived in the same
-iteration join it; requests arriving while a round trip is in flight wait
-for the next one. Under light load a group is one request and adds no delay;
-under heavy load groups grow and the Redis cost per request falls.
+Requests wait in one queue per partition. The first request into an idle
+admitter starts a round trip on the next loop iteration, so every request
+that arrived in the same iteration joins it; requests arriving while a round
+trip is in flight wait for the next one. A round trip carries one script
+call per partition with requests waiting, pipelined. Under light load a
+group is one request and adds no delay; under heavy load groups grow and
+the Redis cost per request falls.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from queueing.admission import AdmissionScript, Candidate, Decision, GroupResult, PartitionShare
+from queueing.admission import AdmissionScript, Candidate, Decision, PartitionShare
 from queueing.errors import QueueingError, QueueUnavailable
 from queueing.keys import Partition
+
+_Waiting = deque[tuple[Candidate, "asyncio.Future[Decision]"]]
+_Batch = list[tuple[Candidate, "asyncio.Future[Decision]"]]
 
 
 class Overloaded(QueueingError):
@@ -30,16 +35,9 @@ class Overloaded(QueueingError):
 class GroupStats:
     """Observations of one finished round trip, for metrics."""
 
-    size: int
+    size: int  # candidates decided in the round trip, over every partition
     seconds: float
-    result: GroupResult | None
-
-
-@dataclass(slots=True)
-class _Lane:
-    partition: Partition
-    waiting: deque[tuple[Candidate, asyncio.Future[Decision]]] = field(default_factory=deque)
-    busy: bool = False
+    decisions: list[Decision] | None  # None: Redis failed or timed out
 
 
 class GroupAdmitter:
@@ -57,14 +55,15 @@ class GroupAdmitter:
         observe: Callable[[GroupStats], None] = lambda stats: None,
     ) -> None:
         self._script = script
-        self._lanes = [_Lane(p) for p in partitions]
+        self._partitions = partitions
+        self._waiting: list[_Waiting] = [deque() for _ in partitions]
         self._share = share
         self._group_max = group_max
         self._pending_max = pending_max
         self._timeout = timeout
         self._observe = observe
         self._pending = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -79,39 +78,41 @@ class GroupAdmitter:
         """
         if self._pending >= self._pending_max:
             raise Overloaded("too many requests waiting for admission")
-        lane = self._lanes[partition_index]
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        lane.waiting.append((candidate, future))
+        self._waiting[partition_index].append((candidate, future))
         self._pending += 1
-        if not lane.busy:
-            lane.busy = True
-            task = asyncio.create_task(self._run_lane(lane))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_all())
         return await future
 
-    async def _run_lane(self, lane: _Lane) -> None:
-        # The round trips of a lane are sequential: a group is everything that
-        # queued while the previous one was in flight.
+    async def _flush_all(self) -> None:
+        # Round trips are sequential: each carries what queued while the
+        # previous one was in flight, at most group_max per partition.
         try:
-            while lane.waiting:
-                size = min(self._group_max, len(lane.waiting))
-                batch = [lane.waiting.popleft() for _ in range(size)]
-                await self._round_trip(lane.partition, batch)
+            while self._pending:
+                await self._round_trip(self._take_groups())
         finally:
-            lane.busy = False
+            self._flusher = None
 
-    async def _round_trip(
-        self, partition: Partition, batch: list[tuple[Candidate, asyncio.Future[Decision]]]
-    ) -> None:
+    def _take_groups(self) -> list[tuple[Partition, _Batch]]:
+        groups = []
+        for partition, waiting in zip(self._partitions, self._waiting, strict=True):
+            if waiting:
+                size = min(self._group_max, len(waiting))
+                groups.append((partition, [waiting.popleft() for _ in range(size)]))
+        return groups
+
+    async def _round_trip(self, groups: list[tuple[Partition, _Batch]]) -> None:
         started = time.perf_counter()
-        result: GroupResult | None = None
+        batch = [entry for _, group in groups for entry in group]
+        decisions: list[Decision] | None = None
         error: BaseException | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                result = await self._script.admit(
-                    partition, self._share(), [candidate for candidate, _ in batch]
+                results = await self._script.admit_groups(
+                    self._share(), [(partition, _candidates(group)) for partition, group in groups]
                 )
+            decisions = [decision for result in results for decision in result.decisions]
         except (RedisError, OSError, TimeoutError) as exc:
             error = QueueUnavailable(type(exc).__name__)
         except asyncio.CancelledError:
@@ -122,13 +123,17 @@ class GroupAdmitter:
             for index, (_, future) in enumerate(batch):
                 if future.done():  # the waiting handler went away
                     continue
-                if result is not None:
-                    future.set_result(result.decisions[index])
+                if decisions is not None:
+                    future.set_result(decisions[index])
                 else:
                     future.set_exception(error or QueueUnavailable("no reply"))
-            self._observe(GroupStats(len(batch), time.perf_counter() - started, result))
+            self._observe(GroupStats(len(batch), time.perf_counter() - started, decisions))
 
     async def close(self) -> None:
         """Wait for the round trips in flight (the pending groups are flushed)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+
+def _candidates(group: _Batch) -> Sequence[Candidate]:
+    return [candidate for candidate, _ in group]

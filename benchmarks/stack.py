@@ -1,0 +1,102 @@
+"""What every benchmark needs: CPU pinning, a Redis, config files, result folders."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings
+from gelombang.devstate import render_toml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+
+def cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def pinned(command: list[str], core: int | None) -> list[str]:
+    """The command run under taskset on one core, when the machine has taskset."""
+    if core is None or shutil.which("taskset") is None:
+        return command
+    return ["taskset", "-c", str(core), *command]
+
+
+def pin_pid(pid: int, core: int | None) -> None:
+    """Move a running process to one core."""
+    if core is not None and shutil.which("taskset"):
+        subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)],
+                       check=True, capture_output=True)
+
+
+def door_config(path: Path, redis_url: str, port: int, admin_port: int,
+                **admission: Any) -> Path:
+    """A door config file for benchmarks: fresh keys, the given Redis and ports."""
+    base = Settings.load().model_dump(mode="json")
+    keys = base["keys"]
+    keys["active_sealing_key_id"] = "bench"
+    keys["sealing_keys"] = {"bench": _random_key()}
+    keys["hash_key"] = _random_key()
+    base["redis"]["url"] = redis_url
+    base["public"].update(host="127.0.0.1", port=port)
+    base["admin"].update(port=admin_port, token="bench-admin-token")
+    base["admission"].update(admission)
+    base["logging"]["level"] = "WARNING"
+    path.write_text(render_toml(base))
+    return path
+
+
+def _random_key() -> str:
+    import base64
+
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    """Wait until a URL answers at all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def result_folder(suite: str) -> Path:
+    """A new folder for one run's results."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = RESULTS / f"{suite}-{stamp}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": cores(), "os": os.uname().sysname,
+            "kernel": os.uname().release}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Pretty JSON."""
+    path.write_text(json.dumps(data, indent=2) + "\n")
