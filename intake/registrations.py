@@ -15,7 +15,7 @@ from intake.responses import JSON_CONTENT_TYPE, error_response
 from intake.state import DOOR
 from intake.validation import validate_registration
 from queueing.admission import Candidate, Decision, Outcome
-from queueing.envelope import PersonalData, seal_registration
+from queueing.envelope import seal_registration
 from queueing.errors import QueueUnavailable
 from queueing.grouping import Overloaded
 from queueing.ids import format_uuid, uuid7_bytes
@@ -64,11 +64,8 @@ async def create_registration(request: web.Request) -> web.Response:
         return _unavailable("intake_closed", RETRY_AFTER_CLOSED)
 
     registration_id = uuid7_bytes()
-    personal = PersonalData(
-        checked.nik, checked.full_name, checked.email, checked.phone, checked.birth_date
-    )
     envelope = seal_registration(
-        personal, registration_id, time.time_ns() // 1_000_000, idempotency_key,
+        checked, registration_id, time.time_ns() // 1_000_000, idempotency_key,
         door.sealer, door.hasher,
     )
     count = len(door.partitions)

@@ -1,8 +1,8 @@
 """The field rules of a registration (API.md, check 5): pure code, no I/O.
 
 Every field is checked and every failure reported, one code per field, so
-the web form can mark all of them at once. A valid body comes back as a
-`Registration` holding the normalised values the door seals.
+the web form can mark all of them at once. A valid body comes back as the
+`PersonalData` the door seals, its values normalised.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import datetime
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
-from intake.nik import NIK_CODES, WOMAN_DAY_OFFSET, nik_birth_date
+from intake.nik import NIK_CODES, nik_birth_date
+from queueing.envelope import PersonalData
 
 REQUIRED: Final = "required"
 WRONG_TYPE: Final = "wrong_type"
@@ -41,6 +41,7 @@ FIELD_CODES: Final[dict[str, frozenset[str]]] = {
     "consent": frozenset({*_ANY_FIELD, MUST_BE_TRUE}),
 }
 KNOWN_FIELDS: Final = ("nik", "full_name", "email", "phone", "birth_date", "consent")
+_KNOWN_FIELD_SET: Final = frozenset(KNOWN_FIELDS)
 
 NAME_MAX_CODE_POINTS: Final = 100
 EMAIL_MAX_LENGTH: Final = 254
@@ -61,22 +62,7 @@ _PHONE = re.compile(r"(?:0|62|\+62)(8[0-9]{8,11})")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """A valid registration, normalised: the values that are sealed."""
-
-    nik: str
-    full_name: str
-    email: str  # lower-cased
-    phone: str  # +628…
-    birth_date: datetime.date
-
-    def __repr__(self) -> str:
-        # Tracebacks and log lines must never print the values.
-        return "Registration(<personal data redacted>)"
-
-
-def validate_registration(body: Any, today: datetime.date) -> Registration | dict[str, str]:
+def validate_registration(body: Any, today: datetime.date) -> PersonalData | dict[str, str]:
     """The normalised registration, or one field code per failing field.
 
     `today` is the date of submission in Asia/Jakarta, for the age rule and
@@ -84,9 +70,9 @@ def validate_registration(body: Any, today: datetime.date) -> Registration | dic
     """
     if not isinstance(body, dict):
         return {"body": WRONG_TYPE}
-    failures: dict[str, str] = {
-        name: UNKNOWN_FIELD for name in body if name not in KNOWN_FIELDS
-    }
+    failures: dict[str, str] = {}
+    if not _KNOWN_FIELD_SET.issuperset(body):
+        failures = {name: UNKNOWN_FIELD for name in body if name not in _KNOWN_FIELD_SET}
 
     nik_value = _string(body, "nik", failures)
     nik_date: datetime.date | None = None
@@ -104,7 +90,7 @@ def validate_registration(body: Any, today: datetime.date) -> Registration | dic
     birth_date: datetime.date | None = None
     birth_text = _string(body, "birth_date", failures)
     if birth_text is not None:
-        checked = check_birth_date(birth_text, nik_value if nik_date else None, today)
+        checked = check_birth_date(birth_text, nik_date, today)
         if isinstance(checked, str):
             failures["birth_date"] = checked
         else:
@@ -123,7 +109,7 @@ def validate_registration(body: Any, today: datetime.date) -> Registration | dic
     # Every value is set once no field failed; the asserts tell mypy so.
     assert nik_value is not None and full_name is not None and email is not None
     assert phone is not None and birth_date is not None
-    return Registration(nik_value, full_name, email, phone, birth_date)
+    return PersonalData(nik_value, full_name, email, phone, birth_date)
 
 
 class FieldInvalid(ValueError):
@@ -176,12 +162,12 @@ def normalise_phone(raw: str) -> str:
 
 
 def check_birth_date(
-    raw: str, nik: str | None, today: datetime.date
+    raw: str, nik_date: datetime.date | None, today: datetime.date
 ) -> datetime.date | str:
     """The birth date, or the code of the first rule it breaks.
 
-    `nik` is given only when the NIK itself is valid: a mismatch with a
-    broken NIK would report one mistake twice.
+    `nik_date` is the date a valid NIK encodes, None when the NIK is invalid:
+    a mismatch with a broken NIK would report one mistake twice.
     """
     if _ISO_DATE.fullmatch(raw) is None:
         return INVALID_DATE
@@ -189,7 +175,11 @@ def check_birth_date(
         born = datetime.date.fromisoformat(raw)
     except ValueError:
         return INVALID_DATE
-    if nik is not None and not _matches_nik(born, nik):
+    if nik_date is not None and (
+        born.day != nik_date.day
+        or born.month != nik_date.month
+        or born.year % 100 != nik_date.year % 100  # the NIK carries no century
+    ):
         return BIRTH_DATE_MISMATCH
     if today < adulthood(born):
         return UNDERAGE
@@ -203,15 +193,6 @@ def adulthood(born: datetime.date) -> datetime.date:
         return born.replace(year=year)
     except ValueError:
         return datetime.date(year, 3, 1)
-
-
-def _matches_nik(born: datetime.date, nik: str) -> bool:
-    day = int(nik[6:8])
-    if day > WOMAN_DAY_OFFSET:
-        day -= WOMAN_DAY_OFFSET
-    return (
-        born.day == day and born.month == int(nik[8:10]) and born.year % 100 == int(nik[10:12])
-    )
 
 
 def _is_unicode_name(name: str) -> bool:

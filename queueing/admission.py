@@ -87,7 +87,9 @@ class PartitionShare:
         return cls(rate, capacity, high_water, args)
 
 
-@dataclass(frozen=True, slots=True)
+# Candidate, Decision and GroupResult are made per request: not frozen, for the
+# reason given in envelope.py. Treat them as values.
+@dataclass(slots=True)
 class Candidate:
     """A validated, sealed registration asking to be admitted."""
 
@@ -96,7 +98,7 @@ class Candidate:
     idempotency_key: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """Admission's answer for one candidate."""
 
@@ -107,7 +109,7 @@ class Decision:
     retry_after_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GroupResult:
     """The decisions for one group, in order, and the whole tokens left."""
 

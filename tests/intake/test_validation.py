@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from intake.validation import (
     FIELD_CODES,
     KNOWN_FIELDS,
-    Registration,
     adulthood,
     normalise_email,
     normalise_name,
@@ -21,6 +20,7 @@ from intake.validation import (
     validate_registration,
 )
 from loadtest.registrants import RegistrantFactory
+from queueing.envelope import PersonalData
 from tests.support import FULL_WIDTH
 
 TODAY = datetime.date(2026, 11, 22)
@@ -44,7 +44,7 @@ def failures(**changes: Any) -> dict[str, str]:
 
 def codes_of(field: str, value: Any) -> str | None:
     result = validate_registration({**VALID, field: value}, TODAY)
-    return None if isinstance(result, Registration) else result.get(field)
+    return None if isinstance(result, PersonalData) else result.get(field)
 
 
 def test_the_valid_body_is_normalised() -> None:
@@ -53,7 +53,7 @@ def test_the_valid_body_is_normalised() -> None:
          "phone": "0812-3456 7890"},
         TODAY,
     )
-    assert isinstance(result, Registration)
+    assert isinstance(result, PersonalData)
     assert result.nik == VALID["nik"]
     assert result.full_name == "Siti Nurhaliza"
     assert result.email == "siti@example.co.id"
@@ -63,7 +63,7 @@ def test_the_valid_body_is_normalised() -> None:
 
 def test_registration_repr_hides_personal_data() -> None:
     result = validate_registration(VALID, TODAY)
-    assert isinstance(result, Registration)
+    assert isinstance(result, PersonalData)
     for value in ("3201014506990001", "Siti", "siti@", "+62812"):
         assert value not in repr(result)
         assert value not in str(result)
@@ -275,7 +275,7 @@ def test_age_is_18_on_the_day_of_submission(
 ) -> None:
     body = {**VALID, "nik": nik_for(born), "birth_date": born.isoformat()}
     result = validate_registration(body, today)
-    assert isinstance(result, Registration) == adult
+    assert isinstance(result, PersonalData) == adult
     if not adult:
         assert result == {"birth_date": "underage"}
 
@@ -303,7 +303,7 @@ field_names = st.sampled_from(KNOWN_FIELDS) | st.text(max_size=12)
 @given(st.dictionaries(field_names, json_values, max_size=8))
 def test_any_json_object_gets_a_registration_or_codes_per_field(body: dict[str, Any]) -> None:
     result = validate_registration(body, TODAY)
-    if isinstance(result, Registration):
+    if isinstance(result, PersonalData):
         return
     assert result
     for field, code in result.items():
@@ -319,7 +319,7 @@ def test_any_json_object_gets_a_registration_or_codes_per_field(body: dict[str, 
 def test_every_made_up_registrant_is_valid(seed: int) -> None:
     registrant = RegistrantFactory(seed=seed, today=TODAY).make()
     result = validate_registration(registrant.body(), TODAY)
-    assert isinstance(result, Registration)
+    assert isinstance(result, PersonalData)
     assert result.birth_date == registrant.birth_date
 
 
@@ -374,4 +374,4 @@ def test_email_case_does_not_matter(address: str) -> None:
 def test_registrants_can_be_made_on_29_february() -> None:
     leap_day = datetime.date(2028, 2, 29)
     registrant = RegistrantFactory(seed=1, today=leap_day).make()
-    assert isinstance(validate_registration(registrant.body(), leap_day), Registration)
+    assert isinstance(validate_registration(registrant.body(), leap_day), PersonalData)
