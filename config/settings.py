@@ -37,7 +37,7 @@ class PublicSettings(_Section):
 class AdminSettings(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
-    token: str
+    token: str = Field(repr=False)  # secrets stay out of reprs and tracebacks
 
 
 class RedisSettings(_Section):
@@ -47,6 +47,32 @@ class RedisSettings(_Section):
 
 class PostgresSettings(_Section):
     dsn: str
+    # The door's pool for status reads: small, and every call bounded, so a
+    # slow or dead PostgreSQL never holds up intake.
+    door_pool_max: int = Field(ge=1, le=100)
+    door_timeout_seconds: float = Field(gt=0)
+
+
+class DrainSettings(_Section):
+    """The drain workers (`gelombang worker store`)."""
+
+    # Batches in flight per worker process (0: one per partition).
+    concurrency: int = Field(ge=0, le=1024)
+    batch_size: int = Field(ge=1, le=50_000)
+    block_ms: int = Field(ge=1, le=60_000)
+    # Entries pending this long with a consumer are taken over by another.
+    claim_idle_seconds: float = Field(gt=0)
+    # An entry delivered this many times without being stored is dead-lettered.
+    max_deliveries: int = Field(ge=1)
+    heartbeat_seconds: float = Field(gt=0)
+    # How long a handed-off job's marker stays in Redis: a relay repeated
+    # within this window is a no-op.
+    handoff_marker_seconds: int = Field(ge=60)
+    # Outbox rows older than this are relayed by any worker (their own
+    # worker died between commit and hand-off).
+    outbox_sweep_seconds: float = Field(gt=0)
+    # Back-off after PostgreSQL or Redis errors: doubles up to this.
+    retry_max_seconds: float = Field(gt=0)
 
 
 class AdmissionSettings(_Section):
@@ -81,8 +107,8 @@ def _decode_key(value: str, *, minimum: int, exact: int | None = None) -> bytes:
 
 class KeySettings(_Section):
     active_sealing_key_id: str
-    sealing_keys: dict[str, str]
-    hash_key: str
+    sealing_keys: dict[str, str] = Field(repr=False)
+    hash_key: str = Field(repr=False)
 
     @field_validator("sealing_keys")
     @classmethod
@@ -144,6 +170,7 @@ class Settings(BaseSettings):
     postgres: PostgresSettings
     admission: AdmissionSettings
     queue: QueueSettings
+    drain: DrainSettings
     keys: KeySettings
     door: DoorSettings
     logging: LoggingSettings

@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "serve": "intake.serve_command",
     "admission": "intake.admission_command",
     "dev": "gelombang.devstack",
+    "migrate": "workers.migrate_command",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).

@@ -41,7 +41,7 @@ def _door_urls(settings: Settings) -> tuple[str, ...]:
 
 
 APP_PROCESSES: tuple[AppProcess, ...] = (
-    # Later, in this order: AppProcess("migrate", ("migrate",), "workers.migrate_command",
-    # once=True), then "worker-store", "worker-email", "worker-nik", "mail-sink", "nik-sim".
+    AppProcess("migrate", ("migrate",), "workers.migrate_command", once=True),
+    # Later, in this order: "worker-email", "worker-nik", "mail-sink", "nik-sim".
     AppProcess("door", ("serve",), "intake.serve_command", urls=_door_urls),
 )

@@ -34,6 +34,10 @@ class Registrant:
     phone: str
     birth_date: datetime.date
 
+    def __repr__(self) -> str:
+        # Made up, but shaped like personal data: kept out of test output all the same.
+        return "Registrant(<personal data redacted>)"
+
     def body(self) -> dict[str, Any]:
         """The JSON body of POST /v1/registrations."""
         return {
@@ -75,6 +79,12 @@ class RegistrantFactory:
         """A mobile number in one of the three accepted forms."""
         rest = f"8{self._rng.randint(1, 9)}{self._rng.randint(10**7, 10**10 - 1)}"
         return self._rng.choice(("0", "62", "+62")) + rest
+
+    def same_nik_as(self, person: Registrant) -> Registrant:
+        """A new registrant who reuses `person`'s NIK (and so its birth date)."""
+        fresh = self.make()
+        return Registrant(person.nik, fresh.full_name, fresh.email, fresh.phone,
+                          person.birth_date)
 
     def make(self) -> Registrant:
         """A new valid registrant."""

@@ -12,20 +12,18 @@ exactly burst + rate * t. See docs/admission.md for the bounds.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from queueing.keys import Partition
+from queueing.scripts import PipelinedScript, ScriptCall, script_source
 
-ADMIT_SCRIPT = resources.files("queueing").joinpath("lua/admit.lua").read_text()
+ADMIT_SCRIPT = script_source("admit")
 
 
 class Outcome(IntEnum):
@@ -121,8 +119,7 @@ class AdmissionScript:
     """The admission script bound to one Redis client."""
 
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._sha = hashlib.sha1(ADMIT_SCRIPT.encode()).hexdigest()
+        self._script = PipelinedScript(redis, ADMIT_SCRIPT)
 
     async def admit(
         self, partition: Partition, share: PartitionShare, group: Sequence[Candidate]
@@ -134,20 +131,10 @@ class AdmissionScript:
     async def admit_groups(
         self, share: PartitionShare, groups: Sequence[tuple[Partition, Sequence[Candidate]]]
     ) -> list[GroupResult]:
-        """Decide several partitions' groups in one round trip: one script call each.
-
-        The calls travel in one pipeline (not a transaction): each is atomic on
-        its own partition's keys, which is all admission needs, and a cluster
-        client can split the pipeline by node.
-        """
-        calls = [_script_call(partition, share, group) for partition, group in groups]
-        try:
-            replies = await self._evalsha_all(calls)
-        except NoScriptError:
-            # A restarted or flushed Redis lost its script cache: load it once
-            # and retry, so a recovered Redis needs no door restart.
-            await self._redis.script_load(ADMIT_SCRIPT)
-            replies = await self._evalsha_all(calls)
+        """Decide several partitions' groups in one round trip: one script call each."""
+        replies = await self._script.run_all(
+            [_script_call(partition, share, group) for partition, group in groups]
+        )
         return [
             GroupResult(
                 [_decision(reply, candidate) for reply, candidate in zip(
@@ -157,20 +144,10 @@ class AdmissionScript:
             for group_replies, (_, group) in zip(replies, groups, strict=True)
         ]
 
-    async def _evalsha_all(self, calls: list[tuple[list[str], list[str | bytes | int]]]
-                           ) -> list[Any]:
-        # redis-py's Script objects check SCRIPT EXISTS before every pipeline,
-        # an extra round trip; plain EVALSHA with the retry above avoids it.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                # Queued on the pipeline, not sent: redis-py types it as awaitable.
-                pipe.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[unused-awaitable]
-            return await pipe.execute()
-
 
 def _script_call(
     partition: Partition, share: PartitionShare, group: Sequence[Candidate]
-) -> tuple[list[str], list[str | bytes | int]]:
+) -> ScriptCall:
     keys: list[str] = [partition.stream, partition.bucket]
     args: list[str | bytes | int] = [*share.args, len(group)]
     for candidate in group:

@@ -17,6 +17,16 @@ PREFIX = "gelombang"
 ADMISSION_SETTINGS = f"{PREFIX}:admission:settings"
 # Append-only audit log of admin actions.
 AUDIT_STREAM = f"{PREFIX}:audit"
+# The consumer group of the drain workers on every intake stream.
+STORE_GROUP = "store"
+# Drain worker heartbeats: a sorted set of consumer names scored by the Unix
+# time of their last beat, and one hash of details per consumer.
+HEARTBEATS = f"{PREFIX}:workers:heartbeats"
+
+
+def heartbeat_details(consumer: str) -> str:
+    """The hash describing one live drain consumer."""
+    return f"{PREFIX}:workers:consumer:{consumer}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,19 @@ class Partition:
     def idempotency(self, key: str) -> str:
         """The record of one Idempotency-Key."""
         return f"{PREFIX}:{self.tag}:idem:{key}"
+
+    @property
+    def dead_letters(self) -> str:
+        """Entries of the intake stream that could not be stored, with the reason."""
+        return f"{PREFIX}:{self.tag}:dead"
+
+    def verification(self, kind: str) -> str:
+        """The stream of verification jobs of one kind (`email`, `nik`)."""
+        return f"{PREFIX}:{self.tag}:verify:{kind}"
+
+    def handoff(self, job_id: str) -> str:
+        """The marker that a verification job was handed off (makes a repeat a no-op)."""
+        return f"{PREFIX}:{self.tag}:handoff:{job_id}"
 
 
 def partitions(count: int) -> tuple[Partition, ...]:

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 
@@ -35,6 +36,7 @@ from gelombang.services import (
     start_postgres,
     start_redis,
 )
+from workers.schema import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR_PREFIX = "test-"
@@ -116,6 +118,31 @@ def postgres_server(run_dir: Path, postgres_port: int) -> Iterator[PostgresServe
     yield server
     server.stop()
     server.remove_data()
+
+
+# Every table the workers write, emptied before each test that uses `pg`.
+STORE_TABLES = (
+    "registrations", "nik_blacklist", "verification_outbox", "funnel_counts", "dead_letters",
+    "audit_log",
+)
+
+
+@pytest.fixture(scope="session")
+async def migrated_dsn(postgres_server: PostgresServer) -> str:
+    """The run's PostgreSQL with the schema applied once (by `gelombang migrate`'s code)."""
+    await migrate(postgres_server.dsn)
+    return postgres_server.dsn
+
+
+@pytest.fixture
+async def pg(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the migrated database, its tables emptied before the test."""
+    connection = await asyncpg.connect(migrated_dsn)
+    await connection.execute(f"TRUNCATE {', '.join(STORE_TABLES)}")
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import signal
 import subprocess
@@ -23,9 +24,12 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from gelombang.devstate import render_toml
 from gelombang.processes import free_port
+from intake.validation import validate_registration
 from loadtest.registrants import Registrant, RegistrantFactory
-from queueing.envelope import STREAM_FIELD, Envelope
+from queueing.envelope import STREAM_FIELD, Envelope, PersonalData, seal_registration
+from queueing.ids import uuid7_bytes
 from queueing.keys import partitions
+from queueing.sealing import KeyedHasher, Sealer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Full-width digits: another script's digits, which str.isdigit() also accepts.
@@ -223,3 +227,20 @@ async def redis_dump(redis: Redis) -> bytes:
 def leaked(haystack: bytes, people: Sequence[Registrant]) -> int:
     """How many submitted personal values occur in the clear (the count, never the values)."""
     return sum(1 for value in personal_values(people) if value in haystack)
+
+
+def seal_people(settings: Settings, people: Sequence[Registrant],
+                start_ms: int | None = None) -> list[Envelope]:
+    """Envelopes as the door makes them (validated, sealed, hashed), ids in list order."""
+    sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
+    hasher = KeyedHasher(settings.keys.hash_key_bytes())
+    first_ms = start_ms if start_ms is not None else time.time_ns() // 1_000_000
+    envelopes = []
+    for offset, person in enumerate(people):
+        checked = validate_registration(person.body(), datetime.date.today())
+        assert isinstance(checked, PersonalData), "made-up registrants are valid"
+        # One millisecond apart, so id order is list order.
+        registration_id = uuid7_bytes(first_ms + offset)
+        envelopes.append(seal_registration(checked, registration_id, first_ms + offset, None,
+                                           sealer, hasher))
+    return envelopes

@@ -1,0 +1,206 @@
+"""Storing batches in PostgreSQL: states, idempotency, outbox, counters, hand-off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from loadtest.registrants import Registrant, RegistrantFactory
+from queueing.envelope import Envelope
+from queueing.keys import Partition
+from tests.support import seal_people, stream_range
+from workers.handoff import KINDS, Handoff
+from workers.status_queries import funnel_counts
+from workers.store import hand_off, hand_off_stale, prepare_connection, store_batch
+
+
+@pytest.fixture
+async def store(pg: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    """The test's connection, prepared as the worker's pool prepares its own."""
+    await prepare_connection(pg)
+    yield pg
+
+
+FACTORY = RegistrantFactory()
+
+
+def people(count: int) -> list[Registrant]:
+    return [FACTORY.make() for _ in range(count)]
+
+
+async def states(connection: asyncpg.Connection) -> dict[uuid.UUID, tuple[str, str, str]]:
+    rows = await connection.fetch(
+        "SELECT registration_id, state::text, email_verification::text, nik_verification::text"
+        " FROM registrations")
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def rid(envelope: Envelope) -> uuid.UUID:
+    return uuid.UUID(bytes=envelope.registration_id)
+
+
+async def test_a_batch_is_stored_accepted_with_pending_checks(
+    store: asyncpg.Connection, test_settings: Settings
+) -> None:
+    envelopes = seal_people(test_settings, people(3))
+
+    result = await store_batch(store, 0, 0, envelopes)
+
+    assert result.stored == dict.fromkeys(map(rid, envelopes), "accepted")
+    assert await states(store) == dict.fromkeys(map(rid, envelopes),
+                                                ("accepted", "pending", "pending"))
+    row = await store.fetchrow("SELECT * FROM registrations WHERE registration_id = $1",
+                               rid(envelopes[0]))
+    assert row is not None
+    assert row["sealed"] == envelopes[0].sealed and row["key_id"] == envelopes[0].key_id
+    assert row["nik_hash"] == envelopes[0].nik_hash
+    assert row["received_at"].timestamp() * 1000 == pytest.approx(envelopes[0].received_at_ms)
+    outbox = await store.fetch("SELECT registration_id, kind::text, partition"
+                               " FROM verification_outbox")
+    assert {(r[0], r[1], r[2]) for r in outbox} == {
+        (rid(e), kind, 0) for e in envelopes for kind in KINDS}
+
+
+async def test_a_redelivered_batch_changes_nothing(
+    store: asyncpg.Connection, test_settings: Settings
+) -> None:
+    envelopes = seal_people(test_settings, people(4))
+    await store_batch(store, 0, 0, envelopes[:2])
+    before = await states(store)
+
+    again = await store_batch(store, 0, 1, envelopes)
+
+    assert set(again.stored) == {rid(envelopes[2]), rid(envelopes[3])}
+    after = await states(store)
+    assert len(after) == 4 and all(after[key] == value for key, value in before.items())
+    assert (await funnel_counts(store))["stored"] == 4
+    assert await store.fetchval("SELECT count(*) FROM verification_outbox") == 8
+
+
+@pytest.mark.parametrize("same_batch", [True, False])
+async def test_the_later_registration_of_a_nik_or_email_is_a_duplicate(
+    store: asyncpg.Connection, test_settings: Settings, same_batch: bool
+) -> None:
+    first, third = people(2)
+    same_nik = FACTORY.same_nik_as(first)
+    # Emails compare lower-cased: the door hashes the normalised address.
+    same_email = dataclasses.replace(third, email=first.email.upper())
+    envelopes = seal_people(test_settings, [first, same_nik, same_email])
+
+    if same_batch:
+        await store_batch(store, 0, 0, list(reversed(envelopes)))
+    else:
+        await store_batch(store, 0, 0, envelopes[:1])
+        await store_batch(store, 1, 0, envelopes[1:])
+
+    assert await states(store) == {
+        rid(envelopes[0]): ("accepted", "pending", "pending"),
+        rid(envelopes[1]): ("duplicate", "skipped", "skipped"),
+        rid(envelopes[2]): ("duplicate", "skipped", "skipped"),
+    }
+    jobs = await store.fetch("SELECT DISTINCT registration_id FROM verification_outbox")
+    assert [row[0] for row in jobs] == [rid(envelopes[0])]
+
+
+async def test_a_duplicate_does_not_make_later_ones_duplicates(
+    store: asyncpg.Connection, test_settings: Settings
+) -> None:
+    first, third = people(2)
+    # second repeats first's NIK (a duplicate); third repeats only second's email,
+    # which no registration that counts has yet.
+    second = FACTORY.same_nik_as(first)
+    third = dataclasses.replace(third, email=second.email)
+    envelopes = seal_people(test_settings, [first, second, third])
+
+    await store_batch(store, 0, 0, envelopes)
+
+    assert [(await states(store))[rid(e)][0] for e in envelopes] == [
+        "accepted", "duplicate", "accepted"]
+
+
+async def test_a_blacklisted_nik_is_ineligible_unless_a_duplicate(
+    store: asyncpg.Connection, test_settings: Settings
+) -> None:
+    banned, fine = people(2)
+    again = FACTORY.same_nik_as(banned)
+    envelopes = seal_people(test_settings, [banned, again, fine])
+    await store.execute("INSERT INTO nik_blacklist (nik_hash, reason) VALUES ($1, 'test')",
+                        envelopes[0].nik_hash)
+
+    await store_batch(store, 0, 0, envelopes)
+
+    assert [(await states(store))[rid(e)] for e in envelopes] == [
+        ("ineligible", "skipped", "skipped"),
+        ("duplicate", "skipped", "skipped"),
+        ("accepted", "pending", "pending"),
+    ]
+    assert await funnel_counts(store) == {"stored": 3, "accepted": 1, "duplicate": 1,
+                                          "ineligible": 1}
+
+
+async def test_batches_racing_in_two_partitions_store_one_accepted(
+    migrated_dsn: str, store: asyncpg.Connection, test_settings: Settings
+) -> None:
+    batch_a = people(50)
+    batch_b = [FACTORY.same_nik_as(person) for person in batch_a]
+    envelopes_a = seal_people(test_settings, batch_a)
+    envelopes_b = seal_people(test_settings, batch_b)
+    other = await asyncpg.connect(migrated_dsn)
+    await prepare_connection(other)
+    try:
+        await asyncio.gather(store_batch(store, 0, 0, envelopes_a),
+                             store_batch(other, 1, 1, envelopes_b))
+    finally:
+        await other.close()
+
+    rows = await states(store)
+    assert len(rows) == 100
+    for a, b in zip(envelopes_a, envelopes_b, strict=True):
+        assert sorted((rows[rid(a)][0], rows[rid(b)][0])) == ["accepted", "duplicate"]
+    counts = await funnel_counts(store)
+    assert counts == {"stored": 100, "accepted": 50, "duplicate": 50}
+
+
+async def test_hand_off_adds_each_job_once(
+    store: asyncpg.Connection, redis_client: Redis, test_settings: Settings
+) -> None:
+    envelopes = seal_people(test_settings, people(3))
+    await store_batch(store, 2, 0, envelopes)
+    handoff = Handoff(redis_client, 3600)
+    ids = [rid(e) for e in envelopes]
+
+    assert await hand_off(store, handoff, ids) == 6
+    # The outbox is empty now; re-inserting its rows (a crash before the
+    # delete committed) and relaying again adds nothing.
+    await store.execute(
+        "INSERT INTO verification_outbox (registration_id, kind, partition, created_at)"
+        " SELECT id, k, 2, now() - interval '1 hour' FROM unnest($1::uuid[]) id,"
+        " unnest(enum_range(NULL::verification_kind)) k", ids)
+    assert await hand_off_stale(store, handoff, 60, 100) == 0
+    assert await store.fetchval("SELECT count(*) FROM verification_outbox") == 0
+
+    for kind in KINDS:
+        jobs = await stream_range(redis_client, Partition(2).verification(kind))
+        assert sorted(uuid.UUID(bytes=fields[b"r"]) for _, fields in jobs) == sorted(ids)
+
+
+async def test_a_failed_hand_off_keeps_the_jobs(
+    store: asyncpg.Connection, test_settings: Settings
+) -> None:
+    envelopes = seal_people(test_settings, people(1))
+    await store_batch(store, 0, 0, envelopes)
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        with pytest.raises(RedisError):
+            await hand_off(store, Handoff(dead, 60), [rid(envelopes[0])])
+    finally:
+        await dead.aclose()
+    assert await store.fetchval("SELECT count(*) FROM verification_outbox") == 2
