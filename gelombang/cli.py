@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "admission": "intake.admission_command",
     "dev": "gelombang.devstack",
     "migrate": "workers.migrate_command",
+    "worker": "workers.worker_command",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).

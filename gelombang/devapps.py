@@ -42,6 +42,7 @@ def _door_urls(settings: Settings) -> tuple[str, ...]:
 
 APP_PROCESSES: tuple[AppProcess, ...] = (
     AppProcess("migrate", ("migrate",), "workers.migrate_command", once=True),
+    AppProcess("worker-store", ("worker", "store"), "workers.worker_command"),
     # Later, in this order: "worker-email", "worker-nik", "mail-sink", "nik-sim".
     AppProcess("door", ("serve",), "intake.serve_command", urls=_door_urls),
 )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from queueing.envelope import Envelope
 from workers.handoff import Handoff, Job
@@ -26,6 +27,8 @@ QUERIES: Final = load("store.sql")
 ACCEPTED: Final = "accepted"
 DUPLICATE: Final = "duplicate"
 INELIGIBLE: Final = "ineligible"
+# A plain connection or one borrowed from a pool: both run the same queries.
+Connection = asyncpg.Connection | PoolConnectionProxy
 _STAGING_COLUMNS: Final = (
     "registration_id", "received_at", "state", "nik_hash", "email_hash", "key_id", "sealed",
 )
@@ -68,13 +71,13 @@ def decide_states(
     return states
 
 
-async def prepare_connection(connection: asyncpg.Connection) -> None:
+async def prepare_connection(connection: Connection) -> None:
     """Per-connection setup for the pool: the staging table."""
     await connection.execute(QUERIES["create_staging"])
 
 
 async def store_batch(
-    connection: asyncpg.Connection, partition: int, shard: int, envelopes: Sequence[Envelope]
+    connection: Connection, partition: int, shard: int, envelopes: Sequence[Envelope]
 ) -> StoreResult:
     """Store the envelopes in one transaction (a redelivered one changes nothing)."""
     ordered = sorted(envelopes, key=lambda envelope: envelope.registration_id)
@@ -106,7 +109,7 @@ async def store_batch(
     return result
 
 
-async def add_counts(connection: asyncpg.Connection, shard: int, counts: Counter[str]) -> None:
+async def add_counts(connection: Connection, shard: int, counts: Counter[str]) -> None:
     """Move funnel counters (inside the caller's transaction)."""
     moved = {name: value for name, value in counts.items() if value}
     if moved:
@@ -116,7 +119,7 @@ async def add_counts(connection: asyncpg.Connection, shard: int, counts: Counter
 
 
 async def hand_off(
-    connection: asyncpg.Connection, handoff: Handoff, registration_ids: Sequence[uuid.UUID]
+    connection: Connection, handoff: Handoff, registration_ids: Sequence[uuid.UUID]
 ) -> int:
     """Relay these registrations' outbox jobs, if still there; deleted once handed off."""
     async with connection.transaction():
@@ -127,7 +130,7 @@ async def hand_off(
 
 
 async def hand_off_stale(
-    connection: asyncpg.Connection, handoff: Handoff, older_than: float, limit: int
+    connection: Connection, handoff: Handoff, older_than: float, limit: int
 ) -> int:
     """Relay jobs left in the outbox by a worker that died before handing them off."""
     async with connection.transaction():

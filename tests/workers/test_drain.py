@@ -1,0 +1,159 @@
+"""The drain in one process: streams into PostgreSQL, dead letters, reclaiming."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from loadtest.registrants import RegistrantFactory
+from queueing.envelope import STREAM_FIELD
+from queueing.keys import STORE_GROUP, Partition
+from tests.intake.door_helpers import DoorUnderTest
+from tests.support import seal_people, stream_range
+from tests.workers.drain_helpers import (
+    backlog,
+    drain_settings,
+    enqueue,
+    handed_off,
+    running_drain,
+    wait_drained,
+)
+from workers.status_queries import funnel_counts
+
+
+async def stored(pg: asyncpg.Connection) -> dict[uuid.UUID, str]:
+    rows = await pg.fetch("SELECT registration_id, state::text FROM registrations")
+    return {row[0]: row[1] for row in rows}
+
+
+async def test_posted_registrations_are_stored_and_handed_off_once(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: Redis,
+    test_settings: Settings, registrants: RegistrantFactory,
+) -> None:
+    people = [registrants.make() for _ in range(30)]
+    people.append(registrants.same_nik_as(people[0]))
+    ids = []
+    for person in people:
+        async with door_under_test.public.post("/v1/registrations", json=person.body()) as reply:
+            assert reply.status == 202
+            ids.append(uuid.UUID((await reply.json())["registration_id"]))
+    settings = drain_settings(test_settings)
+
+    async with running_drain(settings):
+        await wait_drained(redis_client, settings)
+
+    states = await stored(pg)
+    assert set(states) == set(ids)
+    assert Counter(states.values()) == {"accepted": 30, "duplicate": 1}
+    assert states[ids[-1]] == "duplicate"
+    accepted = sorted(i for i, state in states.items() if state == "accepted")
+    jobs = await handed_off(redis_client, settings)
+    assert {kind: sorted(found) for kind, found in jobs.items()} == {
+        "email": accepted, "nik": accepted}
+    assert await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0
+    assert await funnel_counts(pg) == {"stored": 31, "accepted": 30, "duplicate": 1}
+
+
+async def test_a_poison_entry_is_dead_lettered_and_the_partition_flows(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = drain_settings(test_settings, batch_size=5)
+    envelopes = seal_people(settings, [registrants.make() for _ in range(20)])
+    stream = Partition(0).stream
+    await redis_client.xadd(stream, {STREAM_FIELD: b"\xc1 not msgpack"})
+    await redis_client.xadd(stream, {b"other": b"no envelope"})
+    await enqueue(redis_client, settings, envelopes)
+
+    async with running_drain(settings):
+        await wait_drained(redis_client, settings)
+
+    assert len(await stored(pg)) == 20
+    letters = await pg.fetch("SELECT stream, reason, payload FROM dead_letters ORDER BY entry_id")
+    assert [(row[0], row[1].split(":")[0]) for row in letters] == [
+        (stream, "undecodable"), (stream, "undecodable")]
+    assert letters[0][2] == b"\xc1 not msgpack"
+    assert len(await stream_range(redis_client, Partition(0).dead_letters)) == 2
+    assert (await funnel_counts(pg))["dead_letter"] == 2
+
+
+async def test_entries_of_a_dead_consumer_are_reclaimed(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = drain_settings(test_settings)
+    envelopes = seal_people(settings, [registrants.make() for _ in range(10)])
+    await enqueue(redis_client, settings, envelopes)
+    async with running_drain(settings):  # creates the groups, drains the first lot
+        await wait_drained(redis_client, settings)
+    more = seal_people(settings, [registrants.make() for _ in range(10)])
+    await enqueue(redis_client, settings, more)
+    # A consumer reads everything and dies without acknowledging.
+    for partition in range(settings.queue.partitions):
+        await redis_client.xreadgroup(STORE_GROUP, "ghost", {Partition(partition).stream: ">"})
+
+    async with running_drain(settings, name="heir"):
+        await wait_drained(redis_client, settings, within=15)
+
+    assert len(await stored(pg)) == 20
+
+
+async def test_an_entry_delivered_too_often_is_dead_lettered(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = drain_settings(test_settings, max_deliveries=2)
+    (envelope,) = seal_people(settings, [registrants.make()])
+    async with running_drain(settings):
+        pass  # only to create the consumer groups
+    stream = Partition(0).stream
+    entry_id = await redis_client.xadd(stream, {STREAM_FIELD: envelope.encode()})
+    await redis_client.xreadgroup(STORE_GROUP, "crashing-1", {stream: ">"})
+    await redis_client.xclaim(stream, STORE_GROUP, "crashing-2", 0, [entry_id])
+
+    async with running_drain(settings):
+        await wait_drained(redis_client, settings, within=15)
+
+    assert await stored(pg) == {}
+    row = await pg.fetchrow("SELECT reason, deliveries FROM dead_letters")
+    assert row is not None and row["deliveries"] == 2 and "delivered 2 times" in row["reason"]
+
+
+async def test_stopping_finishes_the_batch_in_hand(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = drain_settings(test_settings, batch_size=500)
+    envelopes = seal_people(settings, [registrants.make() for _ in range(2000)])
+    await enqueue(redis_client, settings, envelopes)
+
+    async with running_drain(settings) as worker:
+        for _ in range(2000):
+            if worker.stats.batches:
+                break
+            await asyncio.sleep(0.005)
+    # Stopped: whatever was read was stored and acknowledged, nothing is pending.
+    length, _ = await backlog(redis_client, settings)
+    assert length + len(await stored(pg)) == 2000
+    pending = sum([int((await redis_client.xpending(Partition(p).stream, STORE_GROUP))["pending"])
+                   for p in range(settings.queue.partitions)])
+    assert pending == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 7])
+async def test_any_batch_size_stores_everything_once(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory, batch_size: int,
+) -> None:
+    settings = drain_settings(test_settings, batch_size=batch_size)
+    envelopes = seal_people(settings, [registrants.make() for _ in range(40)])
+    await enqueue(redis_client, settings, envelopes)
+    async with running_drain(settings):
+        await wait_drained(redis_client, settings)
+    assert set(await stored(pg)) == {uuid.UUID(bytes=e.registration_id) for e in envelopes}

@@ -1,0 +1,389 @@
+"""The drain: intake streams into PostgreSQL, exactly once.
+
+One consumer group (`store`) per partition stream. Each partition has a
+loop in every worker process; the loops share `concurrency` slots, and a
+loop takes a slot before it reads, so a process never holds more batches
+than it can store. A batch is stored in one transaction (workers/store.py),
+its verification jobs handed off, and only then acknowledged and deleted
+from the stream, so Redis memory stays bounded by the backlog.
+
+Failures: while PostgreSQL or Redis is down the batch stays in hand and is
+retried with back-off (its entries stay pending, and their idle time is
+reset so no other worker takes them over meanwhile). Entries a dead worker
+left pending are reclaimed after `claim_idle_seconds`; one delivered
+`max_deliveries` times, or one that cannot be decoded, goes to the dead
+letters with its reason and never blocks its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from config.settings import DrainSettings, Settings
+from queueing.envelope import STREAM_FIELD, Envelope
+from queueing.errors import EnvelopeError
+from queueing.keys import HEARTBEATS, STORE_GROUP, Partition, heartbeat_details, partitions
+from workers.handoff import Handoff
+from workers.store import (
+    QUERIES,
+    Connection,
+    add_counts,
+    hand_off,
+    hand_off_stale,
+    prepare_connection,
+    store_batch,
+)
+
+log = logging.getLogger("gelombang.drain")
+
+# Errors that say "try again later", not "this entry is bad".
+TRANSIENT: Final = (
+    OSError,
+    TimeoutError,
+    RedisError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, starting up
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+)
+# Funnel counters are spread over this many rows so batches do not queue on one lock.
+COUNTER_SHARDS: Final = 64
+STALE_OUTBOX_LIMIT: Final = 1000
+
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """An entry that will not be stored, and why."""
+
+    entry_id: bytes
+    reason: str
+    deliveries: int
+    payload: bytes | None
+
+
+@dataclass(slots=True)
+class DrainStats:
+    """What this process did, for its heartbeat."""
+
+    batches: int = 0
+    stored: int = 0
+    dead_letters: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+def consumer_name() -> str:
+    """Unique per process: a restarted worker never inherits a dead one's entries."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def connect_worker_redis(settings: Settings) -> Redis:
+    """A client whose socket timeout outlasts a blocking read."""
+    timeout = settings.redis.timeout_seconds
+    return Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.drain.block_ms / 1000 + timeout + 1.0,
+        socket_connect_timeout=timeout,
+    )
+
+
+async def create_pool(settings: Settings, size: int) -> asyncpg.Pool:
+    """The worker's PostgreSQL pool; connects lazily, so a down database is waited for."""
+    pool = await asyncpg.create_pool(
+        settings.postgres.dsn, min_size=0, max_size=size, init=prepare_connection,
+        timeout=5.0, command_timeout=60.0,
+    )
+    assert pool is not None
+    return pool
+
+
+class DrainWorker:
+    """One worker process's drain: a loop per partition, a heartbeat, an outbox sweeper."""
+
+    def __init__(self, settings: Settings, redis: Redis, pool: asyncpg.Pool,
+                 name: str | None = None) -> None:
+        self.settings: DrainSettings = settings.drain
+        self.partitions = partitions(settings.queue.partitions)
+        self.redis = redis
+        self.pool = pool
+        self.name = name or consumer_name()
+        self.stats = DrainStats()
+        self.stopping = asyncio.Event()
+        slots = self.settings.concurrency or len(self.partitions)
+        self._slots = asyncio.Semaphore(slots)
+        self._handoff = Handoff(redis, self.settings.handoff_marker_seconds)
+
+    async def run(self) -> None:
+        """Drain until `stopping` is set; the batch in hand is finished first."""
+        await self._ensure_groups()
+        loops = [asyncio.create_task(self._drain(partition), name=f"drain-{partition.index}")
+                 for partition in self.partitions]
+        helpers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._sweep())]
+        log.info("drain worker %s started: %d partitions, %d slots", self.name,
+                 len(self.partitions), self.settings.concurrency or len(self.partitions))
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in (*loops, *helpers):
+                task.cancel()
+            await asyncio.gather(*loops, *helpers, return_exceptions=True)
+            await self._forget_heartbeat()
+        log.info("drain worker %s stopped", self.name)
+
+    async def _ensure_groups(self) -> None:
+        while True:
+            try:
+                for partition in self.partitions:
+                    try:
+                        # From the stream's start: entries admitted before any
+                        # worker existed are drained too.
+                        await self.redis.xgroup_create(partition.stream, STORE_GROUP, id="0",
+                                                       mkstream=True)
+                    except ResponseError as exc:
+                        if "BUSYGROUP" not in str(exc):
+                            raise
+                return
+            except TRANSIENT as exc:
+                log.warning("cannot create consumer groups yet (%s); retrying",
+                            type(exc).__name__)
+                if await self._sleep_or_stop(1.0):
+                    return
+
+    async def _drain(self, partition: Partition) -> None:
+        consumer = f"{self.name}-p{partition.index}"
+        next_claim = 0.0
+        while not self.stopping.is_set():
+            async with self._slots:
+                try:
+                    entries: list[StreamEntry] = []
+                    dead: list[DeadLetter] = []
+                    if time.monotonic() >= next_claim:
+                        entries, dead = await self._reclaim(partition, consumer)
+                        next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
+                    if not entries and not dead:
+                        entries = await self._read(partition, consumer)
+                except TRANSIENT as exc:
+                    log.warning("partition %d: read failed (%s)", partition.index,
+                                type(exc).__name__)
+                    await self._sleep_or_stop(1.0)
+                    continue
+                if entries or dead:
+                    await self._handle(partition, consumer, entries, dead)
+
+    async def _read(self, partition: Partition, consumer: str) -> list[StreamEntry]:
+        reply: Any = await self.redis.xreadgroup(
+            STORE_GROUP, consumer, {partition.stream: ">"},
+            count=self.settings.batch_size, block=self.settings.block_ms,
+        )
+        return list(reply[0][1]) if reply else []
+
+    async def _reclaim(
+        self, partition: Partition, consumer: str
+    ) -> tuple[list[StreamEntry], list[DeadLetter]]:
+        """Take over entries idle too long with another consumer (a dead worker's)."""
+        idle_ms = int(self.settings.claim_idle_seconds * 1000)
+        pending: Any = await self.redis.xpending_range(
+            partition.stream, STORE_GROUP, min="-", max="+", count=self.settings.batch_size,
+            idle=idle_ms,
+        )
+        if not pending:
+            return [], []
+        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        # XCLAIM checks the idle time again, so two workers never both take one.
+        claimed: Any = await self.redis.xclaim(
+            partition.stream, STORE_GROUP, consumer, min_idle_time=idle_ms,
+            message_ids=list(deliveries),
+        )
+        entries, dead = [], []
+        for entry_id, fields in claimed:
+            if fields is None:  # deleted meanwhile: nothing left to store
+                continue
+            times = deliveries.get(entry_id, 0) + 1
+            if times > self.settings.max_deliveries:
+                dead.append(DeadLetter(entry_id, f"delivered {times - 1} times without being "
+                                       "stored", times - 1, fields.get(STREAM_FIELD)))
+            else:
+                entries.append((entry_id, fields))
+        if claimed:
+            log.info("partition %d: reclaimed %d idle entries", partition.index, len(claimed))
+        return entries, dead
+
+    async def _handle(self, partition: Partition, consumer: str,
+                      entries: Sequence[StreamEntry], dead: list[DeadLetter]) -> None:
+        batch: list[tuple[bytes, Envelope]] = []
+        entry_ids = [entry_id for entry_id, _ in entries] + [d.entry_id for d in dead]
+        for entry_id, fields in entries:
+            payload = fields.get(STREAM_FIELD)
+            try:
+                if payload is None:
+                    raise EnvelopeError("entry has no envelope field")
+                batch.append((entry_id, Envelope.decode(payload)))
+            except EnvelopeError as exc:
+                dead.append(DeadLetter(entry_id, f"undecodable: {exc}", 1, payload))
+        one_by_one = False
+        delay = 0.1
+        touched = time.monotonic()
+        while True:
+            try:
+                if one_by_one:
+                    await self._store_singly(partition, batch, dead)
+                else:
+                    await self._store(partition, [envelope for _, envelope in batch], dead)
+                await self._ack(partition, entry_ids)
+                return
+            except TRANSIENT as exc:
+                log.warning("partition %d: batch of %d not stored yet (%s); retrying in %.1f s",
+                            partition.index, len(entry_ids), type(exc).__name__, delay)
+            except asyncpg.PostgresError as exc:
+                # Not an outage: something in the batch is refused. Store the
+                # entries one by one so only the bad one is dead-lettered.
+                log.error("partition %d: batch refused (SQLSTATE %s); storing one by one",
+                          partition.index, exc.sqlstate)
+                one_by_one = True
+                continue
+            if await self._sleep_or_stop(delay):
+                return  # entries stay pending; another worker reclaims them
+            delay = min(delay * 2, self.settings.retry_max_seconds)
+            if time.monotonic() - touched > self.settings.claim_idle_seconds / 3:
+                touched = time.monotonic()
+                await self._touch(partition, consumer, entry_ids)
+
+    async def _store(self, partition: Partition, envelopes: list[Envelope],
+                     dead: list[DeadLetter]) -> None:
+        async with self.pool.acquire() as connection:
+            if dead:
+                await self._dead_letter(connection, partition, dead)
+            if envelopes:
+                result = await store_batch(connection, partition.index,
+                                           random.randrange(COUNTER_SHARDS), envelopes)
+                self.stats.batches += 1
+                self.stats.stored += len(result.stored)
+                ids = [uuid.UUID(bytes=envelope.registration_id) for envelope in envelopes]
+                try:
+                    await hand_off(connection, self._handoff, ids)
+                except TRANSIENT as exc:
+                    # The jobs are safe in the outbox; the sweeper relays them.
+                    log.warning("partition %d: hand-off deferred (%s)", partition.index,
+                                type(exc).__name__)
+
+    async def _store_singly(self, partition: Partition, batch: list[tuple[bytes, Envelope]],
+                            dead: list[DeadLetter]) -> None:
+        while batch:
+            entry_id, envelope = batch[0]
+            try:
+                await self._store(partition, [envelope], dead)
+            except TRANSIENT:
+                raise
+            except asyncpg.PostgresError as exc:
+                dead.append(DeadLetter(entry_id, f"refused by PostgreSQL: SQLSTATE {exc.sqlstate}",
+                                       1, envelope.encode()))
+            batch.pop(0)
+        if dead:
+            await self._store(partition, [], dead)
+
+    async def _dead_letter(self, connection: Connection, partition: Partition,
+                           dead: list[DeadLetter]) -> None:
+        # PostgreSQL first: the table is the record; the stream is for operators.
+        stream = partition.stream
+        async with connection.transaction():
+            added = 0
+            for letter in dead:
+                row = await connection.fetchval(
+                    QUERIES["insert_dead_letter"], stream, letter.entry_id.decode(), letter.reason,
+                    letter.deliveries, letter.payload,
+                )
+                added += row is not None
+            await add_counts(connection, random.randrange(COUNTER_SHARDS),
+                             Counter({"dead_letter": added}))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for letter in dead:
+                fields: dict[Any, Any] = {
+                    "entry": letter.entry_id, "reason": letter.reason,
+                    "deliveries": letter.deliveries, "m": letter.payload or b""}
+                pipe.xadd(partition.dead_letters, fields)  # type: ignore[unused-awaitable]
+            await pipe.execute()
+        self.stats.dead_letters += len(dead)
+        log.warning("partition %d: %d entries dead-lettered", partition.index, len(dead))
+        dead.clear()
+
+    async def _ack(self, partition: Partition, ids: list[bytes]) -> None:
+        """Acknowledge and delete in one step: stored entries leave Redis memory."""
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(partition.stream, STORE_GROUP, *ids)  # type: ignore[unused-awaitable]
+            pipe.xdel(partition.stream, *ids)  # type: ignore[unused-awaitable]
+            await pipe.execute()
+
+    async def _touch(self, partition: Partition, consumer: str, entry_ids: list[bytes]) -> None:
+        """Reset the entries' idle time (JUSTID adds no delivery), so nobody reclaims them."""
+        try:
+            await self.redis.xclaim(partition.stream, STORE_GROUP, consumer, min_idle_time=0,
+                                    message_ids=list[Any](entry_ids), justid=True)
+        except TRANSIENT:
+            pass  # Redis is down too: nobody can reclaim them either
+
+    async def _sweep(self) -> None:
+        """Relay outbox jobs whose worker died between commit and hand-off."""
+        age = self.settings.outbox_sweep_seconds
+        while not self.stopping.is_set():
+            if await self._sleep_or_stop(age / 2 * random.uniform(0.8, 1.2)):
+                return
+            try:
+                async with self.pool.acquire() as connection:
+                    while await hand_off_stale(connection, self._handoff, age,
+                                               STALE_OUTBOX_LIMIT) and not self.stopping.is_set():
+                        pass
+            except TRANSIENT as exc:
+                log.warning("outbox sweep failed (%s)", type(exc).__name__)
+
+    async def _heartbeat(self) -> None:
+        every = self.settings.heartbeat_seconds
+        while not self.stopping.is_set():
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(HEARTBEATS, {self.name: time.time()})  # type: ignore[unused-awaitable]
+                    details = heartbeat_details(self.name)
+                    pipe.hset(details, mapping={  # type: ignore[unused-awaitable]
+                        "pid": os.getpid(), "host": socket.gethostname(),
+                        "started_at": self.stats.started_at, "batches": self.stats.batches,
+                        "stored": self.stats.stored, "dead_letters": self.stats.dead_letters,
+                    })
+                    pipe.expire(details, int(every * 3) + 1)  # type: ignore[unused-awaitable]
+                    await pipe.execute()
+            except TRANSIENT as exc:
+                log.warning("heartbeat failed (%s)", type(exc).__name__)
+            if await self._sleep_or_stop(every):
+                return
+
+    async def _forget_heartbeat(self) -> None:
+        try:
+            await self.redis.zrem(HEARTBEATS, self.name)
+            await self.redis.delete(heartbeat_details(self.name))
+        except TRANSIENT:
+            pass
+
+    async def _sleep_or_stop(self, seconds: float) -> bool:
+        """Sleep, waking early on stop; True when stopping."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+

@@ -1,0 +1,76 @@
+"""`gelombang worker store|status`: run the drain, or show how it is doing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import orjson
+import uvloop
+
+from config.settings import Settings
+from workers.drain import DrainWorker, connect_worker_redis, create_pool
+from workers.status import drain_status, render_status
+
+
+def register(subparsers: Any) -> None:
+    """Add the `worker` subcommand and its roles."""
+    parser = subparsers.add_parser("worker", help="run a worker, or show the workers' state")
+    roles = parser.add_subparsers(dest="role", required=True)
+    store = roles.add_parser("store", help="drain the intake streams into PostgreSQL")
+    store.add_argument("--concurrency", type=int, default=None,
+                       help="batches in flight (default: drain.concurrency, 0 = partitions)")
+    store.set_defaults(handler=run_store)
+    status = roles.add_parser("status", help="consumers, lag, pending and dead letters")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=run_status)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain lines on stderr; nothing a worker logs carries personal data."""
+    logging.basicConfig(
+        level=settings.logging.level,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+
+
+def run_store(args: argparse.Namespace) -> int:
+    """Drain until SIGTERM or SIGINT; the batch in hand is stored and acknowledged first."""
+    overrides: dict[str, Any] = {}
+    if args.concurrency is not None:
+        overrides["drain"] = {"concurrency": args.concurrency}
+    settings = Settings.load(**overrides)
+    configure_logging(settings)
+    uvloop.run(_store(settings))
+    return 0
+
+
+async def _store(settings: Settings) -> None:
+    redis = connect_worker_redis(settings)
+    slots = settings.drain.concurrency or settings.queue.partitions
+    pool = await create_pool(settings, slots + 1)
+    worker = DrainWorker(settings, redis, pool)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # The handler only sets the event; each loop finishes its batch and exits.
+        loop.add_signal_handler(signum, worker.stopping.set)
+    try:
+        await worker.run()
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the drain's state per partition and the live workers."""
+    settings = Settings.load()
+    status = asyncio.run(drain_status(settings))
+    if args.json:
+        sys.stdout.write(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render_status(status))
+    return 0
