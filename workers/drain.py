@@ -57,6 +57,7 @@ TRANSIENT: Final = (
     RedisError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection broken mid-operation
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, starting up
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
@@ -257,6 +258,11 @@ class DrainWorker:
                           partition.index, exc.sqlstate)
                 one_by_one = True
                 continue
+            except Exception as exc:
+                # Unforeseen: keep the entries pending and the loop alive; the
+                # type (never the message, which could quote data) goes to the log.
+                log.error("partition %d: batch failed (%s); retrying in %.1f s",
+                              partition.index, type(exc).__name__, delay)
             if await self._sleep_or_stop(delay):
                 return  # entries stay pending; another worker reclaims them
             delay = min(delay * 2, self.settings.retry_max_seconds)

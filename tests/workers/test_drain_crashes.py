@@ -1,0 +1,219 @@
+"""Crash safety of the drain: killed workers, a crash between commit and hand-off, and
+PostgreSQL stopped mid-drain. Every admitted registration is stored exactly once and
+gets exactly one job of each kind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from gelombang.devstate import render_toml
+from gelombang.services import PostgresServer, start_postgres
+from loadtest.registrants import RegistrantFactory
+from queueing.envelope import Envelope
+from queueing.keys import STORE_GROUP, Partition, partition_for_digest
+from tests.support import REPO_ROOT, seal_people
+from tests.workers.drain_helpers import (
+    drain_settings,
+    enqueue,
+    handed_off,
+    running_drain,
+    wait_drained,
+)
+from workers.handoff import Handoff, Job
+from workers.schema import migrate
+from workers.status_queries import funnel_counts
+from workers.store import prepare_connection, store_batch
+
+
+def ids_of(envelopes: list[Envelope]) -> set[uuid.UUID]:
+    return {uuid.UUID(bytes=envelope.registration_id) for envelope in envelopes}
+
+
+async def assert_stored_once_with_one_job_each(
+    pg: asyncpg.Connection, redis: Redis, settings: Settings, envelopes: list[Envelope]
+) -> None:
+    rows = await pg.fetch("SELECT registration_id, state::text FROM registrations")
+    assert len(rows) == len(envelopes)
+    assert {row[0] for row in rows} == ids_of(envelopes)
+    accepted = sorted(row[0] for row in rows if row[1] == "accepted")
+    jobs = await handed_off(redis, settings)
+    for kind, found in jobs.items():
+        assert sorted(found) == accepted, f"{kind} jobs are not one per accepted registration"
+    assert await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0
+    counts = await funnel_counts(pg)
+    assert counts["stored"] == len(envelopes)
+    assert counts["stored"] == sum(counts.get(s, 0) for s in ("accepted", "duplicate",
+                                                                 "ineligible"))
+    assert Counter(row[1] for row in rows) == {
+        state: counts[state] for state in ("accepted", "duplicate", "ineligible")
+        if counts.get(state)}
+
+
+async def read_as_ghost(redis: Redis, settings: Settings) -> None:
+    """A consumer takes every entry and dies without acknowledging any."""
+    for index in range(settings.queue.partitions):
+        await redis.xreadgroup(STORE_GROUP, "ghost", {Partition(index).stream: ">"})
+
+
+async def test_a_crash_after_commit_before_hand_off_and_ack_completes_once(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = drain_settings(test_settings)
+    async with running_drain(settings):
+        pass  # creates the consumer groups
+    envelopes = seal_people(settings, [registrants.make() for _ in range(40)])
+    envelopes.append(seal_people(settings, [registrants.same_nik_as(registrants.make())])[0])
+    await enqueue(redis_client, settings, envelopes)
+    await read_as_ghost(redis_client, settings)
+    # The ghost committed its batches, then died: no hand-off, no XACK.
+    await prepare_connection(pg)
+    count = settings.queue.partitions
+    for index in range(count):
+        mine = [e for e in envelopes if partition_for_digest(e.nik_hash, count) == index]
+        await store_batch(pg, index, 0, mine)
+
+    async with running_drain(settings, name="heir"):
+        await wait_drained(redis_client, settings, within=15)
+
+    await assert_stored_once_with_one_job_each(pg, redis_client, settings, envelopes)
+
+
+async def test_a_crash_after_hand_off_before_the_outbox_delete_adds_no_job(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = drain_settings(test_settings)
+    envelopes = seal_people(settings, [registrants.make() for _ in range(10)])
+    await prepare_connection(pg)
+    await store_batch(pg, 3, 0, envelopes)
+    # The jobs reached Redis, but the transaction deleting the outbox rows never committed.
+    rows = await pg.fetch("SELECT registration_id, kind::text, partition FROM verification_outbox")
+    await Handoff(redis_client, 3600).hand_off([Job(r[0], r[1], r[2]) for r in rows])
+    await pg.execute("UPDATE verification_outbox SET created_at = now() - interval '1 hour'")
+
+    async with running_drain(settings):
+        for _ in range(100):  # the sweeper runs every outbox_sweep_seconds / 2
+            if not await pg.fetchval("SELECT count(*) FROM verification_outbox"):
+                break
+            await asyncio.sleep(0.1)
+
+    assert await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0
+    jobs = await handed_off(redis_client, settings)
+    assert sorted(jobs["email"]) == sorted(jobs["nik"]) == sorted(ids_of(envelopes))
+
+
+# --- real processes ----------------------------------------------------------------------
+
+def worker_config(settings: Settings, path: Path) -> Path:
+    path.write_text(render_toml(settings.model_dump(mode="json")))
+    return path
+
+
+def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GELOMBANG_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "gelombang", "worker", "store"],
+                                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_batch_then_restart_stores_everything_once(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    settings = drain_settings(test_settings, batch_size=200)
+    people = [registrants.make() for _ in range(6000)]
+    people += [registrants.same_nik_as(person) for person in people[:300]]
+    envelopes = seal_people(settings, people)
+    config = worker_config(settings, tmp_path / "worker.toml")
+    await enqueue(redis_client, settings, envelopes)
+
+    first = start_worker(config, tmp_path / "worker.log")
+    try:
+        for _ in range(600):
+            if await pg.fetchval("SELECT count(*) FROM registrations") > 1000:
+                break
+            await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        stored_at_kill = await pg.fetchval("SELECT count(*) FROM registrations")
+        assert 0 < stored_at_kill < len(envelopes), "the kill should land mid-drain"
+        second = start_worker(config, tmp_path / "worker.log")
+        try:
+            await wait_drained(redis_client, settings, within=120)
+            for _ in range(100):  # jobs of the killed batch come via the sweeper
+                if not await pg.fetchval("SELECT count(*) FROM verification_outbox"):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(20) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    await assert_stored_once_with_one_job_each(pg, redis_client, settings, envelopes)
+    log = (tmp_path / "worker.log").read_text()
+    assert "drain worker" in log and "stopped" in log
+    for person in people[:50]:
+        assert person.nik not in log and person.email not in log
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, to stop and start."""
+    server = start_postgres(tmp_path / "pg", fsync=False, log_file=tmp_path / "pg.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove_data()
+
+
+@pytest.mark.slow
+async def test_postgres_stopped_and_restarted_mid_drain_loses_and_doubles_nothing(
+    own_postgres: PostgresServer, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    await migrate(own_postgres.dsn)
+    settings = drain_settings(test_settings, batch_size=100)
+    settings = settings.model_copy(update={
+        "postgres": settings.postgres.model_copy(update={"dsn": own_postgres.dsn})})
+    envelopes = seal_people(settings, [registrants.make() for _ in range(3000)])
+    await enqueue(redis_client, settings, envelopes[:1500])
+    connection = await asyncpg.connect(own_postgres.dsn)
+    async with running_drain(settings):
+        for _ in range(500):
+            if await connection.fetchval("SELECT count(*) FROM registrations") > 300:
+                break
+            await asyncio.sleep(0.01)
+        await connection.close()
+        await asyncio.to_thread(own_postgres.stop, "fast")
+        await enqueue(redis_client, settings, envelopes[1500:])
+        await asyncio.sleep(1.5)  # batches fail and are retried meanwhile
+        await asyncio.to_thread(own_postgres.start)
+        started = time.monotonic()
+        await wait_drained(redis_client, settings, within=60)
+        recovery = time.monotonic() - started
+    connection = await asyncpg.connect(own_postgres.dsn)
+    try:
+        await assert_stored_once_with_one_job_each(connection, redis_client, settings,
+                                                   envelopes)
+    finally:
+        await connection.close()
+    assert recovery < 30
