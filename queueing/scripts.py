@@ -45,6 +45,6 @@ class PipelinedScript:
         # extra round trip; plain EVALSHA with the retry above avoids it.
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                # Queued on the pipeline, not sent: redis-py types it as awaitable.
-                pipe.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[unused-awaitable]
+                # Pipeline calls only queue commands; execute() sends them.
+                _ = pipe.evalsha(self._sha, len(keys), *keys, *args)
             return await pipe.execute()

@@ -37,6 +37,7 @@ from config.settings import DrainSettings, Settings
 from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.errors import EnvelopeError
 from queueing.keys import HEARTBEATS, STORE_GROUP, Partition, heartbeat_details, partitions
+from workers import audit_archive
 from workers.handoff import Handoff
 from workers.store import (
     QUERIES,
@@ -135,7 +136,8 @@ class DrainWorker:
         await self._ensure_groups()
         loops = [asyncio.create_task(self._drain(partition), name=f"drain-{partition.index}")
                  for partition in self.partitions]
-        helpers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._sweep())]
+        helpers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._sweep()),
+                   asyncio.create_task(self._archive_audit())]
         log.info("drain worker %s started: %d partitions, %d slots", self.name,
                  len(self.partitions), self.settings.concurrency or len(self.partitions))
         try:
@@ -322,7 +324,7 @@ class DrainWorker:
                 fields: dict[Any, Any] = {
                     "entry": letter.entry_id, "reason": letter.reason,
                     "deliveries": letter.deliveries, "m": letter.payload or b""}
-                pipe.xadd(partition.dead_letters, fields)  # type: ignore[unused-awaitable]
+                _ = pipe.xadd(partition.dead_letters, fields)
             await pipe.execute()
         self.stats.dead_letters += len(dead)
         log.warning("partition %d: %d entries dead-lettered", partition.index, len(dead))
@@ -333,8 +335,8 @@ class DrainWorker:
         if not ids:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(partition.stream, STORE_GROUP, *ids)  # type: ignore[unused-awaitable]
-            pipe.xdel(partition.stream, *ids)  # type: ignore[unused-awaitable]
+            _ = pipe.xack(partition.stream, STORE_GROUP, *ids)
+            _ = pipe.xdel(partition.stream, *ids)
             await pipe.execute()
 
     async def _touch(self, partition: Partition, consumer: str, entry_ids: list[bytes]) -> None:
@@ -359,19 +361,33 @@ class DrainWorker:
             except TRANSIENT as exc:
                 log.warning("outbox sweep failed (%s)", type(exc).__name__)
 
+    async def _archive_audit(self) -> None:
+        """Copy admin audit entries from Redis into PostgreSQL."""
+        while not self.stopping.is_set():
+            try:
+                await audit_archive.ensure_group(self.redis)
+                while not self.stopping.is_set():
+                    await audit_archive.archive_once(
+                        self.redis, self.pool, self.name, count=100,
+                        block_ms=self.settings.block_ms,
+                        claim_idle_ms=int(self.settings.claim_idle_seconds * 1000))
+            except TRANSIENT as exc:
+                log.warning("audit archive failed (%s)", type(exc).__name__)
+                await self._sleep_or_stop(1.0)
+
     async def _heartbeat(self) -> None:
         every = self.settings.heartbeat_seconds
         while not self.stopping.is_set():
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.zadd(HEARTBEATS, {self.name: time.time()})  # type: ignore[unused-awaitable]
+                    _ = pipe.zadd(HEARTBEATS, {self.name: time.time()})
                     details = heartbeat_details(self.name)
-                    pipe.hset(details, mapping={  # type: ignore[unused-awaitable]
+                    _ = pipe.hset(details, mapping={
                         "pid": os.getpid(), "host": socket.gethostname(),
                         "started_at": self.stats.started_at, "batches": self.stats.batches,
                         "stored": self.stats.stored, "dead_letters": self.stats.dead_letters,
                     })
-                    pipe.expire(details, int(every * 3) + 1)  # type: ignore[unused-awaitable]
+                    _ = pipe.expire(details, int(every * 3) + 1)
                     await pipe.execute()
             except TRANSIENT as exc:
                 log.warning("heartbeat failed (%s)", type(exc).__name__)

@@ -38,7 +38,7 @@ async def enqueue(redis: Redis, settings: Settings, envelopes: Sequence[Envelope
     async with redis.pipeline(transaction=False) as pipe:
         for envelope in envelopes:
             stream = parts[partition_for_digest(envelope.nik_hash, count)].stream
-            pipe.xadd(stream, {STREAM_FIELD: envelope.encode()})  # type: ignore[unused-awaitable]
+            _ = pipe.xadd(stream, {STREAM_FIELD: envelope.encode()})
         await pipe.execute()
 
 

@@ -157,3 +157,27 @@ async def test_any_batch_size_stores_everything_once(
     async with running_drain(settings):
         await wait_drained(redis_client, settings)
     assert set(await stored(pg)) == {uuid.UUID(bytes=e.registration_id) for e in envelopes}
+
+
+async def test_admin_changes_are_archived_in_postgres_once(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: Redis,
+    test_settings: Settings,
+) -> None:
+    headers = {"Authorization": f"Bearer {test_settings.admin.token}"}
+    for rate in (100, 200):
+        async with door_under_test.admin.put("/admin/v1/admission", json={"rate_per_second": rate},
+                                             headers=headers) as reply:
+            assert reply.status == 200
+    settings = drain_settings(test_settings)
+
+    for _ in range(2):  # a second worker finds nothing new to archive
+        async with running_drain(settings):
+            for _ in range(100):
+                if await pg.fetchval("SELECT count(*) FROM audit_log") >= 2:
+                    break
+                await asyncio.sleep(0.05)
+
+    rows = await pg.fetch("SELECT actor, action, changes FROM audit_log ORDER BY stream_id")
+    assert [(row[0], row[1]) for row in rows] == [("admin-token", "admission.update")] * 2
+    assert [row[2] for row in rows] == ['{"rate_per_second": 100.0}',
+                                       '{"rate_per_second": 200.0}']
