@@ -224,9 +224,15 @@ async def redis_dump(redis: Redis) -> bytes:
     return b"\n".join(chunks)
 
 
-def leaked(haystack: bytes, people: Sequence[Registrant]) -> int:
-    """How many submitted personal values occur in the clear (the count, never the values)."""
-    return sum(1 for value in personal_values(people) if value in haystack)
+def leaked(haystack: bytes, people: Sequence[Registrant], *, as_hex: bool = False) -> int:
+    """How many submitted personal values occur in the clear (the count, never the values).
+
+    as_hex looks for the values' hex encoding instead, as PostgreSQL prints bytea.
+    """
+    values = personal_values(people)
+    if as_hex:
+        values = [value.hex().encode() for value in values]
+    return sum(1 for value in values if value in haystack)
 
 
 def seal_people(settings: Settings, people: Sequence[Registrant],

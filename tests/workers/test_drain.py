@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from gelombang.devstate import render_toml
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import STREAM_FIELD
 from queueing.keys import STORE_GROUP, Partition
 from tests.intake.door_helpers import DoorUnderTest
-from tests.support import seal_people, stream_range
+from tests.support import REPO_ROOT, leaked, seal_people, stream_range
 from tests.workers.drain_helpers import (
     backlog,
     drain_settings,
@@ -58,6 +64,10 @@ async def test_posted_registrations_are_stored_and_handed_off_once(
         "email": accepted, "nik": accepted}
     assert await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0
     assert await funnel_counts(pg) == {"stored": 31, "accepted": 30, "duplicate": 1}
+    # PostgreSQL holds no plaintext personal data: not as text, not as bytea hex.
+    dump = "\n".join(row[0] for row in await pg.fetch("SELECT r::text FROM registrations r"))
+    assert leaked(dump.encode(), people) == 0
+    assert leaked(dump.encode(), people, as_hex=True) == 0
 
 
 async def test_a_poison_entry_is_dead_lettered_and_the_partition_flows(
@@ -181,3 +191,32 @@ async def test_admin_changes_are_archived_in_postgres_once(
     assert [(row[0], row[1]) for row in rows] == [("admin-token", "admission.update")] * 2
     assert [row[2] for row in rows] == ['{"rate_per_second": 100.0}',
                                        '{"rate_per_second": 200.0}']
+
+
+async def test_worker_status_shows_partitions_dead_letters_and_live_workers(
+    redis_client: Redis, pg: asyncpg.Connection, test_settings: Settings, tmp_path: Path,
+) -> None:
+    settings = drain_settings(test_settings)
+    await redis_client.xadd(Partition(1).stream, {STREAM_FIELD: b"junk"})
+    config = tmp_path / "status.toml"
+    config.write_text(render_toml(settings.model_dump(mode="json")))
+    env = {**os.environ, "GELOMBANG_CONFIG": str(config)}
+
+    async with running_drain(settings, name="status-test"):
+        await wait_drained(redis_client, settings)
+        await asyncio.sleep(0.6)  # one heartbeat
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "gelombang", "worker", "status", "--json"],
+            cwd=REPO_ROOT, env=env, capture_output=True, check=True)
+        text = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "gelombang", "worker", "status"],
+            cwd=REPO_ROOT, env=env, capture_output=True, check=True)
+
+    status = orjson.loads(result.stdout)
+    rows = {row["partition"]: row for row in status["partitions"]}
+    assert set(rows) == set(range(settings.queue.partitions))
+    assert rows[1]["dead_letters"] == 1 and rows[1]["length"] == 0 and rows[1]["pending"] == 0
+    assert rows[1]["lag"] == 0
+    (worker,) = status["workers"]
+    assert worker["name"] == "status-test" and worker["alive"]
+    assert b"status-test: alive" in text.stdout
