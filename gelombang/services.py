@@ -7,8 +7,9 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self, TypeVar
 
 from gelombang.pg_layout import (
     POSTGRES_USER,
@@ -59,8 +60,62 @@ def postgres_dsn(port: int) -> str:
     return f"postgresql://{DEV_ROLE}@{HOST}:{port}/{DEV_DATABASE}"
 
 
-class RedisServer:
+class _ServerProcess:
+    """What every server of the dev stack shares: the process started last."""
+
+    kind = "server"
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The server's pid; it must have been started."""
+        if self._proc is None:
+            raise ServiceError(f"{self.kind} is not started")
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the process started last is still alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The process started last, for supervisors that wait on it."""
+        return self._proc
+
+    def start(self, timeout: float) -> Self:
+        """Start the server and wait until it answers; raise ServiceError if it does not."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL the process group, as a crash (Redis keeps what its AOF holds,
+        PostgreSQL replays its WAL at the next start)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        kill_group(self._proc.pid)
+        wait_exit(self._proc.pid, 10.0, self._proc)
+
+
+_Server = TypeVar("_Server", bound=_ServerProcess)
+
+
+def _start_on_a_port(make: Callable[[int], _Server], port: int, timeout: float) -> _Server:
+    """Start a server on `port`, or on a free port (3 tries: another may take it first)."""
+    attempts = 3 if port == 0 else 1
+    for attempt in range(attempts):
+        server = make(port or free_port())
+        try:
+            return server.start(timeout)
+        except ServiceError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class RedisServer(_ServerProcess):
     """A redis-server process on 127.0.0.1 with its data (AOF) in one folder."""
+
+    kind = "redis"
 
     def __init__(
         self,
@@ -80,23 +135,6 @@ class RedisServer:
     def url(self) -> str:
         """The redis:// URL of database 0."""
         return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        """The server's pid; it must have been started."""
-        if self._proc is None:
-            raise ServiceError("redis is not started")
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the process started last is still alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The process started last, for supervisors that wait on it."""
-        return self._proc
 
     def command(self) -> list[str]:
         """The redis-server argument vector."""
@@ -159,13 +197,6 @@ class RedisServer:
         if not stop_process(self._proc.pid, signal.SIGTERM, timeout, self._proc):
             raise ServiceError(f"redis ignored SIGTERM for {timeout:.0f}s and was killed")
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash: only what the AOF already holds survives."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        kill_group(self._proc.pid)
-        wait_exit(self._proc.pid, 10.0, self._proc)
-
     def pause(self) -> None:
         """SIGSTOP: the port stays open but nothing is answered."""
         send_signal(self.pid, signal.SIGSTOP)
@@ -184,20 +215,15 @@ def start_redis(
     timeout: float = 15.0,
 ) -> RedisServer:
     """Start Redis on 127.0.0.1:port (a free port when 0) with AOF in data_dir."""
-    attempts = 3 if port == 0 else 1
-    for attempt in range(attempts):
-        server = RedisServer(data_dir, port or free_port(), appendfsync, log_file=log_file)
-        try:
-            return server.start(timeout)
-        except ServiceError:
-            # A free port can be taken between the check and the bind: try another.
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+    return _start_on_a_port(
+        lambda chosen: RedisServer(data_dir, chosen, appendfsync, log_file=log_file),
+        port, timeout)
 
 
-class PostgresServer:
+class PostgresServer(_ServerProcess):
     """A PostgreSQL cluster (postmaster process) on 127.0.0.1 with its data in one folder."""
+
+    kind = "postgres"
 
     def __init__(
         self,
@@ -225,23 +251,6 @@ class PostgresServer:
     def admin_dsn(self) -> str:
         """The superuser's DSN, for creating and dropping databases in tests."""
         return f"postgresql://{POSTGRES_USER}@{HOST}:{self.port}/postgres"
-
-    @property
-    def pid(self) -> int:
-        """The postmaster's pid; it must have been started."""
-        if self._proc is None:
-            raise ServiceError("postgres is not started")
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the postmaster started last is still alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The postmaster started last, for supervisors that wait on it."""
-        return self._proc
 
     def command(self) -> list[str]:
         """The postgres argument vector."""
@@ -345,13 +354,6 @@ class PostgresServer:
         if not stop_process(self._proc.pid, _STOP_SIGNALS[mode], timeout, self._proc):
             raise ServiceError(f"postgres did not stop ({mode}) in {timeout:.0f}s and was killed")
 
-    def kill(self) -> None:
-        """SIGKILL the postmaster and its backends, as a crash: WAL replay on next start."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        kill_group(self._proc.pid)
-        wait_exit(self._proc.pid, 10.0, self._proc)
-
     def remove_data(self) -> None:
         """Delete the cluster's files (it must be stopped)."""
         remove_postgres_data(self.data_dir)
@@ -366,15 +368,9 @@ def start_postgres(
     timeout: float = 60.0,
 ) -> PostgresServer:
     """Start PostgreSQL on 127.0.0.1:port (a free port when 0), initdb on first use."""
-    attempts = 3 if port == 0 else 1
-    for attempt in range(attempts):
-        server = PostgresServer(data_dir, port or free_port(), log_file=log_file, fsync=fsync)
-        try:
-            return server.start(timeout)
-        except ServiceError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+    return _start_on_a_port(
+        lambda chosen: PostgresServer(data_dir, chosen, log_file=log_file, fsync=fsync),
+        port, timeout)
 
 
 def remove_postgres_data(data_dir: Path) -> None:
