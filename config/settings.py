@@ -109,6 +109,8 @@ class KeySettings(_Section):
     active_sealing_key_id: str
     sealing_keys: dict[str, str] = Field(repr=False)
     hash_key: str = Field(repr=False)
+    # Signs email verification tokens (base64 of >= 32 random bytes).
+    token_key: str = Field(repr=False)
 
     @field_validator("sealing_keys")
     @classmethod
@@ -119,7 +121,7 @@ class KeySettings(_Section):
             _decode_key(key, minimum=32, exact=32)
         return value
 
-    @field_validator("hash_key")
+    @field_validator("hash_key", "token_key")
     @classmethod
     def _hash_key_is_long(cls, value: str) -> str:
         if value:
@@ -129,6 +131,12 @@ class KeySettings(_Section):
     def sealing_key_bytes(self) -> dict[str, bytes]:
         """Every readable sealing key, decoded."""
         return {kid: base64.b64decode(key) for kid, key in self.sealing_keys.items()}
+
+    def token_key_bytes(self) -> bytes:
+        """The HMAC key that signs email verification tokens, decoded."""
+        if not self.token_key:
+            raise ConfigError("keys.token_key: required (base64 of >= 32 random bytes)")
+        return base64.b64decode(self.token_key)
 
     def hash_key_bytes(self) -> bytes:
         """The HMAC key for NIK and email hashes, decoded."""
@@ -142,6 +150,63 @@ class KeySettings(_Section):
             raise ConfigError(
                 "keys.active_sealing_key_id: must name a key listed in keys.sealing_keys"
             )
+
+
+class EmailSettings(_Section):
+    """Email verification (`gelombang worker email`) and the dev mail sink."""
+
+    smtp_host: str
+    smtp_port: int = Field(ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"]
+    smtp_username: str
+    smtp_password: str = Field(repr=False)
+    from_address: str
+    # Outbound messages per second over all email workers (a Redis bucket).
+    rate_per_second: float = Field(gt=0)
+    concurrency: int = Field(ge=1, le=1024)
+    # SMTP connections each worker keeps open and reuses.
+    connections: int = Field(ge=1, le=100)
+    max_attempts: int = Field(ge=1)
+    retry_base_seconds: float = Field(gt=0)
+    retry_max_seconds: float = Field(gt=0)
+    token_ttl_hours: float = Field(gt=0)
+    claim_idle_seconds: float = Field(gt=0)
+    # Where `gelombang mail-sink` writes each message as a .eml file
+    # (GELOMBANG_MAILDIR wins), relative to the working directory.
+    maildir: str
+
+
+class NikSettings(_Section):
+    """NIK verification against the ministry's API (`gelombang worker nik`)."""
+
+    base_url: str
+    username: str
+    password: str = Field(repr=False)
+    timeout_seconds: float = Field(gt=0)
+    # The ministry's capacity, shared by every NIK worker (a Redis bucket).
+    rate_per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+    concurrency: int = Field(ge=1, le=1024)
+    max_attempts: int = Field(ge=1)
+    retry_base_seconds: float = Field(gt=0)
+    retry_max_seconds: float = Field(gt=0)
+    breaker_failures: int = Field(ge=1)
+    breaker_open_seconds: float = Field(gt=0)
+    claim_idle_seconds: float = Field(gt=0)
+
+
+class NikSimulatorSettings(_Section):
+    """The bundled ministry API simulator (`gelombang nik-sim`), for dev and tests."""
+
+    host: str
+    port: int = Field(ge=0, le=65535)
+    capacity_per_second: float = Field(gt=0)
+    latency_ms_median: float = Field(ge=0)
+    latency_ms_p99: float = Field(ge=0)
+    error_rate: float = Field(ge=0, le=1)
+    # Which synthetic NIKs exist is a pure function of this seed and the NIK.
+    population_seed: int
+    existing_share: float = Field(ge=0, le=1)
 
 
 class DoorSettings(_Section):
@@ -171,6 +236,9 @@ class Settings(BaseSettings):
     admission: AdmissionSettings
     queue: QueueSettings
     drain: DrainSettings
+    email: EmailSettings
+    nik: NikSettings
+    nik_sim: NikSimulatorSettings
     keys: KeySettings
     door: DoorSettings
     logging: LoggingSettings

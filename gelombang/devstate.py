@@ -122,6 +122,8 @@ def ensure_config(state: DevState, redis_url: str, postgres_dsn: str) -> Path:
         "sealing_keys": {DEV_SEALING_KEY_ID: _random_key()},
         "hash_key": _random_key(),
     }
+    # Keys added by later versions are generated into an existing dev config too.
+    keys.setdefault("token_key", _random_key())
     with DEFAULT_CONFIG.open("rb") as handle:
         defaults = tomllib.load(handle)
     sections = {name: dict(defaults[name]) for name in _SECTIONS}

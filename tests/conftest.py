@@ -123,7 +123,7 @@ def postgres_server(run_dir: Path, postgres_port: int) -> Iterator[PostgresServe
 # Every table the workers write, emptied before each test that uses `pg`.
 STORE_TABLES = (
     "registrations", "nik_blacklist", "verification_outbox", "funnel_counts", "dead_letters",
-    "audit_log",
+    "audit_log", "nik_checks", "email_deliveries",
 )
 
 
@@ -138,8 +138,8 @@ async def migrated_dsn(postgres_server: PostgresServer) -> str:
 async def pg(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the migrated database, its tables emptied before the test."""
     connection = await asyncpg.connect(migrated_dsn)
-    await connection.execute(f"TRUNCATE {', '.join(STORE_TABLES)}")
     try:
+        await connection.execute(f"TRUNCATE {', '.join(STORE_TABLES)}")
         yield connection
     finally:
         await connection.close()
@@ -173,5 +173,6 @@ def test_settings(redis_server: RedisServer, postgres_port: int) -> Settings:
             "active_sealing_key_id": "test1",
             "sealing_keys": {"test1": _random_key()},
             "hash_key": _random_key(),
+            "token_key": _random_key(),
         },
     )

@@ -131,6 +131,7 @@ def test_the_generated_config_loads_with_valid_keys(
     assert settings.keys.active_sealing_key_id == DEV_SEALING_KEY_ID
     assert len(settings.keys.sealing_key_bytes()[DEV_SEALING_KEY_ID]) == 32
     assert len(settings.keys.hash_key_bytes()) == 32
+    assert len(settings.keys.token_key_bytes()) == 32
     assert settings.admin.token == state.token_file.read_text().strip()
     assert settings.redis.url == "redis://127.0.0.1:1/0"
     assert settings.redis.timeout_seconds == 0.8
