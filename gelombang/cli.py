@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,9 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "dev": "gelombang.devstack",
     "migrate": "workers.migrate_command",
     "worker": "workers.worker_command",
+    "blacklist": "workers.blacklist_command",
+    "mail-sink": "workers.sandbox.mail_sink",
+    "nik-sim": "workers.sandbox.nik_sim",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).
@@ -29,6 +33,8 @@ def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gelombang", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in names or SUBCOMMAND_MODULES:
+        if importlib.util.find_spec(SUBCOMMAND_MODULES[name]) is None:
+            continue  # a subcommand whose module is not written yet
         module = importlib.import_module(SUBCOMMAND_MODULES[name])
         module.register(subparsers)
     return parser

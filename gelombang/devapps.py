@@ -40,9 +40,20 @@ def _door_urls(settings: Settings) -> tuple[str, ...]:
     )
 
 
+def _mail_sink_urls(settings: Settings) -> tuple[str, ...]:
+    return (f"smtp://{settings.email.smtp_host}:{settings.email.smtp_port}",)
+
+
+def _nik_sim_urls(settings: Settings) -> tuple[str, ...]:
+    return (f"http://{settings.nik_sim.host}:{settings.nik_sim.port}",)
+
+
 APP_PROCESSES: tuple[AppProcess, ...] = (
     AppProcess("migrate", ("migrate",), "workers.migrate_command", once=True),
+    AppProcess("mail-sink", ("mail-sink",), "workers.sandbox.mail_sink", urls=_mail_sink_urls),
+    AppProcess("nik-sim", ("nik-sim",), "workers.sandbox.nik_sim", urls=_nik_sim_urls),
     AppProcess("worker-store", ("worker", "store"), "workers.worker_command"),
-    # Later, in this order: "worker-email", "worker-nik", "mail-sink", "nik-sim".
+    AppProcess("worker-email", ("worker", "email"), "workers.email_worker"),
+    AppProcess("worker-nik", ("worker", "nik"), "workers.nik_worker"),
     AppProcess("door", ("serve",), "intake.serve_command", urls=_door_urls),
 )

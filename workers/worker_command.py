@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import logging
 import signal
 import sys
@@ -15,6 +17,9 @@ import uvloop
 from config.settings import Settings
 from workers.drain import DrainWorker, connect_worker_redis, create_pool
 from workers.status import drain_status, render_status
+
+# Other worker roles, each a module with `register_role(roles)` adding its parser.
+ROLE_MODULES = ("workers.email_worker", "workers.nik_worker")
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +33,9 @@ def register(subparsers: Any) -> None:
     status = roles.add_parser("status", help="consumers, lag, pending and dead letters")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=run_status)
+    for module_name in ROLE_MODULES:
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register_role(roles)
 
 
 def configure_logging(settings: Settings) -> None:
