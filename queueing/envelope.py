@@ -108,12 +108,22 @@ class Envelope:
 
     def open(self, sealer: Sealer) -> PersonalData:
         """Decrypt the personal data (raises SealingError on tampering)."""
-        plain = sealer.open(self.key_id, self.sealed, _aad(self.registration_id))
-        try:
-            nik, name, email, phone, birth = msgpack.unpackb(plain, raw=False)
-            return PersonalData(nik, name, email, phone, datetime.date.fromisoformat(birth))
-        except Exception as exc:  # authenticated, so only a bug can get here
-            raise EnvelopeError(f"sealed payload malformed: {type(exc).__name__}") from None
+        return open_sealed(sealer, self.registration_id, self.key_id, self.sealed)
+
+
+def open_sealed(sealer: Sealer, registration_id: bytes, key_id: str, sealed: bytes
+                ) -> PersonalData:
+    """Decrypt a registration's sealed personal data, as stored in PostgreSQL.
+
+    Only ever in memory, and only where a worker needs a value (the email
+    address to write to, the NIK to check). Raises SealingError on tampering.
+    """
+    plain = sealer.open(key_id, sealed, _aad(registration_id))
+    try:
+        nik, name, email, phone, birth = msgpack.unpackb(plain, raw=False)
+        return PersonalData(nik, name, email, phone, datetime.date.fromisoformat(birth))
+    except Exception as exc:  # authenticated, so only a bug can get here
+        raise EnvelopeError(f"sealed payload malformed: {type(exc).__name__}") from None
 
 
 def _aad(registration_id: bytes) -> bytes:
