@@ -1,0 +1,96 @@
+"""`gelombang blacklist import FILE --source NAME` and `gelombang blacklist show`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from config.settings import Settings
+from queueing.sealing import KeyedHasher
+from workers.blacklist import import_source
+
+
+def register(subparsers: Any) -> None:
+    """Add the `blacklist` subcommand."""
+    parser = subparsers.add_parser("blacklist", help="import or show NIK blacklists")
+    actions = parser.add_subparsers(dest="action", required=True)
+    load = actions.add_parser("import", help="replace one source's list with a CSV of NIKs")
+    load.add_argument("file", type=Path, help="CSV: one NIK per line, or a `nik` column")
+    load.add_argument("--source", required=True, help="the list's name, e.g. taspen")
+    load.set_defaults(handler=run_import)
+    show = actions.add_parser("show", help="NIKs listed per source")
+    show.set_defaults(handler=run_show)
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal; a line every 10 % otherwise."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_tenth = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        elapsed = time.monotonic() - self.started
+        if self.tty:
+            filled = int(share * 30)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%}"
+                             f" {elapsed:6.1f} s")
+            if done >= total:
+                sys.stderr.write("\n")
+        elif int(share * 10) > self.last_tenth:
+            self.last_tenth = int(share * 10)
+            sys.stderr.write(f"{share:6.1%} read after {elapsed:.1f} s\n")
+        sys.stderr.flush()
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Import, then say how many were listed and which lines were refused (by number)."""
+    settings = Settings.load()
+    if not args.file.is_file():
+        print(f"gelombang blacklist: no such file: {args.file}", file=sys.stderr)
+        return 2
+    report = asyncio.run(_import(settings, args.file, args.source))
+    print(f"source {report.source}: {report.imported} NIKs listed "
+          f"(replacing {report.replaced})")
+    if report.bad_count:
+        shown = ", ".join(map(str, report.bad_lines))
+        more = " …" if report.bad_count > len(report.bad_lines) else ""
+        print(f"{report.bad_count} lines without a well-formed NIK were skipped: "
+              f"lines {shown}{more}", file=sys.stderr)
+    return 0
+
+
+async def _import(settings: Settings, path: Path, source: str) -> Any:
+    connection = await asyncpg.connect(settings.postgres.dsn)
+    try:
+        hasher = KeyedHasher(settings.keys.hash_key_bytes())
+        return await import_source(connection, path, source, hasher, _ProgressBar())
+    finally:
+        await connection.close()
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """NIKs listed per source, with the last import time."""
+    settings = Settings.load()
+    for row in asyncio.run(_sources(settings)):
+        print(f"{row['source']}: {row['listed']} NIKs,"
+              f" imported {row['imported_at']:%Y-%m-%d %H:%M}")
+    return 0
+
+
+async def _sources(settings: Settings) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(settings.postgres.dsn)
+    try:
+        return await connection.fetch(
+            "SELECT source, count(*) AS listed, max(added_at) AS imported_at"
+            " FROM nik_blacklist GROUP BY source ORDER BY source")
+    finally:
+        await connection.close()
