@@ -36,6 +36,8 @@ from gelombang.services import (
     start_postgres,
     start_redis,
 )
+from loadtest.registrants import RegistrantFactory
+from tests.intake.door_helpers import DoorUnderTest, running_door
 from workers.schema import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -176,3 +178,18 @@ def test_settings(redis_server: RedisServer, postgres_port: int) -> Settings:
             "token_key": _random_key(),
         },
     )
+
+
+@pytest.fixture
+async def door_under_test(test_settings: Settings, redis_client: object) -> AsyncIterator[
+    DoorUnderTest
+]:
+    """An in-process door wired to the test Redis (flushed by redis_client)."""
+    async with running_door(test_settings) as door:
+        yield door
+
+
+@pytest.fixture
+def registrants() -> RegistrantFactory:
+    """Valid made-up registrants."""
+    return RegistrantFactory()
