@@ -31,6 +31,18 @@ async def put_admission(admin_url: str, changes: dict[str, Any]) -> dict[str, An
         return result
 
 
+async def scrape(admin_url: str) -> dict[str, float]:
+    """The admin port's /metrics as {series with labels: value}."""
+    async with aiohttp.ClientSession() as session, session.get(admin_url + "/metrics") as reply:
+        text = await reply.text()
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
 async def test_two_processes_admit_burst_plus_rate_in_total_and_lose_nothing(
     test_settings: Settings, redis_client: Redis, tmp_path: Path,
 ) -> None:
@@ -40,8 +52,15 @@ async def test_two_processes_admit_burst_plus_rate_in_total_and_lose_nothing(
         started = time.monotonic()
         result = await run_load(doors.url, concurrency=32, duration=3.0)
         elapsed = time.monotonic() - started
+        metrics = await scrape(doors.admin_url)
         log = doors.log_text()
     admitted = result.statuses[202]
+    # /metrics adds up both processes (prometheus multiprocess mode).
+    assert metrics['gelombang_admission_decisions_total{outcome="admitted"}'] == admitted
+    assert metrics['gelombang_admission_decisions_total{outcome="limited"}'] == (
+        result.statuses[429])
+    assert metrics['gelombang_http_request_duration_seconds_count'
+                   '{route="registrations.create",status="202"}'] == admitted
     parts = settings.queue.partitions
     # Upper bound (docs/admission.md): burst + rate * t, plus under one token
     # per partition from rounding. Lower bound: each partition saturated,
