@@ -13,6 +13,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from intake import metrics
+from intake.funnel import get_funnel
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from queueing.live_settings import FIELDS, read_policy, update_policy
@@ -124,3 +125,4 @@ def build_admin_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics_text)
     app.router.add_get("/admin/v1/admission", get_admission)
     app.router.add_put("/admin/v1/admission", put_admission)
+    app.router.add_get("/admin/v1/funnel", get_funnel)

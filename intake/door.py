@@ -1,4 +1,4 @@
-"""The runtime of one door process: Redis client, admission, keys, clock."""
+"""The runtime of one door process: Redis client, admission, keys, clock, status reads."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 
 from config.settings import Settings
 from intake import metrics
+from intake.storage import StatusStore
 from queueing.admission import AdmissionPolicy, AdmissionScript
 from queueing.grouping import GroupAdmitter
 from queueing.keys import Partition, partitions
@@ -54,6 +55,7 @@ class Door:
     admitter: GroupAdmitter
     sealer: Sealer
     hasher: KeyedHasher
+    storage: StatusStore
     calendar: JakartaCalendar = field(default_factory=JakartaCalendar)
     draining: bool = False
 
@@ -113,6 +115,7 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         admitter=admitter,
         sealer=Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id),
         hasher=KeyedHasher(settings.keys.hash_key_bytes()),
+        storage=StatusStore(settings),
     )
     with contextlib.suppress(Exception):
         # Start with the live policy when Redis is there; the refresher keeps
@@ -128,3 +131,4 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
         await redis.aclose()
+        await door.storage.close()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import time
+import uuid
 from typing import Final
 
 import orjson
 from aiohttp import web
 
 from intake.door import Door
-from intake.responses import JSON_CONTENT_TYPE, error_response
+from intake.responses import JSON_CONTENT_TYPE, error_response, json_response
 from intake.state import DOOR
+from intake.storage import StorageUnavailable
 from intake.validation import validate_registration
 from queueing.admission import Candidate, Decision, Outcome
 from queueing.envelope import seal_registration
@@ -23,6 +26,8 @@ from queueing.keys import partition_for_digest, partition_for_idempotency_key
 
 MAX_BODY_BYTES: Final = 4096
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Only the canonical 8-4-4-4-12 form names a registration (uuid.UUID accepts more).
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Retry-After for the 503s, where no bucket says when to come back.
 RETRY_AFTER_BACKLOG_FULL: Final = "30"
 RETRY_AFTER_UNAVAILABLE: Final = "2"
@@ -138,7 +143,26 @@ def _too_large() -> web.Response:
 
 
 async def read_registration(request: web.Request) -> web.Response:
-    """GET /v1/registrations/{id}: 404 until a drain worker has stored it."""
-    # Nothing is stored in PostgreSQL before the drain workers exist, so every
-    # id is still queued (or unknown): the contract's 404.
-    return error_response(404, "not_found")
+    """GET /v1/registrations/{id}: the stored states; 404 while queued or unknown."""
+    text = request.match_info["registration_id"]
+    if not _CANONICAL_UUID.fullmatch(text):
+        return error_response(404, "not_found")
+    door = request.app[DOOR]
+    try:
+        row = await door.storage.registration(uuid.UUID(text))
+    except StorageUnavailable:
+        return _unavailable("status_unavailable", RETRY_AFTER_UNAVAILABLE)
+    if row is None:
+        return error_response(404, "not_found")
+    return json_response(200, {
+        "registration_id": str(row["registration_id"]),
+        "state": row["state"],
+        "email_verification": row["email_verification"],
+        "nik_verification": row["nik_verification"],
+        "updated_at": rfc3339(row["updated_at"]),
+    })
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    """A UTC time as the contract writes it: `2026-11-22T10:00:00Z`."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,6 +23,7 @@ MESSAGES: Mapping[str, str] = {
     "backlog_full": "The registration queue is full; retry after the given delay.",
     "queue_unavailable": "The registration queue is unavailable; retry after the given delay.",
     "intake_closed": "Registration is closed right now.",
+    "status_unavailable": "Registration status cannot be read right now; try again later.",
     "not_found": "No such registration (it may still be queued).",
     "unauthorized": "A valid admin bearer token is required.",
     "method_not_allowed": "This method is not allowed here.",

@@ -288,15 +288,7 @@ async def test_concurrent_same_key_requests_share_one_id(
     assert len(await queued_envelopes(redis_client, test_settings.queue.partitions)) == 1
 
 
-# --- read side, health, description ---------------------------------------------
-
-
-@pytest.mark.parametrize("rid", [str(uuid.uuid4()), "not-a-uuid", "1234"])
-async def test_unknown_or_queued_registration_is_404(door_under_test: DoorUnderTest,
-                                                     rid: str) -> None:
-    async with door_under_test.public.get(f"/v1/registrations/{rid}") as response:
-        assert response.status == 404
-        assert_error(await response.json(), "not_found")
+# --- routing, health, description (the read side: test_read_side.py) ---
 
 
 async def test_unknown_route_and_method_answer_in_contract_shape(

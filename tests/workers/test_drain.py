@@ -58,6 +58,13 @@ async def test_posted_registrations_are_stored_and_handed_off_once(
     assert set(states) == set(ids)
     assert Counter(states.values()) == {"accepted": 30, "duplicate": 1}
     assert states[ids[-1]] == "duplicate"
+    # The round trip: the door now answers each id's stored states.
+    for registration_id, expected in ((ids[0], ("accepted", "pending", "pending")),
+                                      (ids[-1], ("duplicate", "skipped", "skipped"))):
+        async with door_under_test.public.get(f"/v1/registrations/{registration_id}") as reply:
+            assert reply.status == 200
+            body = await reply.json()
+        assert (body["state"], body["email_verification"], body["nik_verification"]) == expected
     accepted = sorted(i for i, state in states.items() if state == "accepted")
     jobs = await handed_off(redis_client, settings)
     assert {kind: sorted(found) for kind, found in jobs.items()} == {

@@ -1,0 +1,83 @@
+"""The door's read-only view of PostgreSQL: registration status and funnel counts.
+
+Intake never waits on PostgreSQL: the pool is small
+(`postgres.door_pool_max`), created on first use rather than at start (a door
+whose database is down still takes registrations), and every read is bounded
+by `postgres.door_timeout_seconds`. A read that cannot be answered in time
+raises StorageUnavailable, which the handlers turn into 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import asyncpg
+
+from config.settings import Settings
+from workers.status_queries import funnel_counts
+
+# The failures that mean "PostgreSQL cannot answer now".
+_UNAVAILABLE: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                       asyncpg.exceptions.InternalClientError)
+_STATUS_QUERY: Final = """
+SELECT registration_id, state::text, email_verification::text, nik_verification::text,
+       updated_at
+  FROM registrations
+ WHERE registration_id = $1
+"""
+
+
+class StorageUnavailable(Exception):
+    """PostgreSQL did not answer in time (down, overloaded, or not reachable)."""
+
+
+class StatusStore:
+    """Lazily pooled, time-bounded reads for the door's status and funnel endpoints."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._dsn = settings.postgres.dsn
+        self._pool_max = settings.postgres.door_pool_max
+        self._timeout = settings.postgres.door_timeout_seconds
+        self._pool: asyncpg.Pool | None = None
+        self._creating = asyncio.Lock()
+
+    async def registration(self, registration_id: uuid.UUID) -> dict[str, Any] | None:
+        """The stored states of a registration, or None while it is not stored."""
+        async with self._bounded() as pool:
+            row = await pool.fetchrow(_STATUS_QUERY, registration_id)
+        return dict(row) if row is not None else None
+
+    async def funnel(self) -> dict[str, int]:
+        """The funnel counters, summed over their shards (only the non-zero ones)."""
+        async with self._bounded() as pool:
+            return await funnel_counts(pool)
+
+    async def close(self) -> None:
+        """Close the pool, if one was made."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[asyncpg.Pool]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield await self._get_pool()
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(type(exc).__name__) from None
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._creating:
+                if self._pool is None:
+                    # min_size 0: connections are made when reads need them.
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=0, max_size=self._pool_max,
+                        timeout=self._timeout, command_timeout=self._timeout,
+                    )
+        assert self._pool is not None
+        return self._pool
