@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = {"door": "benchmarks.door"}
+SUITES = {"door": "benchmarks.door", "drain": "benchmarks.drain"}
 
 
 def main() -> int:

@@ -1,0 +1,428 @@
+"""Drain benchmark: the idempotent drain against a raw COPY of the same rows, same run.
+
+N registrations are made through the real envelope (validated, sealed, hashed;
+about 2 % reuse an earlier NIK). Phase A, the ceiling: a raw COPY of exactly
+the rows the drain would write, in batches of the same size, into the same
+table with the same indexes. Then the tables are emptied, the envelopes are
+appended to the partition streams as the door appends them, and phase B runs
+`gelombang worker store` processes until every stream is empty and nothing is
+pending. Scratch Redis (AOF) and PostgreSQL (fsync on) are started for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks import cpu, database, profiles, stack, streams, workload
+from config.settings import Settings
+from gelombang.devstate import render_toml
+from gelombang.services import PostgresServer, RedisServer, start_postgres, start_redis
+from workers.handoff import KINDS
+from workers.schema import migrate
+
+
+@dataclass
+class Phase:
+    """One timed phase: rows written, wall time, and CPU seconds by process group."""
+
+    name: str
+    rows: int
+    seconds: float
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    machine_busy_share: float = 0.0
+    # Processes outside the benchmark that used the most CPU meanwhile (seconds).
+    busiest_others: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows written per wall-clock second."""
+        return self.rows / self.seconds
+
+
+class Meter:
+    """CPU seconds spent by each process group between start() and stop()."""
+
+    def __init__(self, postgres: PostgresServer, redis_server: RedisServer) -> None:
+        self.postgres, self.redis = postgres, redis_server
+        self.workers: list[int] = []
+        self._before: dict[int, cpu.Process] = {}
+        self._machine = cpu.MachineTimes.now()
+
+    def start(self) -> None:
+        """Take the starting readings."""
+        self._before, self._machine = cpu.processes(), cpu.MachineTimes.now()
+
+    def _groups(self, snapshot: dict[int, cpu.Process]) -> dict[str, float]:
+        return {"benchmark": snapshot[os.getpid()].seconds,
+                "workers": sum(snapshot[pid].seconds for pid in self.workers if pid in snapshot),
+                "postgres": cpu.family_seconds(snapshot, self.postgres.pid),
+                "redis": cpu.family_seconds(snapshot, self.redis.pid)}
+
+    def stop(self, phase: Phase) -> Phase:
+        """Fill the phase's CPU figures; `other` is everything else on the machine.
+
+        Call it while the measured processes live: a backend that has exited but
+        is not yet reaped would drop out of the count.
+        """
+        after, now = cpu.processes(), cpu.MachineTimes.now()
+        busy, share = now.busy_since(self._machine)
+        before = self._groups(self._before)
+        phase.cpu_seconds = {name: value - before[name]
+                             for name, value in self._groups(after).items()}
+        phase.cpu_seconds["other"] = busy - sum(phase.cpu_seconds.values())
+        phase.machine_busy_share = share
+        ours = ({os.getpid(), *self.workers} | cpu.family(after, self.postgres.pid)
+                | cpu.family(after, self.redis.pid))
+        others = {f"{process.name} ({pid})": process.seconds - (
+                      self._before[pid].seconds if pid in self._before else 0.0)
+                  for pid, process in after.items() if pid not in ours}
+        phase.busiest_others = sorted(others.items(), key=lambda item: -item[1])[:3]
+        return phase
+
+
+def worker_config(path: Path, redis_url: str, dsn: str, batch_size: int) -> Path:
+    """A worker config: the scratch Redis and PostgreSQL, fresh keys, the batch size."""
+    base = Settings.load().model_dump(mode="json")
+    key = base64.b64encode(os.urandom(32)).decode()
+    base["keys"].update(active_sealing_key_id="bench", sealing_keys={"bench": key},
+                        hash_key=base64.b64encode(os.urandom(32)).decode())
+    base["redis"]["url"] = redis_url
+    base["postgres"]["dsn"] = dsn
+    base["drain"]["batch_size"] = batch_size
+    path.write_text(render_toml(base))
+    return path
+
+
+def start_worker(config: Path, log: Path, concurrency: int | None) -> subprocess.Popen[bytes]:
+    """`gelombang worker store`, as deployed, writing its log to a file."""
+    command = [sys.executable, "-m", "gelombang", "worker", "store"]
+    if concurrency is not None:
+        command += ["--concurrency", str(concurrency)]
+    env = {**os.environ, "GELOMBANG_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen(command, cwd=stack.REPO_ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+@dataclass
+class DrainRun:
+    """Phase B: the drain's figures, and how its processes ended."""
+
+    phase: Phase
+    first_ack_seconds: float
+    exit_codes: list[int | None]
+    profile: Path | None
+
+
+def _stop(process: subprocess.Popen[bytes], signum: int, timeout: float) -> int | None:
+    if process.poll() is None:
+        process.send_signal(signum)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
+def run_drain(args: argparse.Namespace, client: redis.Redis, meter: Meter, config: Path,
+              scratch: Path, folder: Path, total: int) -> DrainRun:
+    """Start the workers; time them until every stream is empty and nothing is pending."""
+    workers: list[subprocess.Popen[bytes]] = []
+    spy: subprocess.Popen[bytes] | None = None
+    first: float | None = None
+    profile = folder / "drain-profile.txt" if args.profile else None
+    name = (f"drain ({args.processes} worker process{'es' if args.processes > 1 else ''}, "
+            f"concurrency {args.concurrency if args.concurrency is not None else 'default'})")
+    meter.start()
+    started = time.perf_counter()
+    try:
+        for number in range(args.processes):
+            workers.append(start_worker(config, scratch / f"worker-{number}.log",
+                                        args.concurrency))
+        meter.workers = [worker.pid for worker in workers]
+        while True:
+            length, pending = streams.backlog(client, args.partitions)
+            elapsed = time.perf_counter() - started
+            if first is None and length < total:
+                first = elapsed
+                if profile is not None:
+                    spy = profiles.start(workers[0].pid, args.profile_seconds, profile)
+            if (length, pending) == (0, 0):
+                break
+            if any(worker.poll() is not None for worker in workers):
+                raise RuntimeError(f"a worker exited early; see {scratch}/worker-*.log")
+            if elapsed > args.timeout:
+                raise RuntimeError(f"not drained in {args.timeout} s: {length} left, "
+                                   f"{pending} pending")
+            time.sleep(0.05)
+        phase = meter.stop(Phase(name, total, elapsed))
+    finally:
+        if spy is not None:
+            _stop(spy, signal.SIGINT, 60)  # py-spy writes its output on SIGINT
+        codes = [_stop(worker, signal.SIGTERM, 30) for worker in workers]
+    return DrainRun(phase, first or 0.0, codes, profile)
+
+
+def _uvloop_run(coroutine: Any) -> Any:
+    import uvloop
+
+    return uvloop.run(coroutine)
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured, and any uncommitted change to the code the worker runs."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=stack.REPO_ROOT, capture_output=True,
+                              text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "uncommitted": git("status", "--porcelain", "--", "workers", "queueing",
+                               "config", "gelombang").splitlines()}
+
+
+def _counts(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="gelombang-bench-drain")
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="batches in flight per worker (default: drain.concurrency)")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--copy-connections", type=_counts, default=[1, 2],
+                        help="connection counts of the raw COPY runs (batches shared among "
+                        "a run's connections), e.g. 1,2; the fastest run is the ceiling")
+    parser.add_argument("--appendfsync", choices=["always", "everysec", "no"], default="always")
+    parser.add_argument("--envelopes", type=Path, default=None,
+                        help="cache file: read the envelopes from it, or write them to it")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the worker with py-spy; pg_stat_statements on both phases")
+    parser.add_argument("--profile-seconds", type=int, default=30)
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds for the drain")
+    args = parser.parse_args(argv)
+    args.partitions = Settings.load().queue.partitions
+    return args
+
+
+def verify(found: dict[str, int], expected: workload.Expected, total: int) -> list[str]:
+    """What the drain got wrong (nothing, when it stored everything exactly once)."""
+    wanted = {"rows": total, "state_accepted": expected.accepted,
+              "state_duplicate": expected.duplicates, "outbox": 0, "dead_letters": 0,
+              "funnel_stored": total, **{kind: expected.accepted for kind in KINDS}}
+    return [f"{name}: {found.get(name, 0)}, expected {value}"
+            for name, value in wanted.items() if found.get(name, 0) != value]
+
+
+def ceiling(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresServer,
+            meter: Meter, results: dict[str, Any]) -> tuple[list[Phase], workload.Expected]:
+    """Phase A: the raw COPY, once per connection count; the tables are left empty."""
+    rows, expected = workload.copy_rows(payloads)
+    copies = []
+    for connections in args.copy_connections:
+        asyncio.run(database.reset(postgres, args.profile))
+        print(f"phase A: raw COPY of {len(rows):,} rows, {connections} connection(s) ...",
+              flush=True)
+        phase = Phase(f"raw COPY, {connections} connection{'s' if connections > 1 else ''}",
+                      len(rows), 0.0)
+
+        def finish(seconds: float, phase: Phase = phase) -> Phase:
+            phase.seconds = seconds
+            return meter.stop(phase)
+
+        meter.start()
+        copies.append(_uvloop_run(database.copy_rows(postgres.dsn, rows, args.batch_size,
+                                                     connections, finish)))
+        print(f"  {copies[-1].rows_per_second:,.0f} rows/s", flush=True)
+    if args.profile:
+        results["copy_statements"] = asyncio.run(database.statement_stats(postgres))
+    results["copy_sizes"] = asyncio.run(database.sizes(postgres.dsn, len(rows)))
+    asyncio.run(database.reset(postgres, args.profile))
+    return copies, expected
+
+
+def measure(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresServer,
+            redis_server: RedisServer, scratch: Path, folder: Path) -> dict[str, Any]:
+    """Both phases, the checks and the sizes, as one results document."""
+    dsn, total = postgres.dsn, len(payloads)
+    if args.profile:
+        database.enable_statement_stats(postgres)
+    asyncio.run(migrate(dsn))
+    results: dict[str, Any] = {"postgres_settings": asyncio.run(database.settings(dsn))}
+    meter = Meter(postgres, redis_server)
+
+    copies, expected = ceiling(args, payloads, postgres, meter, results)
+    client = redis.Redis.from_url(redis_server.url)
+    memory = {"empty": streams.used_memory(client)}
+    print(f"phase B: XADD {total:,} envelopes to {args.partitions} streams ...", flush=True)
+    results["enqueue_seconds"] = streams.enqueue(client, payloads, args.partitions)
+    memory["queued"] = streams.used_memory(client)
+    client.config_resetstat()
+    aof_before = streams.aof_state(client)
+    config = worker_config(scratch / "worker.toml", redis_server.url, dsn, args.batch_size)
+    print("phase B: draining ...", flush=True)
+    drain = run_drain(args, client, meter, config, scratch, folder, total)
+    print(f"  {drain.phase.rows_per_second:,.0f} rows/s", flush=True)
+    memory["drained"] = streams.used_memory(client)
+    memory["job_streams"] = streams.jobs_memory(client, args.partitions)
+    results["redis_commands"] = streams.command_stats(client, total)
+    aof_after = streams.aof_state(client)
+    # A rewrite during the drain compacts the file, so its growth then means nothing.
+    results["aof_rewrites"] = aof_after[1] - aof_before[1]
+    results["aof_bytes_per_registration"] = (aof_after[0] - aof_before[0]) / total
+
+    found = asyncio.run(database.stored(dsn))
+    found.update(streams.jobs(client, args.partitions))
+    client.close()
+    results.update(
+        phases=[asdict(phase) | {"rows_per_second": phase.rows_per_second}
+                for phase in (*copies, drain.phase)],
+        ratio=drain.phase.rows_per_second / max(copy.rows_per_second for copy in copies),
+        first_ack_seconds=drain.first_ack_seconds, worker_exit_codes=drain.exit_codes,
+        expected=asdict(expected), found=found, failures=verify(found, expected, total),
+        sizes=asyncio.run(database.sizes(dsn, total)),
+        redis_memory=memory | {
+            "queued_per_registration": (memory["queued"] - memory["empty"]) / total,
+            "after_drain_per_registration": (memory["drained"] - memory["empty"]) / total,
+            "jobs_per_accepted": memory["job_streams"] / expected.accepted,
+            # The rest is the hand-off markers (heartbeats and the like are a few KB).
+            "markers_per_accepted": (memory["drained"] - memory["empty"]
+                                     - memory["job_streams"]) / expected.accepted},
+    )
+    if args.profile:
+        results["drain_statements"] = asyncio.run(database.statement_stats(postgres))
+        if drain.profile is not None and drain.profile.exists():
+            results["worker_profile"] = profiles.summary(drain.profile)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the drain benchmark and write results.json and results.md."""
+    args = parse(argv)
+    folder = stack.result_folder("drain")
+    scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-drain-"))
+    print(f"making {args.count:,} registrations through the envelope ...", flush=True)
+    payloads = workload.load_or_generate(args.count, args.envelopes)
+    redis_server = start_redis(scratch / "redis", appendfsync=args.appendfsync,
+                               log_file=scratch / "redis.log")
+    postgres = start_postgres(scratch / "postgres", fsync=True, log_file=scratch / "postgres.log")
+    try:
+        results = measure(args, payloads, postgres, redis_server, scratch, folder)
+    finally:
+        postgres.stop()
+        postgres.remove_data()
+        redis_server.stop()
+        for log in scratch.glob("worker-*.log"):
+            shutil.copy(log, folder / log.name)
+        shutil.rmtree(scratch, ignore_errors=True)  # the AOF alone is hundreds of MB
+    results.update(suite="drain", machine=stack.machine(), count=args.count,
+                   batch_size=args.batch_size, processes=args.processes,
+                   concurrency=args.concurrency, partitions=args.partitions,
+                   copy_connections=args.copy_connections, appendfsync=args.appendfsync,
+                   profiled=args.profile, source=source_state())
+    stack.write_json(folder / "results.json", results)
+    text = markdown(results)
+    (folder / "results.md").write_text(text)
+    print(text)
+    print(f"results in {folder}")
+    for failure in results["failures"]:
+        print(f"CHECK FAILED: {failure}", file=sys.stderr)
+    return 1 if results["failures"] else 0
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The figures as Markdown tables."""
+    total = results["count"]
+    lines = ["| phase | rows/s | seconds | client CPU µs/row | PostgreSQL CPU µs/row "
+             "| Redis CPU µs/row | other CPU s | machine busy | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    best = max(phase["rows_per_second"] for phase in results["phases"]
+               if not phase["name"].startswith("drain"))
+    for phase in results["phases"]:
+        spent = phase["cpu_seconds"]
+        drain = phase["name"].startswith("drain")
+        client = spent["workers"] if drain else spent["benchmark"]
+        note = (f"{results['ratio']:.2f} x COPY" if drain
+                else "ceiling" if phase["rows_per_second"] == best else "")
+        lines.append(
+            f"| {phase['name']} | {phase['rows_per_second']:,.0f} | {phase['seconds']:.1f} | "
+            f"{client / total * 1e6:.0f} | {spent['postgres'] / total * 1e6:.0f} | "
+            f"{spent['redis'] / total * 1e6:.0f} | {spent['other']:.1f} | "
+            f"{phase['machine_busy_share']:.0%} | {note} |")
+    for phase in results["phases"]:
+        # More than 3 % of the machine's capacity spent outside the measured processes.
+        if phase["cpu_seconds"]["other"] > 0.03 * phase["seconds"] * results["machine"]["cores"]:
+            busiest = ", ".join(f"{name} {seconds:.1f} s"
+                                for name, seconds in phase["busiest_others"])
+            lines.append(f"\nDuring {phase['name']}, {phase['cpu_seconds']['other']:.1f} CPU s "
+                         "went to other processes or to kernel work no process is charged "
+                         f"for (busiest other processes: {busiest or 'none left'}).")
+    lines += ["", f"{total:,} registrations, batches of {results['batch_size']}, "
+              f"{results['partitions']} partitions, Redis appendfsync "
+              f"{results['appendfsync']}; checks: "
+              + ("all passed" if not results["failures"] else "; ".join(results["failures"])),
+              "", "PostgreSQL: " + ", ".join(f"{name}={value}" for name, value
+                                            in results["postgres_settings"].items()), ""]
+    lines += _sizes(results) + _memory(results)
+    aof = (f"AOF grew {results['aof_bytes_per_registration']:.0f} bytes per registration"
+           if not results["aof_rewrites"]
+           else f"the AOF was rewritten {results['aof_rewrites']} time(s)")
+    lines += ["", f"Redis during the drain: {aof}.", "",
+              "| Redis command | calls | µs per registration |", "|---|---:|---:|"]
+    lines += [f"| {row['command']} | {row['calls']:,} | {row['usec_per_registration']:.1f} |"
+              for row in results["redis_commands"]]
+    if "worker_profile" in results:
+        lines += ["", "| worker self time, by package | share |", "|---|---:|"]
+        lines += [f"| {name} | {share:.1%} |"
+                  for name, share in results["worker_profile"]["packages"]]
+        lines += ["", "| worker self time, by function | share |", "|---|---:|"]
+        lines += [f"| `{name}` | {share:.1%} |"
+                  for name, share in results["worker_profile"]["functions"]]
+    for phase in ("copy", "drain"):
+        if f"{phase}_statements" in results:
+            lines += ["", f"| {phase}: statement (pg_stat_statements) | calls | ms | share |",
+                      "|---|---:|---:|---:|"]
+            lines += [f"| `{row['query']}` | {row['calls']} | {row['ms']:.0f} | "
+                      f"{row['share']:.1%} |" for row in results[f"{phase}_statements"]]
+    return "\n".join(lines) + "\n"
+
+
+def _sizes(results: dict[str, Any]) -> list[str]:
+    names = ("heap", *database.INDEXES, "toast_and_maps", "total")
+    lines = ["| registrations, bytes per row | after the raw COPY | after the drain |",
+             "|---|---:|---:|"]
+    for name in names:
+        lines.append(f"| {name} | {results['copy_sizes'][f'{name}_per_row']:.1f} | "
+                     f"{results['sizes'][f'{name}_per_row']:.1f} |")
+    return lines
+
+
+def _memory(results: dict[str, Any]) -> list[str]:
+    memory = results["redis_memory"]
+    return ["", f"Redis: envelope {results['expected']['envelope_bytes']:.0f} bytes; "
+            f"used_memory {memory['queued_per_registration']:.0f} bytes per queued "
+            f"registration; after the drain {memory['after_drain_per_registration']:.0f} "
+            "bytes per registration: per accepted one, its two verification jobs "
+            f"{memory['jobs_per_accepted']:.0f} and its two hand-off markers "
+            f"{memory['markers_per_accepted']:.0f}."]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Queued registrations for the drain benchmark, made as the door makes them.
+
+Every registration goes through the real path: a made-up registrant
+(`loadtest.registrants`), `validate_registration`, then `seal_registration`
+under random keys (the sequence of `tests/support.py::seal_people`). Every
+`duplicate_every`-th one reuses the NIK of a recent earlier one, so the drain's
+duplicate path is exercised. Ids are UUIDv7 one millisecond apart, ending now,
+so id order is generation order, as at the door.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from intake.validation import validate_registration
+from loadtest.registrants import Registrant, RegistrantFactory
+from queueing.envelope import Envelope, PersonalData, seal_registration
+from queueing.ids import uuid7_bytes
+from queueing.keys import partition_for_digest
+from queueing.sealing import KeyedHasher, Sealer
+
+# The columns the drain writes (workers/sql/store.sql insert_staged); the rest default.
+COLUMNS = (
+    "registration_id", "received_at", "state", "email_verification", "nik_verification",
+    "nik_hash", "email_hash", "key_id", "sealed",
+)
+Row = tuple[uuid.UUID, datetime.datetime, str, str, str, bytes, bytes, str, bytes]
+RECENT = 5000  # duplicates reuse the NIK of one of this many latest registrants
+
+
+def generate(count: int, *, duplicate_every: int = 50, seed: int = 11) -> list[bytes]:
+    """`count` encoded envelopes in intake order, printing progress on stderr."""
+    sealer = Sealer({"bench": os.urandom(32)}, "bench")
+    hasher = KeyedHasher(os.urandom(32))
+    factory = RegistrantFactory(seed=seed)
+    rng = random.Random(seed)
+    today = datetime.date.today()
+    first_ms = time.time_ns() // 1_000_000 - count
+    recent: list[Registrant] = []
+    payloads: list[bytes] = []
+    started = time.monotonic()
+    for offset in range(count):
+        if offset % duplicate_every == duplicate_every - 1 and recent:
+            person = factory.same_nik_as(rng.choice(recent))
+        else:
+            person = factory.make()
+            if len(recent) < RECENT:
+                recent.append(person)
+            else:
+                recent[offset % RECENT] = person
+        checked = validate_registration(person.body(), today)
+        if not isinstance(checked, PersonalData):
+            raise RuntimeError("a made-up registrant failed validation")
+        registration_id = uuid7_bytes(first_ms + offset)
+        envelope = seal_registration(checked, registration_id, first_ms + offset, None,
+                                     sealer, hasher)
+        payloads.append(envelope.encode())
+        if (offset + 1) % 100_000 == 0 or offset + 1 == count:
+            elapsed = time.monotonic() - started
+            print(f"  generated {offset + 1:,} envelopes in {elapsed:.0f} s "
+                  f"({elapsed / (offset + 1) * 1e6:.0f} µs each)", file=sys.stderr, flush=True)
+    return payloads
+
+
+def load_or_generate(count: int, cache: Path | None) -> list[bytes]:
+    """Envelopes from a cache file written by an earlier run, else freshly generated."""
+    if cache is not None and cache.exists():
+        payloads: list[bytes] = msgpack.unpackb(cache.read_bytes())
+        if len(payloads) >= count:
+            print(f"  {count:,} envelopes read from {cache}", file=sys.stderr)
+            return payloads[:count]
+    payloads = generate(count)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(msgpack.packb(payloads))
+    return payloads
+
+
+@dataclass(slots=True)
+class Expected:
+    """What the drain must end with, worked out from the envelopes themselves."""
+
+    accepted: int
+    duplicates: int
+    envelope_bytes: float  # mean encoded size
+
+
+def expected_states(envelopes: Sequence[Envelope]) -> list[str]:
+    """Each envelope's state in intake order (workers.store.decide_states, no blacklist)."""
+    niks: set[bytes] = set()
+    emails: set[bytes] = set()
+    states = []
+    for envelope in envelopes:
+        if envelope.nik_hash in niks or envelope.email_hash in emails:
+            states.append("duplicate")
+            continue
+        niks.add(envelope.nik_hash)
+        emails.add(envelope.email_hash)
+        states.append("accepted")
+    return states
+
+
+def copy_rows(payloads: Sequence[bytes]) -> tuple[list[Row], Expected]:
+    """The rows the drain would write for these envelopes, as COPY records."""
+    envelopes = [Envelope.decode(payload) for payload in payloads]
+    states = expected_states(envelopes)
+    rows: list[Row] = []
+    for envelope, state in zip(envelopes, states, strict=True):
+        verification = "pending" if state == "accepted" else "skipped"
+        rows.append((
+            uuid.UUID(bytes=envelope.registration_id),
+            datetime.datetime.fromtimestamp(envelope.received_at_ms / 1000, datetime.UTC),
+            state, verification, verification,
+            envelope.nik_hash, envelope.email_hash, envelope.key_id, envelope.sealed,
+        ))
+    accepted = states.count("accepted")
+    size = sum(map(len, payloads)) / max(len(payloads), 1)
+    return rows, Expected(accepted, len(states) - accepted, size)
+
+
+def by_partition(payloads: Sequence[bytes], partitions: int) -> Iterator[tuple[int, bytes]]:
+    """Each envelope with its partition, as the door picks it (by the NIK hash)."""
+    for payload in payloads:
+        nik_hash = Envelope.decode(payload).nik_hash
+        yield partition_for_digest(nik_hash, partitions), payload
