@@ -24,6 +24,11 @@ STORE_GROUP = "store"
 HEARTBEATS = f"{PREFIX}:workers:heartbeats"
 
 
+def outbound_bucket(service: str) -> str:
+    """The rate bucket of calls to one outside service ("smtp", "nik"), shared by all workers."""
+    return f"{PREFIX}:outbound:{service}:bucket"
+
+
 def heartbeat_details(consumer: str) -> str:
     """The hash describing one live drain consumer."""
     return f"{PREFIX}:workers:consumer:{consumer}"
