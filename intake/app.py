@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from intake import health, registrations
+from intake import health, registrations, verify_email
 from intake.admin import build_admin_routes, require_token
 from intake.door import Door
 from intake.metrics import RequestTimer
 from intake.responses import error_response
 from intake.state import DOOR
+from queueing.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ def build_public_app(door: Door) -> web.Application:
                     name="registrations.create")
     router.add_get("/v1/registrations/{registration_id}", registrations.read_registration,
                    name="registrations.read", allow_head=False)
+    router.add_get("/v1/verify-email", verify_email.verify_email, name="verify_email",
+                   allow_head=False)
+    if door.settings.keys.token_key:
+        app[verify_email.TOKEN_SIGNER] = TokenSigner(door.settings.keys.token_key_bytes())
     router.add_get("/healthz", health.healthz, name="healthz", allow_head=False)
     router.add_get("/readyz", health.readyz, name="readyz", allow_head=False)
     router.add_get("/openapi.json", health.openapi, name="openapi", allow_head=False)

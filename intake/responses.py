@@ -25,6 +25,8 @@ MESSAGES: Mapping[str, str] = {
     "intake_closed": "Registration is closed right now.",
     "status_unavailable": "Registration status cannot be read right now; try again later.",
     "not_found": "No such registration (it may still be queued).",
+    "invalid_token": "The verification link is missing, malformed or not valid.",
+    "token_expired": "The verification link has expired.",
     "unauthorized": "A valid admin bearer token is required.",
     "method_not_allowed": "This method is not allowed here.",
     "internal_error": "An unexpected error occurred.",

@@ -1,8 +1,8 @@
-"""The door's read-only view of PostgreSQL: registration status and funnel counts.
+"""The door's view of PostgreSQL: registration status, funnel counts, email links.
 
 Intake never waits on PostgreSQL: the pool is small
 (`postgres.door_pool_max`), created on first use rather than at start (a door
-whose database is down still takes registrations), and every read is bounded
+whose database is down still takes registrations), and every query is bounded
 by `postgres.door_timeout_seconds`. A read that cannot be answered in time
 raises StorageUnavailable, which the handlers turn into 503.
 """
@@ -19,6 +19,7 @@ import asyncpg
 
 from config.settings import Settings
 from workers.status_queries import funnel_counts
+from workers.verification_store import EmailOutcome, verify_email
 
 # The failures that mean "PostgreSQL cannot answer now".
 _UNAVAILABLE: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
@@ -50,6 +51,11 @@ class StatusStore:
         async with self._bounded() as pool:
             row = await pool.fetchrow(_STATUS_QUERY, registration_id)
         return dict(row) if row is not None else None
+
+    async def verify_email(self, registration_id: uuid.UUID) -> EmailOutcome:
+        """Mark the registration's email verified (its link was opened); idempotent."""
+        async with self._bounded() as pool, pool.acquire() as connection:
+            return await verify_email(connection, registration_id)
 
     async def funnel(self) -> dict[str, int]:
         """The funnel counters, summed over their shards (only the non-zero ones)."""

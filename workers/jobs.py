@@ -56,6 +56,14 @@ class VerificationJob:
 Handler = Callable[[VerificationJob], Awaitable[None]]
 
 
+class JobAbandoned(Exception):
+    """Raised by a handler that gave up on a job: dead-lettered with this reason."""
+
+
+class JobDeferred(Exception):
+    """Raised by a handler stopping mid-job (shutdown): the job stays pending, quietly."""
+
+
 class JobConsumer:
     """Runs a handler on every job of one kind, at most `concurrency` at once."""
 
@@ -162,13 +170,18 @@ class JobConsumer:
                 await self._dead_letter(partition, entry_id, fields,
                                         f"delivered {deliveries - 1} times without finishing")
             else:
-                await self.handler(VerificationJob(uuid.UUID(bytes=raw), partition.index,
-                                                   entry_id, deliveries))
+                try:
+                    await self.handler(VerificationJob(uuid.UUID(bytes=raw), partition.index,
+                                                       entry_id, deliveries))
+                except JobAbandoned as exc:
+                    await self._dead_letter(partition, entry_id, fields, str(exc))
             async with self.redis.pipeline(transaction=True) as pipe:
                 _ = pipe.xack(stream, self.group, entry_id)
                 _ = pipe.xdel(stream, entry_id)
                 await pipe.execute()
             self.handled += 1
+        except JobDeferred:
+            pass  # reclaimed after claim_idle_seconds, by this worker's successor or another
         except Exception as exc:
             # Left pending: retried after claim_idle_seconds (by anyone), and
             # dead-lettered once delivered too often. Type only: a message

@@ -1,0 +1,142 @@
+"""Running the verification side in tests: mail sink, email worker, waiting on states."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from queueing.keys import partitions
+from tests.support import stream_range
+from workers.drain import connect_worker_redis, create_pool
+from workers.email_worker import EmailVerifier, email_consumer
+from workers.jobs import JobConsumer
+from workers.rate_limit import SharedRateLimit
+from workers.sandbox.mail_sink import MaildirHandler, start_mail_sink
+from workers.smtp_pool import SmtpPool
+
+# Retries in tenths of seconds, reclaim after a second.
+FAST_EMAIL: dict[str, Any] = {
+    "retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "claim_idle_seconds": 1.0,
+    "max_attempts": 4, "rate_per_second": 1000.0,
+}
+
+
+def email_settings(settings: Settings, smtp_port: int, **changes: Any) -> Settings:
+    """The settings with the fast email figures, sending to a sink on this port."""
+    return settings.model_copy(update={"email": settings.email.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": smtp_port, **FAST_EMAIL, **changes})})
+
+
+@contextlib.asynccontextmanager
+async def mail_sink(maildir: Path, port: int = 0, reject: Iterable[str] = (),
+                    defer: Iterable[str] = ()) -> AsyncIterator[tuple[MaildirHandler, int]]:
+    """A real SMTP sink in this process; yields its handler and port."""
+    handler = MaildirHandler(maildir, reject, defer)
+    server = await start_mail_sink("127.0.0.1", port, handler)
+    try:
+        yield handler, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2.0)
+
+
+@dataclass
+class EmailWorkerUnderTest:
+    verifier: EmailVerifier
+    consumer: JobConsumer
+
+
+@contextlib.asynccontextmanager
+async def running_email_worker(settings: Settings) -> AsyncIterator[EmailWorkerUnderTest]:
+    """An email worker in this process until the block ends (then stopped gracefully)."""
+    redis = connect_worker_redis(settings)
+    pool = await create_pool(settings, settings.email.concurrency + 1)
+    smtp = SmtpPool(settings.email)
+    limit = SharedRateLimit(redis, "smtp", settings.email.rate_per_second,
+                            max(1, int(settings.email.rate_per_second)))
+    verifier = EmailVerifier(settings, pool, smtp, limit)
+    consumer = email_consumer(settings, redis, verifier)
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield EmailWorkerUnderTest(verifier, consumer)
+    finally:
+        consumer.stopping.set()
+        verifier.stopping.set()
+        await asyncio.wait_for(task, 10)
+        await smtp.close()
+        await pool.close()
+        await redis.aclose()
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    """One message the sink wrote, as the test reads it."""
+
+    recipient: str
+    registration_id: uuid.UUID
+    text: str
+    html: str
+
+    def __repr__(self) -> str:
+        return f"ReceivedMail({self.registration_id}, <address and body redacted>)"
+
+    @property
+    def token(self) -> str:
+        """The token of the verification link in the text part."""
+        for word in self.text.split():
+            if "/v1/verify-email?" in word:
+                query = urllib.parse.urlsplit(word).query
+                return urllib.parse.parse_qs(query)["token"][0]
+        raise AssertionError("no verification link in the message")
+
+
+def received_mail(maildir: Path) -> list[ReceivedMail]:
+    """Every .eml file in the folder, parsed."""
+    mails = []
+    for path in sorted(maildir.glob("*.eml")):
+        message: Any = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        text = message.get_body(preferencelist=("plain",)).get_content()
+        html = message.get_body(preferencelist=("html",)).get_content()
+        mails.append(ReceivedMail(str(message["To"]),
+                                  uuid.UUID(str(message["X-Gelombang-Registration"])),
+                                  text, html))
+    return mails
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0,
+                     what: str = "condition") -> None:
+    """Poll until the check holds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {within} s")
+        await asyncio.sleep(0.05)
+
+
+async def states(pg: asyncpg.Connection, column: str) -> dict[uuid.UUID, str]:
+    """registration id → that verification column's value."""
+    assert column in ("email_verification", "nik_verification")
+    rows = await pg.fetch(f"SELECT registration_id, {column}::text FROM registrations")
+    return {row[0]: row[1] for row in rows}
+
+
+async def dead_jobs(redis: Redis, settings: Settings) -> list[dict[bytes, bytes]]:
+    """The dead-letter entries of every partition."""
+    entries = []
+    for partition in partitions(settings.queue.partitions):
+        entries += [fields for _, fields in await stream_range(redis, partition.dead_letters)]
+    return entries
