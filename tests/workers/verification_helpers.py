@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email
 import email.policy
+import random
 import time
 import urllib.parse
 import uuid
@@ -14,17 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
+from aiohttp import web
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from gelombang.processes import free_port
+from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.keys import partitions
 from tests.support import stream_range
 from workers.drain import connect_worker_redis, create_pool
 from workers.email_worker import EmailVerifier, email_consumer
 from workers.jobs import JobConsumer
+from workers.nik_worker import NikVerifier, nik_parts
 from workers.rate_limit import SharedRateLimit
 from workers.sandbox.mail_sink import MaildirHandler, start_mail_sink
+from workers.sandbox.nik_sim import build_app
+from workers.sandbox.population import find_nik, nik_birth_date, record_for
 from workers.smtp_pool import SmtpPool
 
 # Retries in tenths of seconds, reclaim after a second.
@@ -140,3 +149,88 @@ async def dead_jobs(redis: Redis, settings: Settings) -> list[dict[bytes, bytes]
     for partition in partitions(settings.queue.partitions):
         entries += [fields for _, fields in await stream_range(redis, partition.dead_letters)]
     return entries
+
+
+# NIK checks in tests: retries in tenths of seconds, a breaker that reopens fast.
+FAST_NIK: dict[str, Any] = {
+    "retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "claim_idle_seconds": 1.0,
+    "breaker_failures": 3, "breaker_open_seconds": 0.5, "rate_per_second": 1000.0,
+    "burst": 100, "concurrency": 4, "timeout_seconds": 2.0, "password": "sim-secret",
+}
+# A quick simulator: latency of a few milliseconds, no errors, room to spare.
+FAST_SIM: dict[str, Any] = {"latency_ms_median": 2.0, "latency_ms_p99": 10.0,
+                            "error_rate": 0.0, "capacity_per_second": 1000.0}
+
+
+def nik_settings(settings: Settings, sim_url: str, **changes: Any) -> Settings:
+    """The settings with fast NIK figures, calling the simulator at this URL."""
+    return settings.model_copy(update={
+        "nik": settings.nik.model_copy(update={"base_url": sim_url, **FAST_NIK, **changes}),
+        "nik_sim": settings.nik_sim.model_copy(update=FAST_SIM)})
+
+
+@dataclass
+class SimulatorUnderTest:
+    """The ministry API simulator served from this process."""
+
+    url: str
+    session: aiohttp.ClientSession
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.session.get(f"{self.url}/admin/stats") as reply:
+            result: dict[str, Any] = await reply.json()
+            return result
+
+    async def outage(self, on: bool) -> None:
+        async with self.session.put(f"{self.url}/admin/outage", json={"on": on}) as reply:
+            assert reply.status == 200
+
+    async def configure(self, **figures: float) -> None:
+        async with self.session.put(f"{self.url}/admin/settings", json=figures) as reply:
+            assert reply.status == 200
+
+
+@contextlib.asynccontextmanager
+async def nik_simulator(settings: Settings) -> AsyncIterator[SimulatorUnderTest]:
+    """`gelombang nik-sim`'s application on a free loopback port of this process."""
+    app = build_app(settings.nik_sim.model_copy(update=FAST_SIM), settings.nik.username,
+                    FAST_NIK["password"])
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield SimulatorUnderTest(f"http://127.0.0.1:{port}", session)
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_nik_worker(settings: Settings) -> AsyncIterator[NikVerifier]:
+    """A NIK worker in this process until the block ends (then stopped gracefully)."""
+    redis = connect_worker_redis(settings)
+    pool = await create_pool(settings, settings.nik.concurrency + 1)
+    verifier, consumer = nik_parts(settings, redis, pool)
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield verifier
+    finally:
+        consumer.stopping.set()
+        verifier.stopping.set()
+        await asyncio.wait_for(task, 10)
+        await verifier.client.close()
+        await pool.close()
+        await redis.aclose()
+
+
+def citizen(factory: RegistrantFactory, seed: int, existing_share: float, rng: random.Random,
+            *, exists: bool = True, drifted: bool = False) -> Registrant:
+    """A registrant whose NIK the simulator's population knows (or does not), with the
+    name and birth date the door accepts for that NIK."""
+    nik = find_nik(seed, existing_share, exists=exists, drifted=drifted, rng=rng)
+    record = record_for(nik, seed, existing_share)
+    born = nik_birth_date(nik)
+    assert born is not None
+    name = record.full_name if record is not None else factory.make().full_name
+    return dataclasses.replace(factory.make(), nik=nik, full_name=name, birth_date=born)
