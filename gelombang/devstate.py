@@ -18,7 +18,7 @@ DEFAULT_STATE_DIR = Path(".dev")
 DEV_SEALING_KEY_ID = "dev1"
 # The sections the dev config sets. Each is written whole (defaults included) because
 # TOML files are merged table by table, not key by key (tests/devstack/test_config_merge.py).
-_SECTIONS = ("public", "admin", "redis", "postgres", "keys")
+_SECTIONS = ("public", "admin", "redis", "postgres", "email", "keys")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class DevState:
     def token_file(self) -> Path:
         """The admin API's bearer token."""
         return self.root / "admin-token"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the mail sink writes each message as a .eml file."""
+        return self.root / "mail"
 
     def log(self, name: str) -> Path:
         """A process's log file."""
@@ -133,6 +138,8 @@ def ensure_config(state: DevState, redis_url: str, postgres_dsn: str) -> Path:
     sections["redis"]["url"] = redis_url
     sections["postgres"]["dsn"] = postgres_dsn
     sections["keys"] = keys
+    # Absolute, so the sink's folder does not depend on where `make run` was started.
+    sections["email"]["maildir"] = str(state.mail_dir.absolute())
     text = render_toml(sections)
     if not state.config_file.exists() or state.config_file.read_text() != text:
         _write_private(state.config_file, text)

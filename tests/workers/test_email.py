@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -219,3 +223,21 @@ async def _attempts_at_least(pg: asyncpg.Connection, rid: uuid.UUID, count: int)
 
 async def _has_dead_job(redis: Redis, settings: Settings) -> bool:
     return bool(await dead_jobs(redis, settings))
+
+
+async def test_the_mail_sink_stores_each_message_and_logs_no_address(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    address = f"u{uuid.uuid4().hex}@example.org"
+    async with mail_sink(tmp_path) as (handler, port):
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "a@example.org", address, "x"
+        message["X-Gelombang-Registration"] = str(uuid.uuid4())
+        message.set_content("text /v1/verify-email?token=abc")
+        message.add_alternative("<p>html</p>", subtype="html")
+        await aiosmtplib.send(message, hostname="127.0.0.1", port=port)
+    [mail] = received_mail(tmp_path)
+    assert mail.recipient == address and mail.token == "abc"
+    assert handler.received == 1
+    logged = address in caplog.text
+    assert not logged  # (a bare bool: a failure must not print the address either)

@@ -76,6 +76,8 @@ def maildir_from(settings: Settings, explicit: str | None = None) -> Path:
 async def start_mail_sink(host: str, port: int, handler: MaildirHandler) -> asyncio.Server:
     """Listen on host:port; the caller closes the returned server."""
     handler.maildir.mkdir(parents=True, exist_ok=True)
+    # aiosmtpd logs every command at INFO, recipient addresses included.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: SMTP(handler, data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
