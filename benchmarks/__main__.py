@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = {"door": "benchmarks.door", "drain": "benchmarks.drain"}
+SUITES = {"door": "benchmarks.door", "drain": "benchmarks.drain",
+          "verification": "benchmarks.verification"}
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +38,16 @@ Row = tuple[uuid.UUID, datetime.datetime, str, str, str, bytes, bytes, str, byte
 RECENT = 5000  # duplicates reuse the NIK of one of this many latest registrants
 
 
-def generate(count: int, *, duplicate_every: int = 50, seed: int = 11) -> list[bytes]:
-    """`count` encoded envelopes in intake order, printing progress on stderr."""
-    sealer = Sealer({"bench": os.urandom(32)}, "bench")
-    hasher = KeyedHasher(os.urandom(32))
+def generate(count: int, *, duplicate_every: int = 50, seed: int = 11,
+             sealer: Sealer | None = None, hasher: KeyedHasher | None = None,
+             make: Callable[[RegistrantFactory], Registrant] | None = None) -> list[bytes]:
+    """`count` encoded envelopes in intake order, printing progress on stderr.
+
+    Sealed and hashed under random keys unless given the workers' keys; each
+    registrant from `make(factory)` (default: `factory.make()`).
+    """
+    sealer = sealer or Sealer({"bench": os.urandom(32)}, "bench")
+    hasher = hasher or KeyedHasher(os.urandom(32))
     factory = RegistrantFactory(seed=seed)
     rng = random.Random(seed)
     today = datetime.date.today()
@@ -53,7 +59,7 @@ def generate(count: int, *, duplicate_every: int = 50, seed: int = 11) -> list[b
         if offset % duplicate_every == duplicate_every - 1 and recent:
             person = factory.same_nik_as(rng.choice(recent))
         else:
-            person = factory.make()
+            person = make(factory) if make is not None else factory.make()
             if len(recent) < RECENT:
                 recent.append(person)
             else:

@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from workers.sandbox.population import find_nik, nik_birth_date, record_for
+
 PROVINCES = (
     *range(11, 20), 21, *range(31, 37), *range(51, 54), *range(61, 66), *range(71, 77), 81, 82,
     *range(91, 97),
@@ -85,6 +87,20 @@ class RegistrantFactory:
         fresh = self.make()
         return Registrant(person.nik, fresh.full_name, fresh.email, fresh.phone,
                           person.birth_date)
+
+    def citizen(self, seed: int, existing_share: float, *, exists: bool = True,
+                drifted: bool = False) -> Registrant:
+        """A registrant as the NIK simulator's population (`nik_sim.population_seed`,
+        `nik_sim.existing_share`) knows them: their NIK exists (or not), with the
+        recorded name and the birth date the NIK spells (which a `drifted` record
+        contradicts by a day)."""
+        nik = find_nik(seed, existing_share, exists=exists, drifted=drifted, rng=self._rng)
+        record = record_for(nik, seed, existing_share)
+        born = nik_birth_date(nik, self._today)
+        assert born is not None  # find_nik returns NIKs with a real date
+        fresh = self.make()
+        name = record.full_name if record is not None else fresh.full_name
+        return Registrant(nik, name, fresh.email, fresh.phone, born)
 
     def make(self) -> Registrant:
         """A new valid registrant."""

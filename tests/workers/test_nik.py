@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from tests.support import REPO_ROOT, write_config
 from tests.workers.drain_helpers import drain_settings, running_drain
 from tests.workers.test_email import funnel, register
 from tests.workers.verification_helpers import (
-    citizen,
     dead_jobs,
     eventually,
     nik_settings,
@@ -37,10 +35,10 @@ from tests.workers.verification_helpers import (
 from workers.handoff import JOB_FIELD
 
 
-def people(factory: RegistrantFactory, settings: Settings, rng: random.Random, count: int,
-           **kind: bool) -> list[Registrant]:
+def people(factory: RegistrantFactory, settings: Settings, count: int, **kind: bool
+           ) -> list[Registrant]:
     sim = settings.nik_sim
-    return [citizen(factory, sim.population_seed, sim.existing_share, rng, **kind)
+    return [factory.citizen(sim.population_seed, sim.existing_share, **kind)
             for _ in range(count)]
 
 
@@ -52,12 +50,11 @@ async def all_checked(pg: asyncpg.Connection, count: int) -> bool:
 async def test_the_ministrys_answers_become_the_nik_states(
         door_under_test: DoorUnderTest, test_settings: Settings, pg: asyncpg.Connection,
         registrants: RegistrantFactory) -> None:
-    rng = random.Random(1)
-    matching = people(registrants, test_settings, rng, 2)
-    unknown = people(registrants, test_settings, rng, 1, exists=False)
-    drifted = people(registrants, test_settings, rng, 1, drifted=True)
+    matching = people(registrants, test_settings, 2)
+    unknown = people(registrants, test_settings, 1, exists=False)
+    drifted = people(registrants, test_settings, 1, drifted=True)
     renamed = [p.__class__(p.nik, "Nama Lain Sekali", p.email, p.phone, p.birth_date)
-               for p in people(registrants, test_settings, rng, 1)]
+               for p in people(registrants, test_settings, 1)]
     ids = await register(door_under_test, matching + unknown + drifted + renamed)
     async with nik_simulator(test_settings) as sim:
         settings = nik_settings(drain_settings(test_settings), sim.url)
@@ -80,7 +77,7 @@ async def test_the_ministrys_answers_become_the_nik_states(
 async def test_a_cached_answer_is_not_asked_again(
         door_under_test: DoorUnderTest, test_settings: Settings, pg: asyncpg.Connection,
         redis_client: Redis, registrants: RegistrantFactory) -> None:
-    [person] = people(registrants, test_settings, random.Random(2), 1)
+    [person] = people(registrants, test_settings, 1)
     nik_hash = KeyedHasher(test_settings.keys.hash_key_bytes()).digest(person.nik)
     await pg.execute("INSERT INTO nik_checks (nik_hash, outcome) VALUES ($1, 'not_found')",
                      nik_hash)
@@ -103,7 +100,7 @@ async def test_an_outage_opens_the_breaker_and_every_job_completes_after(
         redis_client: Redis, registrants: RegistrantFactory) -> None:
     count = 20
     ids = await register(door_under_test,
-                         people(registrants, test_settings, random.Random(3), count))
+                         people(registrants, test_settings, count))
     async with nik_simulator(test_settings) as sim:
         await sim.outage(True)
         settings = nik_settings(drain_settings(test_settings), sim.url)
@@ -135,7 +132,7 @@ async def test_a_refused_request_marks_the_check_failed_without_retries(
         door_under_test: DoorUnderTest, test_settings: Settings, pg: asyncpg.Connection,
         redis_client: Redis, registrants: RegistrantFactory) -> None:
     [rid] = await register(door_under_test,
-                           people(registrants, test_settings, random.Random(4), 1))
+                           people(registrants, test_settings, 1))
     async with nik_simulator(test_settings) as sim:
         settings = nik_settings(drain_settings(test_settings), sim.url, password="wrong")
         async with running_drain(settings), running_nik_worker(settings):
@@ -151,7 +148,7 @@ async def test_server_errors_are_retried_until_answered(
         door_under_test: DoorUnderTest, test_settings: Settings, pg: asyncpg.Connection,
         registrants: RegistrantFactory) -> None:
     ids = await register(door_under_test,
-                         people(registrants, test_settings, random.Random(5), 10))
+                         people(registrants, test_settings, 10))
     async with nik_simulator(test_settings) as sim:
         await sim.configure(error_rate=0.5)
         settings = nik_settings(drain_settings(test_settings), sim.url, breaker_failures=50)
@@ -193,7 +190,7 @@ async def test_two_worker_processes_stay_under_the_shared_rate(
         door_under_test: DoorUnderTest, test_settings: Settings, pg: asyncpg.Connection,
         registrants: RegistrantFactory, tmp_path: Path) -> None:
     rate, count = 10, 45
-    await register(door_under_test, people(registrants, test_settings, random.Random(6), count))
+    await register(door_under_test, people(registrants, test_settings, count))
     async with nik_simulator(test_settings) as sim:
         settings = nik_settings(drain_settings(test_settings), sim.url,
                                 rate_per_second=float(rate), burst=1, concurrency=8)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import email
 import email.policy
-import random
 import time
 import urllib.parse
 import uuid
@@ -23,7 +21,6 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.processes import free_port
-from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.keys import partitions
 from tests.support import stream_range
 from workers.drain import connect_worker_redis, create_pool
@@ -33,7 +30,6 @@ from workers.nik_worker import NikVerifier, nik_parts
 from workers.rate_limit import SharedRateLimit
 from workers.sandbox.mail_sink import MaildirHandler, start_mail_sink
 from workers.sandbox.nik_sim import build_app
-from workers.sandbox.population import find_nik, nik_birth_date, record_for
 from workers.smtp_pool import SmtpPool
 
 # Retries in tenths of seconds, reclaim after a second.
@@ -223,14 +219,3 @@ async def running_nik_worker(settings: Settings) -> AsyncIterator[NikVerifier]:
         await pool.close()
         await redis.aclose()
 
-
-def citizen(factory: RegistrantFactory, seed: int, existing_share: float, rng: random.Random,
-            *, exists: bool = True, drifted: bool = False) -> Registrant:
-    """A registrant whose NIK the simulator's population knows (or does not), with the
-    name and birth date the door accepts for that NIK."""
-    nik = find_nik(seed, existing_share, exists=exists, drifted=drifted, rng=rng)
-    record = record_for(nik, seed, existing_share)
-    born = nik_birth_date(nik)
-    assert born is not None
-    name = record.full_name if record is not None else factory.make().full_name
-    return dataclasses.replace(factory.make(), nik=nik, full_name=name, birth_date=born)

@@ -1,0 +1,272 @@
+"""The opening wave's verification: email and NIK checks after the drain.
+
+    python -m benchmarks verification [--count 80000] [--arrival-seconds 60]
+                                      [--nik-capacity 500] [--email-rate 10000]
+
+Starts a scratch Redis (AOF always) and PostgreSQL, and the deployed
+processes with one config: `gelombang mail-sink`, `gelombang nik-sim` (at
+`--nik-capacity` requests/s, its default latency), `worker store`,
+`worker email` and `worker nik` (its shared bucket set to the simulator's
+capacity, burst 1). Registrants are made so the simulator's population
+knows them (`RegistrantFactory.citizen`), sealed under the workers' keys,
+and appended to the intake streams as the door would, spread evenly over
+`--arrival-seconds` (the 2020 wave: 80,000 in 60 s). The clock starts with
+the first append. Reported: when every registration was stored, sent its
+email, and had its NIK checked; email and NIK jobs/s over their busy
+periods; what the simulator saw (most calls in one second, any 429).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis
+
+from benchmarks import stack, streams, workload
+from config.settings import Settings
+from gelombang.devstate import render_toml
+from gelombang.processes import free_port
+from gelombang.services import start_postgres, start_redis
+from queueing.sealing import KeyedHasher, Sealer
+from workers.schema import migrate
+
+PROGRESS_SQL = """
+SELECT count(*),
+       count(*) FILTER (WHERE email_verification NOT IN ('pending')),
+       count(*) FILTER (WHERE nik_verification NOT IN ('pending'))
+  FROM registrations
+"""
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks verification")
+    parser.add_argument("--count", type=int, default=80_000)
+    parser.add_argument("--arrival-seconds", type=float, default=60.0)
+    parser.add_argument("--nik-capacity", type=float, default=500.0,
+                        help="the simulator's capacity, and the workers' shared NIK rate")
+    parser.add_argument("--email-rate", type=float, default=10_000.0,
+                        help="the email workers' shared rate limit (a real relay's is lower)")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    return parser.parse_args(argv)
+
+
+def write_config(path: Path, redis_url: str, dsn: str, scratch: Path,
+                 args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
+    """One config for every process; the keys, for sealing the workload the same way."""
+    base = Settings.load().model_dump(mode="json")
+    keys: dict[str, Any] = {"active_sealing_key_id": "bench",
+            "sealing_keys": {"bench": base64.b64encode(os.urandom(32)).decode()},
+            "hash_key": base64.b64encode(os.urandom(32)).decode(),
+            "token_key": base64.b64encode(os.urandom(32)).decode()}
+    sim_port, smtp_port = free_port(), free_port()
+    base["keys"] = keys
+    base["redis"]["url"] = redis_url
+    base["postgres"]["dsn"] = dsn
+    base["email"].update(smtp_port=smtp_port, maildir=str(scratch / "mail"),
+                         rate_per_second=args.email_rate)
+    base["nik"].update(base_url=f"http://127.0.0.1:{sim_port}",
+                       rate_per_second=args.nik_capacity, burst=1,
+                       concurrency=max(32, int(args.nik_capacity / 8)))
+    base["nik_sim"].update(port=sim_port, capacity_per_second=args.nik_capacity)
+    base["logging"]["level"] = "WARNING"
+    path.write_text(render_toml(base))
+    return Settings.model_validate(base), keys
+
+
+def start(command: list[str], config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """One `gelombang …` process, as deployed."""
+    env = {**os.environ, "GELOMBANG_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "gelombang", *command],
+                                cwd=stack.REPO_ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int | None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+
+
+def busy_rate(timeline: list[tuple[float, int, int, int]], column: int, total: int
+              ) -> tuple[float | None, float | None, float | None]:
+    """(first done, all done, jobs/s between them) for one column of the timeline."""
+    first = next((t for t, *counts in timeline if counts[column] > 0), None)
+    done = next((t for t, *counts in timeline if counts[column] >= total), None)
+    if first is None or done is None or done <= first:
+        return first, done, None
+    return first, done, total / (done - first)
+
+
+async def progress(dsn: str) -> tuple[int, int, int]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(PROGRESS_SQL)
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+    finally:
+        await connection.close()
+
+
+def sim_stats(settings: Settings) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{settings.nik.base_url}/admin/stats", timeout=5) as reply:
+        stats: dict[str, Any] = json.load(reply)
+    stats.pop("per_second", None)
+    return stats
+
+
+def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    redis_server = start_redis(scratch / "redis", log_file=scratch / "redis.log")
+    postgres = start_postgres(scratch / "postgres", fsync=True,
+                              log_file=scratch / "postgres.log")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        asyncio.run(migrate(postgres.dsn))
+        settings, keys = write_config(scratch / "bench.toml", redis_server.url, postgres.dsn,
+                                      scratch, args)
+        sim = settings.nik_sim
+        print(f"making {args.count:,} registrants the simulator knows ...", flush=True)
+        payloads = workload.generate(
+            args.count, duplicate_every=args.count + 1,
+            sealer=Sealer({"bench": base64.b64decode(keys["sealing_keys"]["bench"])}, "bench"),
+            hasher=KeyedHasher(base64.b64decode(keys["hash_key"])),
+            make=lambda factory: factory.citizen(sim.population_seed, sim.existing_share))
+        config = scratch / "bench.toml"
+        processes["mail-sink"] = start(["mail-sink"], config, scratch / "mail-sink.log")
+        processes["nik-sim"] = start(["nik-sim"], config, scratch / "nik-sim.log")
+        wait_port(settings.email.smtp_port)
+        wait_port(sim.port)
+        for role in ("store", "email", "nik"):
+            processes[role] = start(["worker", role], config, scratch / f"worker-{role}.log")
+        time.sleep(2.0)  # let the workers connect and create their groups
+        client = redis.Redis.from_url(redis_server.url)
+        timeline = wave(args, client, postgres.dsn, payloads, processes)
+        stats = sim_stats(settings)
+    finally:
+        codes = {name: stop(process) for name, process in reversed(processes.items())}
+        postgres.stop()
+        redis_server.stop()
+    total = args.count
+    stored = busy_rate(timeline, 0, total)
+    emails = busy_rate(timeline, 1, total)
+    niks = busy_rate(timeline, 2, total)
+    return {
+        "count": total, "arrival_seconds": args.arrival_seconds,
+        "nik_capacity": args.nik_capacity, "email_rate_limit": args.email_rate,
+        "all_stored_s": stored[1], "all_emails_s": emails[1], "all_nik_checked_s": niks[1],
+        "email_jobs_per_s": emails[2], "nik_jobs_per_s": niks[2],
+        "simulator": stats, "exit_codes": codes,
+        "timeline": [list(point) for point in timeline],
+    }
+
+
+def wave(args: argparse.Namespace, client: redis.Redis, dsn: str, payloads: list[bytes],
+         processes: dict[str, subprocess.Popen[bytes]]) -> list[tuple[float, int, int, int]]:
+    """Append the wave over arrival_seconds; sample progress until all are verified."""
+    partitions = Settings.load().queue.partitions
+    slices = max(1, int(args.arrival_seconds))
+    per_slice = -(-len(payloads) // slices)
+    timeline: list[tuple[float, int, int, int]] = []
+    started = time.monotonic()
+    sent = 0
+    next_sample = 0.0
+    while True:
+        elapsed = time.monotonic() - started
+        due = min(len(payloads), per_slice * (int(elapsed * slices / args.arrival_seconds) + 1)
+                  if args.arrival_seconds > 0 else len(payloads))
+        if due > sent:
+            streams.enqueue(client, payloads[sent:due], partitions)
+            sent = due
+        if elapsed >= next_sample:
+            counts = asyncio.run(progress(dsn))
+            timeline.append((round(elapsed, 2), *counts))
+            next_sample = elapsed + 1.0
+            if int(elapsed) % 10 == 0:
+                print(f"  {elapsed:6.1f} s: queued {sent:,}, stored {counts[0]:,}, "
+                      f"emails {counts[1]:,}, NIK checks {counts[2]:,}", flush=True)
+            if sent == len(payloads) and min(counts) >= len(payloads):
+                return timeline
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited early")
+        if elapsed > args.timeout:
+            raise RuntimeError(f"not verified within {args.timeout} s")
+        time.sleep(0.05)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    def seconds(value: float | None) -> str:
+        return "not reached" if value is None else f"{value:.1f} s"
+
+    def rate(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.0f}/s"
+
+    sim = results["simulator"]
+    return "\n".join([
+        f"## verification: {results['count']:,} registrations arriving over "
+        f"{results['arrival_seconds']:.0f} s",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| all stored | {seconds(results['all_stored_s'])} |",
+        f"| all verification emails sent | {seconds(results['all_emails_s'])} |",
+        f"| all NIKs checked (simulator at {results['nik_capacity']:.0f}/s) | "
+        f"{seconds(results['all_nik_checked_s'])} |",
+        f"| email jobs/s (first to last sent) | {rate(results['email_jobs_per_s'])} |",
+        f"| NIK jobs/s (first to last checked) | {rate(results['nik_jobs_per_s'])} |",
+        f"| simulator: most calls in one second | {sim.get('max_per_second')} |",
+        f"| simulator: answers by status | {sim.get('statuses')} |",
+        f"| process exit codes after SIGTERM | {results['exit_codes']} |",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    folder = stack.result_folder("verification")
+    scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-verify-"))
+    try:
+        results = run(args, scratch)
+    finally:
+        for log in scratch.glob("*.log"):
+            shutil.copy(log, folder / log.name)
+        shutil.rmtree(scratch, ignore_errors=True)
+    results.update(suite="verification", machine=stack.machine())
+    stack.write_json(folder / "results.json", results)
+    text = markdown(results)
+    (folder / "results.md").write_text(text)
+    print(text)
+    print(f"results in {folder}")
+    return 0
