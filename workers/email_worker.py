@@ -35,7 +35,7 @@ from queueing.envelope import open_sealed
 from queueing.sealing import Sealer
 from queueing.tokens import TokenSigner
 from workers.drain import connect_worker_redis, create_pool
-from workers.email_message import verification_email, verification_link
+from workers.email_message import VerificationEmails, verification_link
 from workers.jobs import JobAbandoned, JobConsumer, JobDeferred, JobSettings, VerificationJob
 from workers.rate_limit import SharedRateLimit
 from workers.retry import backoff_seconds
@@ -65,6 +65,7 @@ class EmailVerifier:
         self.sealer = Sealer(settings.keys.sealing_key_bytes(),
                              settings.keys.active_sealing_key_id)
         self.signer = TokenSigner(settings.keys.token_key_bytes())
+        self.emails = VerificationEmails(settings.email.from_address)
         self.stopping = asyncio.Event()
         self.sent = 0
 
@@ -79,8 +80,7 @@ class EmailVerifier:
         person = open_sealed(self.sealer, rid.bytes, subject.key_id, subject.sealed)
         expires_at = int(time.time() + self.settings.token_ttl_hours * 3600)
         link = verification_link(self.base_url, self.signer.issue(rid, expires_at))
-        message = verification_email(self.settings.from_address, person.email, rid, link,
-                                     expires_at)
+        message = self.emails.make(person.email, rid, link, expires_at)
         while True:
             async with self.pool.acquire() as connection:
                 attempt = await count_email_attempt(connection, rid)

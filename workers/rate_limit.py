@@ -31,15 +31,15 @@ class SharedRateLimit:
         self.service = service
 
     async def acquire(self) -> None:
-        """Return once a call may start; waits out Redis outages too."""
+        """Return once a call may start (a token reserved, then waited for);
+        waits out Redis outages too."""
         while True:
             try:
                 [wait_us] = await self._script.run_all([((self._key,), self._args)])
+                break
             except TRANSIENT as exc:
                 log.warning("%s rate limit: Redis unavailable (%s); waiting",
                             self.service, type(exc).__name__)
                 await asyncio.sleep(1.0)
-                continue
-            if int(wait_us) <= 0:
-                return
+        if int(wait_us) > 0:
             await asyncio.sleep(int(wait_us) / 1_000_000)

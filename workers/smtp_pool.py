@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from email.message import EmailMessage
 
 import aiosmtplib
 
 from config.settings import EmailSettings
+from workers.email_message import OutgoingMail
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +59,13 @@ class SmtpPool:
         for client in self._all:
             self._free.put_nowait(client)
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: OutgoingMail) -> None:
         """Send on a free session (opened if needed); raises SmtpFailure."""
         client = await self._free.get()
         try:
             if not client.is_connected:
                 await client.connect()
-            await client.send_message(message)
+            await client.sendmail(mail.sender, [mail.recipient], mail.data)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Reopened on next use: after a failure the session's state is unknown.
             client.close()

@@ -5,9 +5,12 @@
 -- ARGV[1]  rate, tokens per second
 -- ARGV[2]  burst, the bucket's size
 --
--- Takes one token and returns 0, or returns how many microseconds until one
--- is due. Time comes from the Redis server, so the workers' clocks do not
--- matter.
+-- Reserves the next token and returns how many microseconds until it is due
+-- (0: now). The caller sleeps that long and calls; it never asks twice, so
+-- one script call per outgoing call however many callers wait. Tokens go
+-- below zero while reservations are outstanding, which spaces the callers
+-- 1/rate apart. Time comes from the Redis server, so the workers' clocks do
+-- not matter.
 
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -21,15 +24,13 @@ if tokens == nil or at_us == nil then
   tokens = burst
   at_us = now_us
 end
-tokens = math.min(burst, tokens + (now_us - at_us) * rate / 1000000)
+tokens = math.min(burst, tokens + (now_us - at_us) * rate / 1000000) - 1
 
 local wait_us = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait_us = math.ceil((1 - tokens) * 1000000 / rate)
+if tokens < 0 then
+  wait_us = math.ceil(-tokens * 1000000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at_us', tostring(now_us))
 -- A full bucket is the same as no bucket: let an idle one expire.
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return wait_us
