@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "blacklist": "workers.blacklist_command",
     "mail-sink": "workers.sandbox.mail_sink",
     "nik-sim": "workers.sandbox.nik_sim",
+    "surge": "loadtest.surge_command",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).

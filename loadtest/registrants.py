@@ -19,10 +19,21 @@ PROVINCES = (
     *range(11, 20), 21, *range(31, 37), *range(51, 54), *range(61, 66), *range(71, 77), 81, 82,
     *range(91, 97),
 )
+# Given names, and family or second names. Some carry an apostrophe, a hyphen,
+# a dot or a letter outside ASCII, as real ones do; each is NFC.
 GIVEN_NAMES = ("Siti", "Budi", "Dewi", "Agus", "Ni Luh", "I Gede", "Nur'aini", "Ahmad",
-               "Made", "Rini", "Yohanes", "Fransiska", "Muhammad", "Séno", "Putu")
+               "Made", "Rini", "Yohanes", "Fransiska", "Muhammad", "Séno", "Putu", "Moh.",
+               "M.", "Sri", "Ayu", "Eko", "Dwi", "Rizky", "Fajar", "Wulan", "Indah", "Teuku",
+               "Cut", "Ketut", "Nyoman", "Andi", "Salmā", "André", "Zulfa", "Ma'ruf", "Nurul",
+               "Ursula", "Stefanus", "Yuliana", "Bambang", "Hendra", "Kadek", "Wayan")
 FAMILY_NAMES = ("Aminah", "Santoso", "Lestari", "Wibowo", "Putri", "Saragih", "Nainggolan",
-                "Hasibuan", "Sitompul", "Pratama", "Kusuma", "Hidayat", "St. Maria", "Al-Hakim")
+                "Hasibuan", "Sitompul", "Pratama", "Kusuma", "Hidayat", "St. Maria", "Al-Hakim",
+                "Abdul-Rahman", "Mu'min", "Nasution", "Siregar", "Harahap", "Simanjuntak",
+                "Setiawan", "Rahmawati", "Nugroho", "Sembiring", "Ginting", "Permata Sari",
+                "Sulistyowati", "Kusumawardhani", "Renée", "Ramadhan", "Anggraini", "Halim",
+                "Syah", "Al-Fatih", "Ba'asyir", "Situmorang", "Tan", "Gunawan", "Hutapea")
+# Given names that can stand alone, as many Javanese names do (not initials such as "M.").
+MONONYMS = tuple(name for name in GIVEN_NAMES if "." not in name)
 EMAIL_DOMAINS = ("example.com", "example.co.id", "example.id", "mail.example.org")
 
 
@@ -64,8 +75,8 @@ class RegistrantFactory:
 
     def birth_date(self) -> datetime.date:
         """A birth date of someone aged 18 to 60 today."""
-        oldest = _years_before(self._today, 60)
-        youngest = _years_before(self._today, 18) - datetime.timedelta(days=1)
+        oldest = years_before(self._today, 60)
+        youngest = years_before(self._today, 18) - datetime.timedelta(days=1)
         return oldest + datetime.timedelta(days=self._rng.randint(0, (youngest - oldest).days))
 
     def nik(self, birth: datetime.date, woman: bool) -> str:
@@ -76,6 +87,16 @@ class RegistrantFactory:
             f"{rng.choice(PROVINCES):02d}{rng.randint(1, 79):02d}{rng.randint(1, 49):02d}"
             f"{day:02d}{birth.month:02d}{birth.year % 100:02d}{rng.randint(1, 9999):04d}"
         )
+
+    def full_name(self) -> str:
+        """An Indonesian name: one name (10 %), given and family (70 %), or three parts."""
+        rng = self._rng
+        shape = rng.random()
+        if shape < 0.1:
+            return rng.choice(MONONYMS)
+        if shape < 0.8:
+            return f"{rng.choice(GIVEN_NAMES)} {rng.choice(FAMILY_NAMES)}"
+        return f"{rng.choice(GIVEN_NAMES)} {rng.choice(GIVEN_NAMES)} {rng.choice(FAMILY_NAMES)}"
 
     def phone(self) -> str:
         """A mobile number in one of the three accepted forms."""
@@ -98,21 +119,24 @@ class RegistrantFactory:
         record = record_for(nik, seed, existing_share)
         born = nik_birth_date(nik, self._today)
         assert born is not None  # find_nik returns NIKs with a real date
-        fresh = self.make()
-        name = record.full_name if record is not None else fresh.full_name
-        return Registrant(nik, name, fresh.email, fresh.phone, born)
+        name = record.full_name if record is not None else self.full_name()
+        return Registrant(nik, name, self.email(), self.phone(), born)
+
+    def email(self) -> str:
+        """An address no earlier one of this factory (or, unseeded, of any run) has."""
+        self._count += 1
+        return f"applicant.{self._run}.{self._count}@{self._rng.choice(EMAIL_DOMAINS)}"
 
     def make(self) -> Registrant:
         """A new valid registrant."""
-        self._count += 1
-        rng = self._rng
         birth = self.birth_date()
-        name = f"{rng.choice(GIVEN_NAMES)} {rng.choice(FAMILY_NAMES)}"
-        email = f"applicant.{self._run}.{self._count}@{rng.choice(EMAIL_DOMAINS)}"
-        return Registrant(self.nik(birth, rng.random() < 0.5), name, email, self.phone(), birth)
+        name = self.full_name()
+        email = self.email()
+        return Registrant(self.nik(birth, self._rng.random() < 0.5), name, email, self.phone(),
+                          birth)
 
 
-def _years_before(day: datetime.date, years: int) -> datetime.date:
+def years_before(day: datetime.date, years: int) -> datetime.date:
     """The same day `years` earlier; 28 February when that year has no 29th."""
     try:
         return day.replace(year=day.year - years)

@@ -1,0 +1,62 @@
+"""The mail sink's folder, read as applicants read their inbox.
+
+`gelombang mail-sink` writes each message as one `.eml` file. A Locust
+process indexes new files at most every `refresh_seconds` (headers only: the
+registration id header and the link line), so finding an applicant's link is
+a dictionary lookup however many messages the wave produced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+_ID_HEADER: Final = b"X-Gelombang-Registration: "
+_LINK_MARK: Final = b"/v1/verify-email?token="
+
+
+class Mailbox:
+    """registration id → the path and query of its verification link."""
+
+    def __init__(self, folder: Path, refresh_seconds: float = 2.0) -> None:
+        self.folder = folder
+        self.refresh_seconds = refresh_seconds
+        self._links: dict[str, str] = {}
+        self._seen: set[str] = set()
+        self._next_refresh = 0.0
+
+    def link_for(self, registration_id: str) -> str | None:
+        """The link's path and query (`/v1/verify-email?token=…`), once its mail arrived."""
+        link = self._links.get(registration_id)
+        if link is None and time.monotonic() >= self._next_refresh:
+            self.refresh()
+            link = self._links.get(registration_id)
+        return link
+
+    def refresh(self) -> None:
+        """Index the messages that arrived since the last look."""
+        self._next_refresh = time.monotonic() + self.refresh_seconds
+        try:
+            names = [entry.name for entry in os.scandir(self.folder)
+                     if entry.name.endswith(".eml") and entry.name not in self._seen]
+        except FileNotFoundError:
+            return
+        for name in names:
+            self._seen.add(name)
+            try:
+                data = (self.folder / name).read_bytes()
+            except OSError:
+                continue
+            registration_id = link = None
+            for line in data.splitlines():
+                if line.startswith(_ID_HEADER):
+                    registration_id = line[len(_ID_HEADER):].strip().decode("ascii", "replace")
+                elif link is None and _LINK_MARK in line:
+                    parts = urlsplit(line.strip().decode("ascii", "replace"))
+                    link = f"{parts.path}?{parts.query}"
+                if registration_id and link:
+                    self._links[registration_id] = link
+                    break

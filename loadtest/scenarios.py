@@ -1,0 +1,117 @@
+"""Surge scenarios: the arrival rate QA wants at each second of a run.
+
+Locust is closed-loop (a user waits for its answer before the next
+request), so a scenario is an arrival rate over time, and the shape
+(`loadtest/locustfile.py`) turns it into a user count: every user makes
+`per_user_rate` applications a second (`constant_throughput`), so `rate /
+per_user_rate` users produce `rate` arrivals a second, as long as answers
+come back within a user's interval. The report shows the arrival rate
+achieved, so a run that could not keep up says so.
+
+A scenario's parameters travel to Locust's processes in one environment
+variable (`GELOMBANG_SURGE`, JSON), so the master and every worker compute
+the same schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+ENV: Final = "GELOMBANG_SURGE"
+# The 2020 opening: 80,000 registrations in one minute.
+OPENING_RATE_PER_SECOND: Final = 80_000 / 60
+# Share of applicants who opened their verification link, 21 hours after the
+# 2020 opening (reported by the programme).
+VERIFY_SHARE: Final = 0.7385
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One surge: what to offer, for how long, and how the load behaves."""
+
+    name: str
+    rate: float = OPENING_RATE_PER_SECOND   # arrivals per second at the plateau
+    duration: float = 60.0                 # the plateau (soak, retry-storm: the whole run)
+    ramp: float = 30.0                     # opening-wave: seconds from 0 to `rate`
+    decay: float = 30.0                    # opening-wave: seconds from `rate` back to 0
+    start_rate: float = 0.0                # step-ramp: the first step (0: one step's worth)
+    steps: int = 8                         # step-ramp: how many steps up to `rate`
+    admission_rate: float = 50.0           # retry-storm: admission set this low meanwhile
+    per_user_rate: float = 0.5             # applications per second per Locust user
+    max_tries: int = 5                     # POSTs per application (first + retries)
+    verify_share: float = VERIFY_SHARE     # applicants who open their verification link
+    poll_share: float = 1.0                # applicants who poll their status URL once
+    duplicate_share: float = 0.02
+    invalid_share: float = 0.02
+    double_submit_share: float = 0.01
+
+    def rate_at(self, t: float) -> float | None:
+        """Arrivals per second wanted at second `t` of the run; None once it is over."""
+        if t < 0:
+            return 0.0
+        if self.name == "opening-wave":
+            if t < self.ramp:
+                return self.rate * t / self.ramp if self.ramp > 0 else self.rate
+            t -= self.ramp
+            if t < self.duration:
+                return self.rate
+            t -= self.duration
+            if t < self.decay:
+                return self.rate * (1 - t / self.decay)
+            return None
+        if self.name == "step-ramp":
+            step = int(t // self.duration)
+            if step >= self.steps:
+                return None
+            first = self.start_rate or self.rate / self.steps
+            return first + (self.rate - first) * step / max(1, self.steps - 1)
+        if self.name in ("soak", "retry-storm"):
+            return self.rate if t < self.duration else None
+        raise ValueError(f"unknown scenario {self.name!r}")
+
+    @property
+    def total_seconds(self) -> float:
+        """How long the run lasts."""
+        if self.name == "opening-wave":
+            return self.ramp + self.duration + self.decay
+        if self.name == "step-ramp":
+            return self.steps * self.duration
+        return self.duration
+
+    def users_at(self, t: float) -> int | None:
+        """Locust users for the rate at `t` (at least one while the run lasts)."""
+        rate = self.rate_at(t)
+        if rate is None:
+            return None
+        return max(1, math.ceil(rate / self.per_user_rate))
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> Scenario:
+        """The scenario the surge command put in the environment (default: the wave)."""
+        raw = os.environ.get(ENV)
+        if not raw:
+            return cls("opening-wave")
+        fields: dict[str, Any] = json.loads(raw)
+        return cls(**fields)
+
+
+SCENARIOS: Final = ("opening-wave", "step-ramp", "soak", "retry-storm")
+
+
+def parse_rate(text: str) -> float:
+    """`1333`, `1333/s` or `80000/min` → arrivals per second."""
+    value, _, unit = text.strip().partition("/")
+    per = {"": 1.0, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}.get(unit.strip())
+    if per is None:
+        raise ValueError(f"rate unit must be /s, /min or /h, not {unit!r}")
+    rate = float(value) / per
+    if rate <= 0:
+        raise ValueError("the rate must be positive")
+    return rate
