@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 OUTCOMES: Final = ("offered", "admitted", "limited", "shed", "rejected", "errors",
-                   "unexpected_5xx", "retries", "polls", "verified_links")
+                   "unexpected_5xx", "retries", "polls", "verified_links", "reads_unavailable")
 # 503 codes the contract documents (each with Retry-After): expected under load.
 DOCUMENTED_503: Final = frozenset({"backlog_full", "queue_unavailable", "intake_closed",
                                    "status_unavailable"})

@@ -39,6 +39,7 @@ def summarise(scenario: Scenario, target: str, merged: Merged, loss: dict[str, A
         "idempotency_mismatches": merged.total("idempotency_mismatch"),
         "status_polls": merged.total("polls"),
         "verification_links_opened": merged.total("verified_links"),
+        "reads_unavailable": merged.total("reads_unavailable"),
         "latency_202_ms": {"p50": percentile(latencies, 0.50),
                            "p99": percentile(latencies, 0.99),
                            "max": latencies[-1] if latencies else None},
@@ -95,7 +96,8 @@ def render(summary: dict[str, Any]) -> str:
         f"{summary['unexpected_5xx']:,}",
         f"latency 202    p50 {_ms(latency['p50'])}  p99 {_ms(latency['p99'])}",
         f"polls          {summary['status_polls']:,}    verification links opened "
-        f"{summary['verification_links_opened']:,}",
+        f"{summary['verification_links_opened']:,}    busy 503 on reads "
+        f"{summary['reads_unavailable']:,}",
     ]
     if summary.get("knee_rate_per_s") is not None:
         lines.append(f"knee           shedding over 1 % from {summary['knee_rate_per_s']:,}/s")
