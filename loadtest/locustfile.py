@@ -35,10 +35,23 @@ from loadtest.scenarios import Scenario
 
 SCENARIO = Scenario.from_env()
 _citizen = os.environ.get("GELOMBANG_SURGE_CITIZEN")
-GENERATOR = SurgeGenerator(Mix(
-    duplicate_share=SCENARIO.duplicate_share, invalid_share=SCENARIO.invalid_share,
-    double_submit_share=SCENARIO.double_submit_share,
-    citizen=tuple(json.loads(_citizen)) if _citizen else None))
+MIX = Mix(duplicate_share=SCENARIO.duplicate_share, invalid_share=SCENARIO.invalid_share,
+          double_submit_share=SCENARIO.double_submit_share,
+          citizen=tuple(json.loads(_citizen)) if _citizen else None)
+# One generator per process, made in that process: `--processes` forks the
+# workers after this module is imported, and a generator made here would
+# hand every worker the same applicants and Idempotency-Keys.
+_generators: dict[int, SurgeGenerator] = {}
+
+
+def generator() -> SurgeGenerator:
+    """This process's workload generator."""
+    pid = os.getpid()
+    if pid not in _generators:
+        _generators.clear()
+        _generators[pid] = SurgeGenerator(MIX)
+    return _generators[pid]
+
 RECORDER = Recorder()
 OUT = Path(os.environ["GELOMBANG_SURGE_OUT"]) if os.environ.get("GELOMBANG_SURGE_OUT") else None
 _maildir = os.environ.get("GELOMBANG_MAILDIR")
@@ -102,7 +115,7 @@ class Applicant(FastHttpUser):
             gevent.sleep(1.0)
             return
         self._open_a_verification_link()
-        submission = GENERATOR.next()
+        submission = generator().next()
         registration_id = self._submit(submission, first=True)
         if submission.double_submit and registration_id is not None:
             again = self._submit(submission, first=False)

@@ -87,14 +87,20 @@ async def test_step_ramp_reports_each_step(
     assert second > first, summary["steps"]
 
 
-async def test_a_soak_holds_its_rate(
+async def test_a_soak_holds_its_rate_across_locust_processes(
         door: DoorProcesses, test_settings: Settings, tmp_path: Path) -> None:
     out = tmp_path / "soak"
     code, summary, output = await surge(
-        door, test_settings, out, "soak", "--rate", "15", "--duration", "4")
+        door, test_settings, out, "soak", "--rate", "15", "--duration", "4",
+        "--processes", "2")
     assert code == 0, output[-1500:]
     assert_clean(summary, out)
     assert 40 <= summary["offered"] <= 75
+    # Distributed mode: a master and two workers, each worker admitting its
+    # own applicants (the loss check above sees no id twice).
+    records = [json.loads(path.read_text()) for path in (out / "records").glob("process-*.json")]
+    assert sum(bool(record["admitted_ids"]) for record in records) == 2
+    assert summary["loss_check"]["repeated_ids"] == 0
 
 
 async def test_a_retry_storm_is_limited_and_retried_then_admission_is_restored(
