@@ -39,6 +39,12 @@ class AdminSettings(_Section):
     port: int = Field(ge=0, le=65535)
     token: str = Field(repr=False)  # secrets stay out of reprs and tracebacks
 
+    @property
+    def local_url(self) -> str:
+        """The admin port as seen from this machine (a wildcard address means loopback)."""
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
 
 class RedisSettings(_Section):
     url: str

@@ -63,8 +63,7 @@ async def _call(url: str, token: str, changes: dict[str, Any] | None) -> tuple[i
 def run(args: argparse.Namespace) -> int:
     """Handler of `gelombang admission`."""
     settings = Settings.load()
-    host = settings.admin.host if settings.admin.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = (args.url or f"http://{host}:{settings.admin.port}").rstrip("/")
+    url = (args.url or settings.admin.local_url).rstrip("/")
     changes = _changes(args) if args.action == "set" else None
     if changes == {}:
         print("gelombang admission set: give at least one setting to change", file=sys.stderr)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -131,14 +131,11 @@ class SurgeGenerator:
         citizen = self._mix.citizen
         if citizen is None:
             return self._person()
-        person = self._factory.citizen(*citizen)
-        return Registrant(person.nik, person.full_name, person.email, self.phone(),
-                          person.birth_date)
+        return replace(self._factory.citizen(*citizen), phone=self.phone())
 
     def _person(self) -> Registrant:
-        person = self._factory.make()
-        return Registrant(person.nik, person.full_name, person.email, self.phone(),
-                          person.birth_date)
+        # The factory's phones may repeat; this generator's never do.
+        return replace(self._factory.make(), phone=self.phone())
 
     def _duplicate(self, key: str) -> Submission:
         rng = self._rng

@@ -87,9 +87,7 @@ class Endpoints:
     def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
         local = args.target is None
         self.target = (args.target or f"http://127.0.0.1:{settings.public.port}").rstrip("/")
-        host = settings.admin.host if settings.admin.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        self.admin = (args.admin_url or (f"http://{host}:{settings.admin.port}" if local
-                                         else None))
+        self.admin = args.admin_url or (settings.admin.local_url if local else None)
         self.token = args.admin_token or settings.admin.token
         self.dsn = args.dsn or (settings.postgres.dsn if local else None)
         loopback = urlsplit(self.target).hostname in ("127.0.0.1", "localhost", "::1")

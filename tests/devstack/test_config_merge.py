@@ -38,3 +38,12 @@ def test_one_environment_variable_overrides_one_key(monkeypatch: pytest.MonkeyPa
 
     assert settings.redis.url == "redis://127.0.0.1:2/0"
     assert settings.redis.timeout_seconds == 0.8
+
+
+@pytest.mark.parametrize(("host", "url"), [
+    ("0.0.0.0", "http://127.0.0.1:8181"), ("::", "http://127.0.0.1:8181"),
+    ("10.0.0.5", "http://10.0.0.5:8181"),
+])
+def test_the_admin_port_is_reached_on_loopback_when_it_listens_everywhere(
+        host: str, url: str) -> None:
+    assert Settings.load(admin={"host": host, "port": 8181}).admin.local_url == url
