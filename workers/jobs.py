@@ -141,11 +141,17 @@ class JobConsumer:
     async def _reclaim(self, stream: str, consumer: str
                        ) -> list[tuple[bytes, dict[bytes, bytes], int]]:
         idle_ms = int(self.settings.claim_idle_seconds * 1000)
-        pending: Any = await self.redis.xpending_range(stream, self.group, min="-", max="+",
-                                                       count=1, idle=idle_ms)
-        if not pending:
+        pending: Any = await self.redis.xpending_range(
+            stream, self.group, min="-", max="+", count=self.settings.concurrency + 1,
+            idle=idle_ms)
+        # A job this worker still holds looks idle when the keeper fell behind
+        # (a loaded machine): running it a second time here would call the
+        # ministry or send the mail twice. At most `concurrency` are in hand, so
+        # one more than that is enough to find another.
+        chosen = next((p for p in pending if p["message_id"] not in self._in_hand), None)
+        if chosen is None:
             return []
-        deliveries = {p["message_id"]: int(p["times_delivered"]) + 1 for p in pending}
+        deliveries = {chosen["message_id"]: int(chosen["times_delivered"]) + 1}
         claimed: Any = await self.redis.xclaim(stream, self.group, consumer,
                                                min_idle_time=idle_ms,
                                                message_ids=list(deliveries))

@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -86,4 +87,33 @@ async def test_a_failing_job_is_retried_then_dead_lettered(
                      await stream_range(redis_client, Partition(0).dead_letters))
     assert reasons == [b"delivered 2 times without finishing", b"malformed job"]
     assert attempts == FAST.max_deliveries
+    assert await redis_client.xlen(stream) == 0
+
+
+async def test_a_job_in_hand_is_not_reclaimed_by_its_own_worker(
+    redis_client: Redis, test_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The keeper is stopped, as if a loaded machine left it behind: the job in
+    # hand looks idle to XPENDING, yet this worker must not start it again.
+    async def keeper_behind(self: JobConsumer) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(JobConsumer, "_keep_fresh", keeper_behind)
+    stream = Partition(0).verification("email")
+    await redis_client.xadd(stream, {JOB_FIELD: uuid.uuid4().bytes})
+    runs = 0
+
+    async def slow(job: VerificationJob) -> None:
+        nonlocal runs
+        runs += 1
+        # Long enough for several reclaim rounds (one per blocking read, 1 s).
+        await asyncio.sleep(FAST.claim_idle_seconds * 8)
+
+    async with consuming(redis_client, test_settings, slow):
+        for _ in range(200):
+            if await redis_client.xlen(stream) == 0:
+                break
+            await asyncio.sleep(0.05)
+
+    assert runs == 1
     assert await redis_client.xlen(stream) == 0

@@ -148,10 +148,12 @@ async def dead_jobs(redis: Redis, settings: Settings) -> list[dict[bytes, bytes]
 
 
 # NIK checks in tests: retries in tenths of seconds, a breaker that reopens fast.
+# The timeout is generous: the simulator shares the test's event loop, and on a
+# loaded 2-core CI a call that outlasted a short timeout was (rightly) asked again.
 FAST_NIK: dict[str, Any] = {
     "retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "claim_idle_seconds": 1.0,
     "breaker_failures": 3, "breaker_open_seconds": 0.5, "rate_per_second": 1000.0,
-    "burst": 100, "concurrency": 4, "timeout_seconds": 2.0, "password": "sim-secret",
+    "burst": 100, "concurrency": 4, "timeout_seconds": 10.0, "password": "sim-secret",
 }
 # A quick simulator: latency of a few milliseconds, no errors, room to spare.
 FAST_SIM: dict[str, Any] = {"latency_ms_median": 2.0, "latency_ms_p99": 10.0,
