@@ -1,9 +1,18 @@
-"""The admin port: metrics, and live admission settings behind a bearer token."""
+"""The admin port: metrics, and live admission settings behind a bearer token.
+
+Every route but /metrics needs the token, and every authenticated action is
+audited (who, what, when, from where) on the audit stream before it is
+answered: a change in the same Redis transaction as the change, a read just
+before the read. When the entry cannot be written the action is refused (503).
+Refused requests are logged and not audited, so a client without the token
+cannot flood the audit trail and push real entries out of the stream.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -13,14 +22,20 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from intake import metrics
+from intake.audit_view import get_audit
 from intake.funnel import get_funnel
 from intake.responses import error_response, json_response
 from intake.state import DOOR
+from queueing.audit import append_audit
 from queueing.live_settings import FIELDS, read_policy, update_policy
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The single admin identity a bearer token stands for, as the audit log names it.
 ADMIN_ACTOR = "admin-token"
+# Routes whose handler writes its own audit entry, in one transaction with the change.
+SELF_AUDITED = frozenset({"admission.update"})
 
 
 @web.middleware
@@ -37,8 +52,25 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
         and scheme.lower() == "bearer"
         and hmac.compare_digest(token.strip().encode(), expected.encode())
     ):
+        # The path and address only: never the token that was offered.
+        log.warning("admin request refused (no valid token): %s %s from %s",
+                    request.method, request.path, request.remote or "unknown")
         return error_response(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    action = request.match_info.route.name
+    if action is not None and action not in SELF_AUDITED:
+        door = request.app[DOOR]
+        details = {"query": dict(request.query)} if request.query else {}
+        try:
+            async with asyncio.timeout(door.settings.redis.timeout_seconds):
+                await append_audit(door.redis, actor=ADMIN_ACTOR, source=_source(request),
+                                   action=action, details=details)
+        except (RedisError, OSError, TimeoutError):
+            return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     return await handler(request)
+
+
+def _source(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 async def metrics_text(request: web.Request) -> web.Response:
@@ -84,7 +116,7 @@ async def put_admission(request: web.Request) -> web.Response:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             policy = await update_policy(
                 door.redis, door.live.configured, changes,
-                actor=ADMIN_ACTOR, source=request.remote or "unknown",
+                actor=ADMIN_ACTOR, source=_source(request),
             )
     except (RedisError, OSError, TimeoutError):
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
@@ -122,7 +154,10 @@ def validate_admission_changes(body: object) -> Mapping[str, Any] | str:
 
 def build_admin_routes(app: web.Application) -> None:
     """Attach the admin routes to an app."""
-    app.router.add_get("/metrics", metrics_text)
-    app.router.add_get("/admin/v1/admission", get_admission)
-    app.router.add_put("/admin/v1/admission", put_admission)
-    app.router.add_get("/admin/v1/funnel", get_funnel)
+    # The route names are the actions the audit trail records.
+    app.router.add_get("/metrics", metrics_text, name="metrics", allow_head=False)
+    app.router.add_get("/admin/v1/admission", get_admission, name="admission.read",
+                       allow_head=False)
+    app.router.add_put("/admin/v1/admission", put_admission, name="admission.update")
+    app.router.add_get("/admin/v1/funnel", get_funnel, name="funnel.read", allow_head=False)
+    app.router.add_get("/admin/v1/audit", get_audit, name="audit.read", allow_head=False)

@@ -18,6 +18,7 @@ from typing import Any, Final
 import asyncpg
 
 from config.settings import Settings
+from workers.audit_archive import archived_page
 from workers.status_queries import funnel_counts
 from workers.verification_store import EmailOutcome, verify_email
 
@@ -61,6 +62,12 @@ class StatusStore:
         """The funnel counters, summed over their shards (only the non-zero ones)."""
         async with self._bounded() as pool:
             return await funnel_counts(pool)
+
+    async def audit_page(self, before: tuple[int, int] | None,
+                         limit: int) -> list[asyncpg.Record]:
+        """Archived admin audit entries, newest first, before an entry id."""
+        async with self._bounded() as pool:
+            return await archived_page(pool, before, limit)
 
     async def close(self) -> None:
         """Close the pool, if one was made."""

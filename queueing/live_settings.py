@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -22,7 +21,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from queueing.admission import AdmissionPolicy, PartitionShare
-from queueing.keys import ADMISSION_SETTINGS, AUDIT_STREAM
+from queueing.audit import audit_fields, queue_audit
+from queueing.keys import ADMISSION_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ FIELDS: Mapping[str, type] = {
     "enabled": bool,
     "open": bool,
 }
-# Audit entries kept (approximate trim); admin changes are rare.
-AUDIT_MAX_ENTRIES = 100_000
 
 
 def _merge(configured: AdmissionPolicy, stored: Mapping[Any, Any]) -> AdmissionPolicy:
@@ -65,18 +63,8 @@ async def update_policy(
         if encoded:
             _ = pipe.hset(ADMISSION_SETTINGS, mapping=encoded)  # type: ignore[arg-type]
         # Pipeline calls only queue commands; execute() sends them.
-        _ = pipe.xadd(
-            AUDIT_STREAM,
-            {
-                "at": str(time.time()),
-                "actor": actor,
-                "source": source,
-                "action": "admission.update",
-                "changes": orjson.dumps(dict(changes)),
-            },
-            maxlen=AUDIT_MAX_ENTRIES,
-            approximate=True,
-        )
+        queue_audit(pipe, audit_fields(actor=actor, source=source, action="admission.update",
+                                       details=changes))
         _ = pipe.hgetall(ADMISSION_SETTINGS)
         results = await pipe.execute()
     return _merge(configured, results[-1])

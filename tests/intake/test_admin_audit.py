@@ -1,0 +1,183 @@
+"""The admin port's guard and audit trail: every route needs the token, every action is
+audited (who, what, when, from where), and GET /admin/v1/audit lists the trail."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from redis.asyncio import Redis
+
+from queueing.keys import AUDIT_STREAM
+from tests.intake.door_helpers import DoorUnderTest
+from tests.support import stream_range
+from workers import audit_archive
+
+AUTH = {"Authorization": "Bearer test-admin-token"}
+AUDIT_URL = "/admin/v1/audit"
+# What each guarded route is given when called for real (a body for writes).
+BODIES: dict[str, bytes] = {"PUT": b"{}"}
+
+
+def guarded_routes(door: DoorUnderTest) -> list[tuple[str, str, str]]:
+    """(method, path, name) of every admin route but /metrics, read from the router
+    itself, so a route added later is covered without editing this test."""
+    app = door.admin.app
+    assert isinstance(app, web.Application)
+    routes = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if path != "/metrics":
+            routes.append((route.method, path, route.name or ""))
+    return routes
+
+
+async def call(door: DoorUnderTest, method: str, path: str,
+               headers: dict[str, str]) -> tuple[int, Any]:
+    async with door.admin.request(method, path, data=BODIES.get(method),
+                                  headers={"Content-Type": "application/json", **headers}
+                                  ) as response:
+        return response.status, await response.json()
+
+
+def test_the_guard_sees_every_admin_route(door_under_test: DoorUnderTest) -> None:
+    # The router listing is what the token tests below iterate over.
+    assert {(method, path) for method, path, _ in guarded_routes(door_under_test)} >= {
+        ("GET", "/admin/v1/admission"), ("PUT", "/admin/v1/admission"),
+        ("GET", "/admin/v1/funnel"), ("GET", AUDIT_URL)}
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer test-admin-toke"},
+    {"Authorization": "Bearer test-admin-tokenX"}, {"Authorization": "bearer"},
+    {"Authorization": "Basic dGVzdC1hZG1pbi10b2tlbg=="}, {"Authorization": "test-admin-token"},
+])
+async def test_every_admin_route_refuses_without_the_token_and_audits_nothing(
+    door_under_test: DoorUnderTest, redis_client: Redis, headers: dict[str, str],
+) -> None:
+    for method, path, _ in guarded_routes(door_under_test):
+        status, body = await call(door_under_test, method, path, headers)
+        assert (method, path, status) == (method, path, 401)
+        assert body["error"]["code"] == "unauthorized"
+    # An unknown admin path is refused the same way: no probing for routes.
+    status, _ = await call(door_under_test, "GET", "/admin/v1/nothing-here", headers)
+    assert status == 401
+    # Refusals are not audited: a client without the token cannot flood the trail.
+    assert await redis_client.xlen(AUDIT_STREAM) == 0
+
+
+async def test_every_authenticated_admin_action_is_audited(
+    door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
+) -> None:
+    before = time.time()
+    routes = guarded_routes(door_under_test)
+    for method, path, _ in routes:
+        status, _ = await call(door_under_test, method, path, AUTH)
+        assert (method, path, status) == (method, path, 200)
+    entries = [fields for _, fields in await stream_range(redis_client, AUDIT_STREAM)]
+    # What: one entry per action, named after the route.
+    assert sorted(fields[b"action"].decode() for fields in entries) == sorted(
+        name for _, _, name in routes)
+    for fields in entries:
+        assert fields[b"actor"] == b"admin-token"  # who: the credential used
+        assert fields[b"source"] == b"127.0.0.1"  # from where
+        assert before <= float(fields[b"at"]) <= time.time()  # when
+
+
+async def test_a_read_records_its_query(door_under_test: DoorUnderTest, redis_client: Redis,
+                                        pg: asyncpg.Connection) -> None:
+    status, _ = await call(door_under_test, "GET", AUDIT_URL + "?limit=7", AUTH)
+    assert status == 200
+    [(_, fields)] = await stream_range(redis_client, AUDIT_STREAM)
+    assert fields[b"action"] == b"audit.read"
+    assert fields[b"changes"] == b'{"query":{"limit":"7"}}'
+
+
+async def test_an_action_that_cannot_be_audited_is_refused(
+    door_under_test: DoorUnderTest, redis_client: Redis,
+) -> None:
+    # A stream key of another type makes XADD fail, as an unwritable Redis would.
+    await redis_client.set(AUDIT_STREAM, b"not a stream")
+    status, body = await call(door_under_test, "GET", "/admin/v1/funnel", AUTH)
+    assert status == 503
+    assert body["error"]["code"] == "queue_unavailable"
+
+
+async def list_all(door: DoorUnderTest, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Every entry through the cursor, and how many pages it took."""
+    entries: list[dict[str, Any]] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        status, body = await call(door, "GET", AUDIT_URL + query, AUTH)
+        assert status == 200
+        pages += 1
+        entries += body["entries"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return entries, pages
+
+
+async def test_audit_lists_stream_and_archive_newest_first_in_pages(
+    door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
+    migrated_dsn: str,
+) -> None:
+    for _ in range(6):
+        assert (await call(door_under_test, "GET", "/admin/v1/admission", AUTH))[0] == 200
+    # Archive those six, then drop the oldest three from the stream (as its trim would):
+    # they are now only in PostgreSQL, the other three in both.
+    await audit_archive.ensure_group(redis_client)
+    pool = await asyncpg.create_pool(migrated_dsn, min_size=1, max_size=1)
+    try:
+        assert await audit_archive.archive_once(redis_client, pool, "test", count=100,
+                                                block_ms=10, claim_idle_ms=60_000) == 6
+    finally:
+        await pool.close()
+    oldest = [entry_id for entry_id, _ in await stream_range(redis_client, AUDIT_STREAM)][:3]
+    await redis_client.xdel(AUDIT_STREAM, *oldest)
+    for _ in range(4):  # four more, in the stream only
+        assert (await call(door_under_test, "PUT", "/admin/v1/admission", AUTH))[0] == 200
+
+    # Reading the trail is itself audited: each page adds an entry newer than the cursor.
+    entries, pages = await list_all(door_under_test, limit=3)
+    ids = [entry["id"] for entry in entries]
+    assert len(ids) == len(set(ids))
+    numbers = [tuple(int(part) for part in entry_id.split("-")) for entry_id in ids]
+    assert numbers == sorted(numbers, reverse=True)
+    actions = [entry["action"] for entry in entries]
+    # The first page's own read is listed first; later pages' reads are newer than
+    # their cursor, so not listed.
+    assert actions == ["audit.read"] + ["admission.update"] * 4 + ["admission.read"] * 6
+    assert pages == 4
+    assert [entry["archived"] for entry in entries] == [False] * 5 + [True] * 6
+    assert {entry_id.decode() for entry_id in oldest} <= set(ids)
+    newest_update = entries[1]
+    assert newest_update["actor"] == "admin-token"
+    assert newest_update["source"] == "127.0.0.1"
+    assert newest_update["changes"] == {}
+    assert abs(float(time.time()) - _timestamp(newest_update["at"])) < 600
+
+
+def _timestamp(iso: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.mark.parametrize(("query", "fields"), [
+    ("?limit=0", {"limit": "out_of_range"}),
+    ("?limit=501", {"limit": "out_of_range"}),
+    ("?limit=ten", {"limit": "wrong_type"}),
+    ("?cursor=latest", {"cursor": "wrong_format"}),
+    ("?cursor=1-2-3", {"cursor": "wrong_format"}),
+    ("?page=2", {"page": "unknown_field"}),
+])
+async def test_a_bad_page_request_is_422(door_under_test: DoorUnderTest, pg: asyncpg.Connection,
+                                         query: str, fields: dict[str, str]) -> None:
+    status, body = await call(door_under_test, "GET", AUDIT_URL + query, AUTH)
+    assert status == 422
+    assert body["error"] == {**body["error"], "code": "validation_failed", "fields": fields}
