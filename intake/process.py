@@ -14,6 +14,7 @@ from aiohttp import web
 from config.settings import ConfigError, Settings
 from intake.app import build_admin_app, build_public_app
 from intake.door import open_door
+from intake.key_reload import on_reload_signal
 
 log = logging.getLogger("gelombang.door")
 
@@ -37,6 +38,14 @@ async def _start(app: web.Application, host: str, port: int, deadline: float) ->
     return runner
 
 
+# Set by a SIGHUP that arrives before the door can reload (while it starts).
+_early_reload: list[int] = []
+
+
+def _note_early_reload(signum: int, frame: object) -> None:
+    _early_reload.append(signum)
+
+
 async def serve(settings: Settings, index: int) -> None:
     """Run one door process until SIGTERM or SIGINT, then shut down in phases."""
     stop = asyncio.Event()
@@ -46,6 +55,11 @@ async def serve(settings: Settings, index: int) -> None:
         loop.add_signal_handler(signum, stop.set)
     door_settings = settings.door
     async with open_door(settings) as door:
+        # Key rotation without a restart (intake/key_reload.py); quick and
+        # synchronous, so it runs in the handler itself.
+        loop.add_signal_handler(signal.SIGHUP, on_reload_signal, door, index)
+        if _early_reload:
+            on_reload_signal(door, index)  # the settings read at start may be older
         deadline = door_settings.shutdown_deadline_seconds
         public = await _start(build_public_app(door), settings.public.host,
                               settings.public.port, deadline)
@@ -76,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gelombang-door")
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args(argv)
+    # SIGHUP would end the process by default; until the door can reload, note it.
+    signal.signal(signal.SIGHUP, _note_early_reload)
     try:
         settings = Settings.load()
         settings.keys.require()

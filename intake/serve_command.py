@@ -42,7 +42,7 @@ def _metrics_dir() -> Path:
 
 
 class Supervisor:
-    """Starts the door processes, restarts crashed ones, forwards SIGTERM."""
+    """Starts the door processes, restarts crashed ones, forwards SIGTERM and SIGHUP."""
 
     def __init__(self, count: int, metrics_dir: Path) -> None:
         self._count = count
@@ -64,10 +64,18 @@ class Supervisor:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
+        # Each door process reloads its sealing keys (intake/key_reload.py); a
+        # process started later reads the new configuration anyway.
+        for child in self._children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
+
     def run(self) -> int:
         """Run until every door process has exited after a stop signal."""
         signal.signal(signal.SIGTERM, self._forward)
         signal.signal(signal.SIGINT, self._forward)
+        signal.signal(signal.SIGHUP, self._reload)
         for index in range(self._count):
             self._spawn(index)
         worst = 0

@@ -151,3 +151,13 @@ def seal_registration(
         email_hash=hasher.digest(data.email),
         idempotency_key=idempotency_key,
     )
+
+
+def reseal_sealed(sealer: Sealer, registration_id: bytes, key_id: str, sealed: bytes) -> bytes:
+    """The same personal data sealed again with the active key (for key rotation).
+
+    Bound to the same registration id; raises SealingError when the old key is
+    unknown or the blob fails authentication. The plaintext never leaves memory.
+    """
+    aad = _aad(registration_id)
+    return sealer.seal(sealer.open(key_id, sealed, aad), aad)

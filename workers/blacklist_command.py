@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import asyncpg
 from config.settings import Settings
 from queueing.sealing import KeyedHasher
 from workers.blacklist import import_source
+from workers.progress import ProgressBar
 
 
 def register(subparsers: Any) -> None:
@@ -26,29 +26,6 @@ def register(subparsers: Any) -> None:
     load.set_defaults(handler=run_import)
     show = actions.add_parser("show", help="NIKs listed per source")
     show.set_defaults(handler=run_show)
-
-
-class _ProgressBar:
-    """A one-line bar on a terminal; a line every 10 % otherwise."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.last_tenth = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        share = done / total if total else 1.0
-        elapsed = time.monotonic() - self.started
-        if self.tty:
-            filled = int(share * 30)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%}"
-                             f" {elapsed:6.1f} s")
-            if done >= total:
-                sys.stderr.write("\n")
-        elif int(share * 10) > self.last_tenth:
-            self.last_tenth = int(share * 10)
-            sys.stderr.write(f"{share:6.1%} read after {elapsed:.1f} s\n")
-        sys.stderr.flush()
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -72,7 +49,8 @@ async def _import(settings: Settings, path: Path, source: str) -> Any:
     connection = await asyncpg.connect(settings.postgres.dsn)
     try:
         hasher = KeyedHasher(settings.keys.hash_key_bytes())
-        return await import_source(connection, path, source, hasher, _ProgressBar())
+        progress = ProgressBar("reading", "bytes")
+        return await import_source(connection, path, source, hasher, progress)
     finally:
         await connection.close()
 

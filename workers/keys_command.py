@@ -1,0 +1,76 @@
+"""`gelombang keys reseal`: re-seal stored personal data with the active sealing key.
+
+Part of a key rotation (docs/security.md): once every process has the new
+key and the doors seal with it, this moves what PostgreSQL holds onto it, so
+the old key can be retired. The run is audited (who ran it, from which
+machine, and the outcome) on the admin audit stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import socket
+import sys
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from queueing.audit import append_audit
+from queueing.sealing import Sealer
+from workers.progress import ProgressBar
+from workers.reseal import ResealReport, reseal_registrations
+
+DEFAULT_BATCH = 500
+
+
+def register(subparsers: Any) -> None:
+    """Add the `keys` subcommand."""
+    parser = subparsers.add_parser("keys", help="sealing key rotation")
+    actions = parser.add_subparsers(dest="action", required=True)
+    reseal = actions.add_parser(
+        "reseal", help="re-seal stored data sealed with a key id other than the active one")
+    reseal.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                        help=f"rows per transaction (default {DEFAULT_BATCH})")
+    reseal.set_defaults(handler=run_reseal)
+
+
+def run_reseal(args: argparse.Namespace) -> int:
+    """Handler: re-seal, then print the final count; exit 1 if some rows could not be opened."""
+    if args.batch_size < 1:
+        print("gelombang keys reseal: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    settings = Settings.load()
+    settings.keys.require()
+    report = asyncio.run(_reseal(settings, args.batch_size))
+    left = ", ".join(f"{key_id}: {count:,}" for key_id, count in sorted(report.left.items()))
+    print(f"resealed {report.resealed:,} registrations with key id {report.key_id!r}"
+          f" in {report.batches:,} batches; unreadable: {report.unreadable:,};"
+          f" left under other key ids: {sum(report.left.values()):,}"
+          + (f" ({left})" if left else ""))
+    return 1 if report.unreadable else 0
+
+
+async def _reseal(settings: Settings, batch_size: int) -> ResealReport:
+    sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
+    who = f"cli:{getpass.getuser()}"
+    where = socket.gethostname()
+    redis = Redis.from_url(settings.redis.url, socket_timeout=settings.redis.timeout_seconds)
+    pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=1, max_size=1)
+    try:
+        # Audited before any row changes: no audit trail, no run.
+        await append_audit(redis, actor=who, source=where, action="keys.reseal.start",
+                           details={"key_id": sealer.active_key_id, "batch_size": batch_size})
+        report = await reseal_registrations(pool, sealer, batch_size=batch_size,
+                                            progress=ProgressBar("resealing", "rows"))
+        await append_audit(redis, actor=who, source=where, action="keys.reseal.done",
+                           details={"key_id": report.key_id, "resealed": report.resealed,
+                                    "unreadable": report.unreadable,
+                                    "left": dict(report.left)})
+        return report
+    finally:
+        await pool.close()
+        await redis.aclose()
