@@ -1,0 +1,112 @@
+"""No personal data in the clear anywhere the system keeps or writes things: a small
+surge through the real door processes, the drain and both verification workers, then
+a scan of all of Redis (keys, values and the append-only file), every table of
+PostgreSQL and every log line. One hit fails. Failures report counts, never values."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from gelombang.services import start_redis
+from tests.intake.door_helpers import with_admission
+from tests.pii import files_text, hits, postgres_dump, redis_full_dump, shaped_hits
+from tests.support import door_processes, run_load
+from tests.workers.drain_helpers import drain_settings, running_drain, wait_drained
+from tests.workers.verification_helpers import (
+    email_settings,
+    eventually,
+    mail_sink,
+    nik_settings,
+    nik_simulator,
+    running_email_worker,
+    running_nik_worker,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def verified_everywhere(pg: asyncpg.Connection, accepted: int) -> bool:
+    done = await pg.fetchval(
+        "SELECT count(*) FROM registrations WHERE email_verification <> 'pending'"
+        " AND nik_verification <> 'pending'")
+    return bool(done == accepted)
+
+
+async def test_no_plaintext_personal_data_in_redis_postgres_or_logs(
+    test_settings: Settings, pg: asyncpg.Connection, tmp_path: Path, run_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)  # production's level; DEBUG is not for production
+    # A Redis of its own, so its append-only file holds this test's writes only.
+    redis_server = start_redis(tmp_path / "redis", log_file=tmp_path / "logs" / "redis.log")
+    redis = Redis.from_url(redis_server.url)
+    try:
+        settings = with_admission(test_settings.model_copy(update={
+            "redis": test_settings.redis.model_copy(update={"url": redis_server.url})}),
+            rate_per_second=150.0, burst=100)
+        async with mail_sink(tmp_path / "mail") as (_, smtp_port), \
+                nik_simulator(settings) as simulator:
+            settings = nik_settings(email_settings(drain_settings(settings), smtp_port),
+                                    simulator.url)
+            with door_processes(settings, tmp_path, processes=2) as doors:
+                surge = await run_load(doors.url, concurrency=8, duration=2.0)
+                accepted = surge.statuses[202]
+                async with running_drain(settings), running_email_worker(settings), \
+                        running_nik_worker(settings):
+                    await wait_drained(redis, settings)
+                    await eventually(lambda: verified_everywhere(pg, accepted), within=60.0,
+                                     what="every registration verified")
+                door_log = doors.log_text().encode()
+            people = surge.sent
+            assert accepted >= 100 and await pg.fetchval(
+                "SELECT count(*) FROM registrations") == accepted
+
+            redis_dump = await redis_full_dump(redis)
+            # Every write ever made (appendfsync always), deleted stream entries included.
+            append_only = files_text((tmp_path / "redis").rglob("appendonly*"))
+            pg_dump, tables = await postgres_dump(pg)
+            in_process_log = "\n".join(record.getMessage() for record in caplog.records)
+            log_files = files_text([*(tmp_path / "logs").glob("*.log"),
+                                    *(run_dir / "logs").glob("*.log")])
+    finally:
+        await redis.aclose()
+        redis_server.stop()
+
+    # The haystacks really hold the data, sealed: a scan of nothing would pass anything.
+    assert len(redis_dump) > accepted * 100 and len(append_only) > accepted * 100
+    assert tables >= 8 and len(pg_dump) > accepted * 100
+    assert b"door process 1 listening" in door_log and caplog.records
+    # One hit fails: counts and places only, never the values.
+    found = {
+        "redis keys and values": hits(redis_dump, people),
+        "redis append-only file": hits(append_only, people),
+        "postgresql tables": hits(pg_dump, people),
+        "door processes' log": hits(door_log, people),
+        "in-process log records": hits(in_process_log.encode(), people),
+        "server log files": hits(log_files, people),
+    }
+    assert found == dict.fromkeys(found, 0)
+    shaped = shaped_hits(door_log + in_process_log.encode() + log_files)
+    assert shaped == {"nik": 0, "phone": 0, "email": 0}
+
+
+def test_the_scanners_find_a_single_planted_value() -> None:
+    # The positive control of the scans above, on each form the data could take.
+    from loadtest.registrants import RegistrantFactory
+
+    person = RegistrantFactory().make()
+    clean = b"sealed \x00\x01 blob and ids 0190f3c2-7b1e-7c3a-9d2e-4f5a6b7c8d9e"
+    assert hits(clean, [person]) == 0
+    for planted in (person.nik.encode(), person.full_name.encode(),
+                    person.email.upper().lower().encode(), person.phone[-9:].encode(),
+                    person.full_name.encode().hex().encode()):
+        assert hits(clean + planted, [person]) >= 1
+    assert shaped_hits(clean) == {"nik": 0, "phone": 0, "email": 0}
+    assert shaped_hits(b"x " + person.nik.encode() + b" " + person.phone.encode() + b" "
+                       + person.email.encode()) == {"nik": 1, "phone": 1, "email": 1}
