@@ -79,7 +79,9 @@ class JobConsumer:
         self.stopping = asyncio.Event()
         self.handled = 0
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._in_hand: dict[bytes, Partition] = {}
+        # (stream, entry id): ids are only unique within a stream, and two
+        # partitions' streams often hold the same id (jobs added in one millisecond).
+        self._in_hand: set[tuple[str, bytes]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -148,7 +150,8 @@ class JobConsumer:
         # (a loaded machine): running it a second time here would call the
         # ministry or send the mail twice. At most `concurrency` are in hand, so
         # one more than that is enough to find another.
-        chosen = next((p for p in pending if p["message_id"] not in self._in_hand), None)
+        chosen = next((p for p in pending if (stream, p["message_id"]) not in self._in_hand),
+                      None)
         if chosen is None:
             return []
         deliveries = {chosen["message_id"]: int(chosen["times_delivered"]) + 1}
@@ -160,7 +163,7 @@ class JobConsumer:
 
     def _start(self, partition: Partition, entry_id: bytes, fields: dict[bytes, bytes],
                deliveries: int) -> None:
-        self._in_hand[entry_id] = partition
+        self._in_hand.add((partition.verification(self.kind), entry_id))
         task = asyncio.create_task(self._run_job(partition, entry_id, fields, deliveries))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -194,7 +197,7 @@ class JobConsumer:
             # could quote personal data.
             log.error("%s job failed (%s); it stays pending", self.kind, type(exc).__name__)
         finally:
-            self._in_hand.pop(entry_id, None)
+            self._in_hand.discard((stream, entry_id))
             self._slots.release()
 
     async def _dead_letter(self, partition: Partition, entry_id: bytes,
@@ -210,8 +213,8 @@ class JobConsumer:
         while True:
             await asyncio.sleep(every)
             by_stream: dict[str, list[bytes]] = {}
-            for entry_id, partition in list(self._in_hand.items()):
-                by_stream.setdefault(partition.verification(self.kind), []).append(entry_id)
+            for stream, entry_id in list(self._in_hand):
+                by_stream.setdefault(stream, []).append(entry_id)
             for stream, ids in by_stream.items():
                 try:
                     await self.redis.xclaim(stream, self.group, f"{self.name}-keeper",

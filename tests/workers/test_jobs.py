@@ -117,3 +117,30 @@ async def test_a_job_in_hand_is_not_reclaimed_by_its_own_worker(
 
     assert runs == 1
     assert await redis_client.xlen(stream) == 0
+
+
+async def test_jobs_with_the_same_entry_id_in_two_partitions_are_each_run_once(
+    redis_client: Redis, test_settings: Settings,
+) -> None:
+    # Entry ids are unique per stream only: jobs handed off to two partitions
+    # in one millisecond share theirs. The quick one finishing must not make
+    # the slow one look abandoned.
+    quick, slow = uuid.uuid4(), uuid.uuid4()
+    for partition, rid in ((0, quick), (1, slow)):
+        await redis_client.xadd(Partition(partition).verification("email"),
+                                {JOB_FIELD: rid.bytes}, id="5-0")
+    runs: Counter[uuid.UUID] = Counter()
+
+    async def handle(job: VerificationJob) -> None:
+        runs[job.registration_id] += 1
+        if job.registration_id == slow:
+            # Long enough for several reclaim rounds (one per blocking read, 1 s).
+            await asyncio.sleep(FAST.claim_idle_seconds * 8)
+
+    async with consuming(redis_client, test_settings, handle):
+        for _ in range(200):
+            if await queued_jobs(redis_client, test_settings) == 0:
+                break
+            await asyncio.sleep(0.05)
+
+    assert runs == Counter({quick: 1, slow: 1})
