@@ -38,6 +38,7 @@ from workers.drain import connect_worker_redis, create_pool
 from workers.email_message import VerificationEmails, verification_link
 from workers.jobs import JobAbandoned, JobConsumer, JobDeferred, JobSettings, VerificationJob
 from workers.rate_limit import SharedRateLimit
+from workers.recording import record_after_the_fact
 from workers.retry import backoff_seconds
 from workers.smtp_pool import SmtpFailure, SmtpPool
 from workers.verification_store import (
@@ -91,8 +92,8 @@ class EmailVerifier:
                 if await self._failed(job, attempt, failure):
                     return
                 continue
-            async with self.pool.acquire() as connection:
-                await record_email_sent(connection, rid)
+            await record_after_the_fact(self.pool, lambda c: record_email_sent(c, rid),
+                                        self.stopping, "a sent email")
             self.sent += 1
             return
 

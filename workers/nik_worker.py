@@ -37,6 +37,7 @@ from workers.drain import connect_worker_redis, create_pool
 from workers.jobs import JobAbandoned, JobConsumer, JobDeferred, JobSettings, VerificationJob
 from workers.nik_client import NikClient, NikRejected, NikUnavailable
 from workers.rate_limit import SharedRateLimit
+from workers.recording import record_after_the_fact
 from workers.retry import backoff_seconds
 from workers.verification_store import (
     NikOutcome,
@@ -84,8 +85,9 @@ class NikVerifier:
         else:
             person = open_sealed(self.sealer, rid.bytes, subject.key_id, subject.sealed)
             outcome = await self._ask(person)
-        async with self.pool.acquire() as connection:
-            await record_nik_outcome(connection, rid, subject.nik_hash, outcome)
+        await record_after_the_fact(
+            self.pool, lambda c: record_nik_outcome(c, rid, subject.nik_hash, outcome),
+            self.stopping, "a NIK answer")
         if outcome == "failed":
             raise JobAbandoned("NIK check failed: the API refused it or ran out of tries")
 
