@@ -40,6 +40,9 @@ from loadtest.registrants import RegistrantFactory
 from tests.intake.door_helpers import DoorUnderTest, running_door
 from workers.schema import migrate
 
+# The session-wide scan of every log line for personal data (tests/pii_guard.py).
+pytest_plugins = ["tests.pii_guard"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR_PREFIX = "test-"
 TEST_ADMIN_TOKEN = "test-admin-token"

@@ -110,3 +110,15 @@ def test_the_scanners_find_a_single_planted_value() -> None:
     assert shaped_hits(clean) == {"nik": 0, "phone": 0, "email": 0}
     assert shaped_hits(b"x " + person.nik.encode() + b" " + person.phone.encode() + b" "
                        + person.email.encode()) == {"nik": 1, "phone": 1, "email": 1}
+
+
+def test_the_log_guard_names_a_file_with_a_hit(tmp_path: Path) -> None:
+    from loadtest.registrants import RegistrantFactory
+    from tests.pii_guard import scan_logs
+
+    person = RegistrantFactory().make()
+    # Not named *.log: the session's own scan of this folder must not see the plant.
+    (tmp_path / "clean.planted").write_text("door process 0 listening on 127.0.0.1:8080\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "worker.planted").write_text(f"stored nik {person.nik}\n")
+    assert scan_logs([tmp_path], "*.planted") == {"sub/worker.planted": {"nik": 1}}
