@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "mail-sink": "workers.sandbox.mail_sink",
     "nik-sim": "workers.sandbox.nik_sim",
     "surge": "loadtest.surge_command",
+    "drill": "loadtest.drills.drill_command",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,13 @@ def read_config(state: DevState) -> dict[str, Any]:
         return {}
 
 
-def ensure_config(state: DevState, redis_url: str, postgres_dsn: str) -> Path:
-    """Write the dev config; secrets are generated once and kept, addresses follow the ports."""
+def ensure_config(state: DevState, redis_url: str, postgres_dsn: str,
+                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Write the dev config; secrets are generated once and kept, addresses follow the ports.
+
+    `overrides` change single keys of any section (a fault drill's ports and
+    short timeouts); the section is still written whole.
+    """
     existing = read_config(state)
     if state.token_file.exists():
         token = state.token_file.read_text().strip()
@@ -140,6 +146,8 @@ def ensure_config(state: DevState, redis_url: str, postgres_dsn: str) -> Path:
     sections["keys"] = keys
     # Absolute, so the sink's folder does not depend on where `make run` was started.
     sections["email"]["maildir"] = str(state.mail_dir.absolute())
+    for name, values in (overrides or {}).items():
+        sections.setdefault(name, dict(defaults[name])).update(values)
     text = render_toml(sections)
     if not state.config_file.exists() or state.config_file.read_text() != text:
         _write_private(state.config_file, text)

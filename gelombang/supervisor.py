@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from config.settings import CONFIG_ENV, Settings
@@ -85,6 +86,8 @@ class StartOptions:
     appendfsync: AppendFsync
     apps: bool
     timeout: float
+    # Single config keys set over the dev config (see devstate.ensure_config).
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def say(line: str) -> None:
@@ -147,7 +150,7 @@ def start_stack(
         _port(state, "postgres", "postgres", "dsn", options.postgres_port),
         log_file=state.log("postgres"),
     )
-    config_file = ensure_config(state, redis.url, postgres.dsn)
+    config_file = ensure_config(state, redis.url, postgres.dsn, options.overrides)
     for name, server, address in (
         ("redis", redis, redis.url),
         ("postgres", postgres, postgres.dsn),

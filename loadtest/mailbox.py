@@ -46,17 +46,33 @@ class Mailbox:
             return
         for name in names:
             self._seen.add(name)
-            try:
-                data = (self.folder / name).read_bytes()
-            except OSError:
-                continue
-            registration_id = link = None
-            for line in data.splitlines():
-                if line.startswith(_ID_HEADER):
-                    registration_id = line[len(_ID_HEADER):].strip().decode("ascii", "replace")
-                elif link is None and _LINK_MARK in line:
-                    parts = urlsplit(line.strip().decode("ascii", "replace"))
-                    link = f"{parts.path}?{parts.query}"
-                if registration_id and link:
-                    self._links[registration_id] = link
-                    break
+            registration_id, link = _read_message(self.folder / name)
+            if registration_id and link:
+                self._links[registration_id] = link
+
+
+def _read_message(path: Path) -> tuple[str | None, str | None]:
+    """A message's registration id header and the path and query of its link."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, None
+    registration_id = link = None
+    for line in data.splitlines():
+        if line.startswith(_ID_HEADER):
+            registration_id = line[len(_ID_HEADER):].strip().decode("ascii", "replace")
+        elif link is None and _LINK_MARK in line:
+            parts = urlsplit(line.strip().decode("ascii", "replace"))
+            link = f"{parts.path}?{parts.query}"
+        if registration_id and link:
+            break
+    return registration_id, link
+
+
+def registration_ids_of_mail(folder: Path) -> list[str]:
+    """The registration id of every message in the folder, once per message."""
+    try:
+        paths = [Path(entry.path) for entry in os.scandir(folder) if entry.name.endswith(".eml")]
+    except FileNotFoundError:
+        return []
+    return [rid for rid, _ in map(_read_message, paths) if rid is not None]

@@ -145,6 +145,20 @@ def test_the_generated_config_loads_with_valid_keys(
     assert again.redis.url == "redis://127.0.0.1:3/0"
 
 
+def test_overrides_set_single_keys_and_keep_the_rest_of_each_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = DevState(tmp_path / ".dev")
+    state.create()
+    config = ensure_config(state, "redis://127.0.0.1:1/0", "postgresql://gelombang@127.0.0.1:2/g",
+                           {"public": {"port": 18080}, "nik": {"base_url": "http://127.0.0.1:9"}})
+    monkeypatch.setenv(CONFIG_ENV, str(config))
+    settings = Settings.load()
+    assert (settings.public.port, settings.public.host) == (18080, "127.0.0.1")
+    assert settings.nik.base_url == "http://127.0.0.1:9"
+    assert settings.nik.username == "gelombang"  # the section's other keys: defaults
+
+
 def test_a_missing_app_module_is_skipped() -> None:
     assert not AppProcess("later", ("later",), "intake.no_such_command").available()
     assert AppProcess("cli", ("dev",), "gelombang.devstack").available()

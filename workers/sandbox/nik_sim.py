@@ -66,6 +66,11 @@ class Simulator:
     results: Counter[str] = field(default_factory=Counter)
     per_second: dict[int, int] = field(default_factory=dict)
     max_per_second: int = 0
+    # Answers given for a NIK that had been answered before: a verifier that
+    # asks twice wastes the ministry's capacity (fault drills count these).
+    # Python's salted hash, not the NIK: the simulator keeps no list of them.
+    answered: set[int] = field(default_factory=set)
+    answered_again: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     # The calendar second being admitted, and how many were admitted in it.
@@ -85,6 +90,14 @@ class Simulator:
         while len(self.per_second) > PER_SECOND_KEPT:
             del self.per_second[next(iter(self.per_second))]
         return second
+
+    def count_answer(self, nik: str) -> None:
+        """Note that this NIK got an answer, counting repeats."""
+        key = hash(nik)
+        if key in self.answered:
+            self.answered_again += 1
+        else:
+            self.answered.add(key)
 
     def admit(self, second: int) -> bool:
         """Whether the second's capacity has room for one more request."""
@@ -126,6 +139,8 @@ class Simulator:
         self.results.clear()
         self.per_second.clear()
         self.max_per_second = 0
+        self.answered.clear()
+        self.answered_again = 0
         self.max_in_flight = self.in_flight
         self.window_second, self.window_admitted = -1, 0
 
@@ -142,6 +157,7 @@ class Simulator:
             "per_second": {str(second): n for second, n in self.per_second.items()},
             "max_per_second": self.max_per_second,
             "max_in_flight": self.max_in_flight,
+            "answered_again": self.answered_again,
             "outage": self.outage,
         }
 
@@ -227,6 +243,7 @@ async def _answer(sim: Simulator, request: web.Request) -> web.Response:
         await asyncio.sleep(delay)
     result = _result(sim, nik, name, born)
     sim.results[result] += 1
+    sim.count_answer(nik)
     return web.json_response({"result": result})
 
 

@@ -1,0 +1,1 @@
+"""Fault drills: a surge through the real stack, one fault injected mid-surge, a verdict."""
