@@ -6,6 +6,7 @@ judges only its own applicants.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
+from gelombang.processes import process_alive
 from loadtest.drills.catalogue import drills
 from loadtest.drills.runner import run_drill
 from loadtest.drills.stack import DrillStack
@@ -39,7 +41,13 @@ EVIDENCE: dict[str, Callable[[Verdict], bool]] = {
 
 @pytest.fixture(scope="module")
 def drill_stack() -> Iterator[DrillStack]:
-    stack = DrillStack(REPO_ROOT / ".dev" / f"drills-test-{uuid.uuid4().hex[:8]}")
+    state_dir = REPO_ROOT / ".dev"
+    # A run killed before its teardown left a stack running: stop it.
+    for folder in state_dir.glob("drills-test-*"):
+        owner = folder.name.removeprefix("drills-test-")
+        if owner.isdigit() and not process_alive(int(owner)):
+            DrillStack(folder).close()
+    stack = DrillStack(state_dir / f"drills-test-{os.getpid()}")
     try:
         stack.start()
         yield stack
