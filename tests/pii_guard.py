@@ -30,7 +30,12 @@ def scan_logs(folders: list[Path], pattern: str = "*.log") -> dict[str, dict[str
         for path in sorted(folder.rglob(pattern)):
             if not path.is_file():
                 continue
-            counts = {kind: n for kind, n in shaped_hits(path.read_bytes()).items() if n}
+            counts: dict[str, int] = {}
+            for number, line in enumerate(path.read_bytes().splitlines(), 1):
+                for kind, n in shaped_hits(line).items():
+                    if n:
+                        # The line number, to find it; never the line.
+                        counts[f"{kind} (line {number})"] = n
             if counts:
                 found[str(path.relative_to(folder))] = counts
     return found

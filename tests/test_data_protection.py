@@ -121,4 +121,4 @@ def test_the_log_guard_names_a_file_with_a_hit(tmp_path: Path) -> None:
     (tmp_path / "clean.planted").write_text("door process 0 listening on 127.0.0.1:8080\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "worker.planted").write_text(f"stored nik {person.nik}\n")
-    assert scan_logs([tmp_path], "*.planted") == {"sub/worker.planted": {"nik": 1}}
+    assert scan_logs([tmp_path], "*.planted") == {"sub/worker.planted": {"nik (line 1)": 1}}
