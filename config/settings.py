@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,47 @@ class PublicSettings(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
     base_url: str
+    # Bounds on what one door process holds for slow or abusive clients.
+    max_connections: int = Field(ge=1)
+    idle_timeout_seconds: float = Field(gt=0)
+    body_timeout_seconds: float = Field(gt=0)
+    max_header_bytes: int = Field(ge=1024, le=65536)
+    max_headers: int = Field(ge=16, le=1000)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text, strict=False)
+
+
+class ClientLimitSettings(_Section):
+    """The per-client-IP request limit on POST /v1/registrations (off by default)."""
+
+    enabled: bool
+    rate_per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+    # Client addresses each door process keeps a bucket for (least recently seen evicted).
+    max_clients: int = Field(ge=1)
+    # Comma-separated addresses or CIDR networks of the reverse proxies whose
+    # X-Forwarded-For is believed ("" trusts none).
+    trusted_proxies: str
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for entry in _entries(value):
+            try:
+                _network(entry)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or network: {entry!r}") from exc
+        return value
+
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The trusted proxies, parsed."""
+        return tuple(_network(entry) for entry in _entries(self.trusted_proxies))
+
+
+def _entries(text: str) -> list[str]:
+    return [entry.strip() for entry in text.split(",") if entry.strip()]
 
 
 class AdminSettings(_Section):
@@ -236,6 +278,7 @@ class Settings(BaseSettings):
     )
 
     public: PublicSettings
+    client_limit: ClientLimitSettings
     admin: AdminSettings
     redis: RedisSettings
     postgres: PostgresSettings

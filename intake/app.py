@@ -19,6 +19,8 @@ from queueing.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
+LINGER_SECONDS = 2.0
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -47,10 +49,23 @@ def _observing(timer: RequestTimer) -> Middleware:
 
 def build_public_app(door: Door) -> web.Application:
     """The public port: registrations, health and the OpenAPI document."""
+    public = door.settings.public
     app = web.Application(
         middlewares=[_observing(RequestTimer())],
         client_max_size=registrations.MAX_BODY_BYTES,
-        handler_args={"max_field_size": 8190},
+        handler_args={
+            # aiohttp arms this when a connection opens and after each answer, and
+            # closes the connection if no complete request head came by then: it is
+            # the idle and the slow-header timeout at once.
+            "keepalive_timeout": public.idle_timeout_seconds,
+            "max_line_size": public.max_header_bytes,
+            "max_field_size": public.max_header_bytes,
+            "max_headers": public.max_headers,
+            # After a 408 or 413 the unread rest of a body is drained for this long
+            # (so the client sees the answer, not a reset), then the connection closes;
+            # aiohttp's 10 s would let a slow client hold it that much longer.
+            "lingering_time": LINGER_SECONDS,
+        },
     )
     app[DOOR] = door
     router = app.router

@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 
 from config.settings import Settings
 from intake import metrics
+from intake.client_limit import ClientLimiter
 from intake.storage import StatusStore
 from queueing.admission import AdmissionPolicy, AdmissionScript
 from queueing.grouping import GroupAdmitter
@@ -57,6 +58,8 @@ class Door:
     hasher: KeyedHasher
     storage: StatusStore
     calendar: JakartaCalendar = field(default_factory=JakartaCalendar)
+    # None when the per-client-IP limit is off: the hot path then checks nothing more.
+    client_limiter: ClientLimiter | None = None
     draining: bool = False
 
     async def backlog(self) -> dict[int, int]:
@@ -116,6 +119,9 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         sealer=Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id),
         hasher=KeyedHasher(settings.keys.hash_key_bytes()),
         storage=StatusStore(settings),
+        client_limiter=(
+            ClientLimiter(settings.client_limit) if settings.client_limit.enabled else None
+        ),
     )
     with contextlib.suppress(Exception):
         # Start with the live policy when Redis is there; the refresher keeps

@@ -13,10 +13,12 @@ from aiohttp import web
 
 from config.settings import ConfigError, Settings
 from intake.app import build_admin_app, build_public_app
+from intake.connections import CappedSite
 from intake.door import open_door
 from intake.key_reload import on_reload_signal
 
 log = logging.getLogger("gelombang.door")
+ADMIN_MAX_CONNECTIONS = 256
 
 
 def configure_logging(settings: Settings) -> None:
@@ -27,14 +29,16 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
-async def _start(app: web.Application, host: str, port: int, deadline: float) -> web.AppRunner:
+async def _start(app: web.Application, host: str, port: int, deadline: float,
+                 max_connections: int) -> web.AppRunner:
     # access_log=None: an access line per request would cost more than the
     # handler; the metrics count requests by route and status instead.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=deadline)
     await runner.setup()
     # reuse_port: every door process binds the same port; the kernel spreads
     # connections over them.
-    await web.TCPSite(runner, host, port, reuse_port=True, backlog=4096).start()
+    await CappedSite(runner, host, port, max_connections=max_connections, reuse_port=True,
+                     backlog=4096).start()
     return runner
 
 
@@ -62,9 +66,10 @@ async def serve(settings: Settings, index: int) -> None:
             on_reload_signal(door, index)  # the settings read at start may be older
         deadline = door_settings.shutdown_deadline_seconds
         public = await _start(build_public_app(door), settings.public.host,
-                              settings.public.port, deadline)
+                              settings.public.port, deadline, settings.public.max_connections)
+        # The admin port is private; its cap only keeps a runaway scraper bounded.
         admin = await _start(build_admin_app(door), settings.admin.host,
-                             settings.admin.port, deadline)
+                             settings.admin.port, deadline, ADMIN_MAX_CONNECTIONS)
         log.info("door process %d listening on %s:%d (admin %s:%d)", index,
                  settings.public.host, settings.public.port,
                  settings.admin.host, settings.admin.port)

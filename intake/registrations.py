@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import math
 import re
@@ -12,6 +13,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
+from intake.client_limit import ClientLimiter, client_address
 from intake.door import Door
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response
 from intake.state import DOOR
@@ -35,20 +37,21 @@ RETRY_AFTER_CLOSED: Final = "300"
 RETRY_AFTER_OVERLOADED: Final = "1"
 # The policy name of the IETF RateLimit fields.
 POLICY_NAME: Final = '"admission"'
+CLIENT_POLICY_NAME: Final = '"client"'
 
 
 async def create_registration(request: web.Request) -> web.Response:
     """Validate, seal and admit one registration."""
+    door = request.app[DOOR]
+    if door.client_limiter is not None:
+        limited = _client_limited(door.client_limiter, request)
+        if limited is not None:
+            return limited
     if request.content_type != "application/json":
         return error_response(415, "unsupported_media_type")
-    declared = request.content_length
-    if declared is not None and declared > MAX_BODY_BYTES:
-        return _too_large()
-    try:
-        # The app's client_max_size stops chunked bodies at the same limit.
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _too_large()
+    raw = await _read_body(request, door.settings.public.body_timeout_seconds)
+    if isinstance(raw, web.Response):
+        return raw
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -57,7 +60,6 @@ async def create_registration(request: web.Request) -> web.Response:
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         return error_response(400, "invalid_idempotency_key")
 
-    door = request.app[DOOR]
     checked = validate_registration(body, door.calendar.today())
     if isinstance(checked, dict):
         return error_response(422, "validation_failed", fields=checked)
@@ -88,6 +90,24 @@ async def create_registration(request: web.Request) -> web.Response:
     except Overloaded:
         return _unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
     return _answer(door, decision)
+
+
+async def _read_body(request: web.Request, limit_seconds: float) -> bytes | web.Response:
+    """The body (at most 4 KiB), or the 413/408 answer."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        return _too_large()
+    try:
+        if request.content.is_eof():
+            # The usual case: the whole body came with the head; no timer needed.
+            return await request.read()
+        async with asyncio.timeout(limit_seconds):
+            # The app's client_max_size stops chunked bodies at the same limit.
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large()
+    except TimeoutError:
+        return _closing(error_response(408, "request_timeout"))
 
 
 def _answer(door: Door, decision: Decision) -> web.Response:
@@ -135,9 +155,30 @@ def _unavailable(code: str, retry_after: str) -> web.Response:
     return error_response(503, code, headers={"Retry-After": retry_after})
 
 
+def _client_limited(limiter: ClientLimiter, request: web.Request) -> web.Response | None:
+    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()),
+                            limiter.trusted)
+    retry_after = limiter.take(client)
+    if not retry_after:
+        return None
+    return error_response(
+        429,
+        "client_limited",
+        headers={
+            "Retry-After": str(retry_after),
+            "RateLimit-Policy": f"{CLIENT_POLICY_NAME};q={limiter.burst};"
+                                f"w={limiter.window_seconds}",
+            "RateLimit": f"{CLIENT_POLICY_NAME};r=0;t={retry_after}",
+        },
+    )
+
+
 def _too_large() -> web.Response:
-    response = error_response(413, "payload_too_large")
-    # The rest of an oversized body is never read: close instead of draining it.
+    return _closing(error_response(413, "payload_too_large"))
+
+
+def _closing(response: web.Response) -> web.Response:
+    # The rest of the body is never read: close instead of draining it.
     response.force_close()
     return response
 

@@ -19,6 +19,9 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     "queue_unavailable", "intake_closed", "not_found", "invalid_token", "token_expired",
     # Added to API.md's list, backward compatible: GET status while PostgreSQL is down.
     "status_unavailable",
+    # Added for slow and abusive clients (issue 7), backward compatible: a body that
+    # never arrives, and the per-client-IP limit (off by default).
+    "request_timeout", "client_limited",
 })
 # The field codes of API.md's validation table.
 FIELD_CODES: Final = frozenset({
@@ -29,7 +32,7 @@ FIELD_CODES: Final = frozenset({
 REQUEST_FIELDS: Final = frozenset({"nik", "full_name", "email", "phone", "birth_date", "consent"})
 # Method, path and status codes of every operation of the public port.
 OPERATIONS: Final = {
-    ("post", "/v1/registrations"): {"202", "400", "413", "415", "422", "429", "503"},
+    ("post", "/v1/registrations"): {"202", "400", "408", "413", "415", "422", "429", "503"},
     ("get", "/v1/registrations/{registration_id}"): {"200", "404", "503"},
     ("get", "/v1/verify-email"): {"200", "400", "410", "503"},
     ("get", "/healthz"): {"200"},
