@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime
 import string
+import unicodedata
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intake.validation import (
@@ -375,3 +376,216 @@ def test_registrants_can_be_made_on_29_february() -> None:
     leap_day = datetime.date(2028, 2, 29)
     registrant = RegistrantFactory(seed=1, today=leap_day).make()
     assert isinstance(validate_registration(registrant.body(), leap_day), PersonalData)
+
+
+# --- an independent oracle of the contract's rules (API.md, check 5) ---------------------
+# Written from the contract's table, without the validator's helpers, so a rule the
+# validator gets wrong disagrees with it.
+
+ORACLE_PROVINCES = {11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 31, 32, 33, 34, 35, 36, 51, 52, 53,
+                    61, 62, 63, 64, 65, 71, 72, 73, 74, 75, 76, 81, 82, 91, 92, 93, 94, 95, 96}
+ASCII_DIGITS = "0123456789"
+ATEXT = set(string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-")
+LDH = set(string.ascii_letters + string.digits + "-")
+
+
+def oracle_date(year: int, month: int, day: int) -> datetime.date | None:
+    try:
+        return datetime.date(year, month, day)
+    except ValueError:
+        return None
+
+
+def oracle_nik(value: str) -> tuple[str | None, tuple[int, int, int] | None]:
+    """(code, (day, month, yy)) for a NIK string, as the contract's table reads."""
+    if len(value) != 16 or any(c not in ASCII_DIGITS for c in value):
+        return "invalid_format", None
+    if int(value[:2]) not in ORACLE_PROVINCES or value[2:4] == "00" or value[4:6] == "00":
+        return "invalid_region", None
+    day, month, yy = int(value[6:8]), int(value[8:10]), int(value[10:12])
+    if day > 40:
+        day -= 40
+    # The NIK's year is the latest with these two digits not after the submission's year.
+    year = 2000 + yy if 2000 + yy <= TODAY.year else 1900 + yy
+    if oracle_date(year, month, day) is None:
+        return "invalid_date", None
+    if value[12:] == "0000":
+        return "invalid_serial", None
+    return None, (day, month, yy)
+
+
+def oracle_name(value: str) -> str | None:
+    name = unicodedata.normalize("NFC", value).strip()
+    while "  " in name:
+        name = name.replace("  ", " ")
+    if not name:
+        return "too_short"
+    if len(name) > 100:
+        return "too_long"
+    allowed = all(unicodedata.category(c)[0] in "LM" or c in " .'-" for c in name)
+    has_letter = any(unicodedata.category(c)[0] == "L" for c in name)
+    return None if allowed and has_letter else "invalid_characters"
+
+
+def oracle_email(value: str) -> str | None:
+    if len(value) > 254:
+        return "too_long"
+    if not value.isascii() or "@" not in value:
+        return "invalid_format"
+    local, domain = value.rsplit("@", 1)
+    atoms, labels = local.split("."), domain.split(".")
+    local_ok = all(atom and set(atom) <= ATEXT for atom in atoms)
+    domain_ok = len(labels) >= 2 and all(
+        0 < len(label) <= 63 and set(label) <= LDH and label[0] != "-" and label[-1] != "-"
+        for label in labels
+    )
+    return None if local_ok and domain_ok else "invalid_format"
+
+
+def oracle_phone(value: str) -> str | None:
+    digits = value.replace(" ", "").replace("-", "")
+    for prefix in ("+62", "62", "0"):
+        if digits.startswith(prefix + "8"):
+            rest = digits[len(prefix):]
+            if 9 <= len(rest) <= 12 and all(c in ASCII_DIGITS for c in rest):
+                return None
+    return "invalid_format"
+
+
+def oracle_birth_date(value: str, nik_date: tuple[int, int, int] | None) -> str | None:
+    parts = value.split("-")
+    if (len(value) != 10 or [len(p) for p in parts] != [4, 2, 2]
+            or any(c not in ASCII_DIGITS for p in parts for c in p)):
+        return "invalid_date"
+    year, month, day = (int(p) for p in parts)
+    if oracle_date(year, month, day) is None:
+        return "invalid_date"
+    if nik_date is not None and nik_date != (day, month, year % 100):
+        return "birth_date_mismatch"
+    # Eighteenth birthday; 29 February falls on 1 March in a common year.
+    birthday = oracle_date(year + 18, month, day) or datetime.date(year + 18, 3, 1)
+    return "underage" if TODAY < birthday else None
+
+
+def oracle(body: dict[str, Any]) -> dict[str, str]:
+    """Every field code the contract gives the body ({} when it is valid)."""
+    codes = {name: "unknown_field" for name in body if name not in KNOWN_FIELDS}
+    nik_date = None
+    for name in KNOWN_FIELDS:
+        if name not in body:
+            codes[name] = "required"
+            continue
+        value = body[name]
+        if name == "consent":
+            if not isinstance(value, bool):
+                codes[name] = "wrong_type"
+            elif value is not True:
+                codes[name] = "must_be_true"
+            continue
+        if not isinstance(value, str):
+            codes[name] = "wrong_type"
+            continue
+        if name == "nik":
+            code, nik_date = oracle_nik(value)
+        elif name == "full_name":
+            code = oracle_name(value)
+        elif name == "email":
+            code = oracle_email(value)
+        elif name == "phone":
+            code = oracle_phone(value)
+        else:
+            code = oracle_birth_date(value, nik_date)
+        if code is not None:
+            codes[name] = code
+    return codes
+
+
+# Values near the rules' edges, mixed with anything, so both sides of each rule are hit.
+digits_text = st.text(ASCII_DIGITS, min_size=0, max_size=3)
+nik_values = st.one_of(
+    st.builds(lambda p, a, d, m, y, s: f"{p:02d}{a}{d:02d}{m:02d}{y:02d}{s}",
+              st.sampled_from(sorted(ORACLE_PROVINCES)) | st.integers(0, 99),
+              st.sampled_from(["0101", "0001", "0100", "3275"]),
+              st.integers(0, 75), st.integers(0, 13), st.integers(0, 99),
+              st.sampled_from(["0001", "0000", "9999"])),
+    st.text(ASCII_DIGITS + "a\uff11", max_size=17),
+)
+name_values = st.text(
+    st.characters(categories=("L", "M", "Zs", "P", "N")) | st.sampled_from(list(" .'-")),
+    max_size=105,
+)
+email_values = st.one_of(
+    st.from_regex(r"[a-z0-9]{1,8}(\.[a-z0-9_+-]{1,5})?@[a-z0-9]{1,8}(-[a-z]{1,3})?\.[a-z]{2,3}",
+                  fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9.!#'_+-]{0,12}@[A-Za-z0-9.-]{0,20}", fullmatch=True),
+    st.builds(lambda n: "a" * n + "@example.com", st.integers(240, 250)),
+    st.text(max_size=20),
+)
+phone_values = st.one_of(
+    st.builds(lambda p, d, sep: sep.join(p + d), st.sampled_from(["08", "628", "+628", "8", "07"]),
+              st.text(ASCII_DIGITS, min_size=7, max_size=13), st.sampled_from(["", " ", "-"])),
+    st.text(ASCII_DIGITS + " -+\u0668", max_size=16),
+)
+date_values = st.one_of(
+    st.dates(datetime.date(1920, 1, 1), datetime.date(2026, 12, 31)).map(str),
+    st.from_regex(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,3}", fullmatch=True),
+    st.text(max_size=12),
+)
+# Always valid under the contract: drawn most of the time, so whole bodies pass too.
+valid_values = {
+    "nik": st.builds(lambda p, d, m, y: f"{p}0101{d:02d}{m:02d}{y:02d}0001",
+                     st.sampled_from(sorted(ORACLE_PROVINCES)),
+                     st.integers(1, 28) | st.integers(41, 68), st.integers(1, 12),
+                     st.integers(27, 99) | st.integers(0, 8)),
+    "full_name": st.sampled_from(["Budi Santoso", "  Dewi  Lestari ", "O'Neil-Putri"]),
+    "email": st.from_regex(r"[a-z0-9]{1,8}@[a-z0-9]{1,8}\.[a-z]{2,3}", fullmatch=True),
+    "phone": st.builds(lambda p, d: p + "8" + d, st.sampled_from(["0", "62", "+62"]),
+                       st.text(ASCII_DIGITS, min_size=8, max_size=11)),
+    "birth_date": st.just("1990-01-01"),
+    "consent": st.just(True),
+}
+field_values = {
+    "nik": nik_values, "full_name": name_values, "email": email_values,
+    "phone": phone_values, "birth_date": date_values,
+    "consent": st.sampled_from([True, True, True, False, None, 1, "true"]),
+}
+
+
+@st.composite
+def near_valid_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name, values in field_values.items():
+        # 19 rather than 0: Hypothesis draws the smallest values more often.
+        if draw(st.integers(0, 19)) == 19:
+            continue  # left out: required
+        pick = draw(st.integers(0, 19))
+        body[name] = draw(json_values if pick == 19 else values if pick >= 11
+                          else valid_values[name])
+    if isinstance(body.get("nik"), str) and draw(st.integers(0, 3)) < 3:
+        # Often give the birth date the NIK encodes, so whole bodies pass too.
+        _, nik_date = oracle_nik(body["nik"])
+        if nik_date is not None:
+            day, month, yy = nik_date
+            year = 2000 + yy if 2000 + yy <= TODAY.year else 1900 + yy
+            body["birth_date"] = f"{year:04d}-{month:02d}-{day:02d}"
+    if draw(st.integers(0, 19)) == 19:
+        body[draw(st.text(max_size=8))] = draw(json_values)
+    return body
+
+
+@settings(max_examples=1500, deadline=None)
+@given(near_valid_bodies())
+def test_the_validator_accepts_exactly_what_the_contract_accepts(body: dict[str, Any]) -> None:
+    expected = oracle(body)
+    result = validate_registration(body, TODAY)
+    if expected:
+        assert result == expected
+    else:
+        assert isinstance(result, PersonalData), result
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values | st.dictionaries(field_names, json_values, max_size=8))
+def test_the_validator_never_raises_on_any_json(body: Any) -> None:
+    result = validate_registration(body, TODAY)
+    assert isinstance(result, PersonalData | dict)

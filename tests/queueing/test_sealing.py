@@ -77,3 +77,14 @@ def test_keyed_hash_is_hmac_sha256(key: bytes, value: str) -> None:
 def test_hash_key_must_be_long() -> None:
     with pytest.raises(ValueError, match="32"):
         KeyedHasher(b"short")
+
+
+@settings(max_examples=200, deadline=None)
+@given(plaintext=st.binary(max_size=200), data=st.data())
+def test_any_change_to_a_sealed_value_is_detected(plaintext: bytes, data: st.DataObject) -> None:
+    sealer = Sealer({"a": KEY_A}, "a")
+    sealed = bytearray(sealer.seal(plaintext, b"context"))
+    position = data.draw(st.integers(0, len(sealed) - 1))
+    sealed[position] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(SealingError):
+        sealer.open("a", bytes(sealed), b"context")
