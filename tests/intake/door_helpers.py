@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from config.settings import Settings
@@ -31,8 +32,8 @@ def with_admission(settings: Settings, **changes: object) -> Settings:
 async def running_door(settings: Settings) -> AsyncIterator[DoorUnderTest]:
     """An in-process door with the given settings."""
     async with open_door(settings) as door:
-        public = TestClient(TestServer(build_public_app(door)))
-        admin = TestClient(TestServer(build_admin_app(door)))
+        public = TestClient(await _server(build_public_app(door)))
+        admin = TestClient(await _server(build_admin_app(door)))
         await public.start_server()
         await admin.start_server()
         try:
@@ -40,3 +41,11 @@ async def running_door(settings: Settings) -> AsyncIterator[DoorUnderTest]:
         finally:
             await public.close()
             await admin.close()
+
+
+async def _server(app: web.Application) -> TestServer:
+    # No access log, as the real door (intake/process.py): a request line
+    # quotes whatever path a client sent, a mistyped NIK included.
+    server = TestServer(app)
+    await server.start_server(access_log=None)
+    return server
