@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import redis
 
 from config.settings import CONFIG_ENV, Settings
 from gelombang.devapps import AppProcess
-from gelombang.devstate import DEV_SEALING_KEY_ID, DevState, ensure_config
+from gelombang.devstate import DEV_SEALING_KEY_ID, DevState, ensure_config, render_toml
 from gelombang.processes import ServiceError, free_port, process_alive, read_pid_file
 from gelombang.services import PostgresServer, start_postgres, start_redis
 
@@ -157,6 +158,13 @@ def test_overrides_set_single_keys_and_keep_the_rest_of_each_section(
     assert (settings.public.port, settings.public.host) == (18080, "127.0.0.1")
     assert settings.nik.base_url == "http://127.0.0.1:9"
     assert settings.nik.username == "gelombang"  # the section's other keys: defaults
+
+
+def test_the_rendered_toml_reads_back_as_written() -> None:
+    sections = {"one": {"text": 'a "quoted" line', "number": 2.5, "flag": True, "count": 3,
+                        "seeds": ["127.0.0.1:7001", "127.0.0.1:7002"], "empty": [],
+                        "table": {"k": "v"}}}
+    assert tomllib.loads(render_toml(sections)) == sections
 
 
 def test_a_missing_app_module_is_skipped() -> None:
