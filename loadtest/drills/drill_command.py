@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from config.settings import Settings
+from gelombang.processes import ServiceError
 from loadtest.drills.catalogue import drills
 from loadtest.drills.runner import run_drill
 from loadtest.drills.stack import DrillStack
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("gelombang drill: interrupted", file=sys.stderr)
         return 130
+    except ServiceError as exc:
+        print(f"gelombang drill: the stack failed: {exc}", file=sys.stderr)
+        return 1
     finally:
         stack.close(keep=args.keep)
         if args.results is not None:
