@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "nik-sim": "workers.sandbox.nik_sim",
     "surge": "loadtest.surge_command",
     "drill": "loadtest.drills.drill_command",
+    "healthcheck": "gelombang.healthcheck",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).
