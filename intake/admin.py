@@ -36,12 +36,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ADMIN_ACTOR = "admin-token"
 # Routes whose handler writes its own audit entry, in one transaction with the change.
 SELF_AUDITED = frozenset({"admission.update"})
+# Served without the token: Prometheus scrapes, and the ops page's document and assets,
+# which hold no data (the page asks for the token and sends it with each API call).
+OPEN_ROUTES = frozenset({"metrics", "ops.page", "ops.asset"})
 
 
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every admin route but /metrics needs the bearer token."""
-    if request.path == "/metrics":
+    """Every admin route but /metrics and the ops page's files needs the bearer token."""
+    if request.match_info.route.name in OPEN_ROUTES:
         return await handler(request)
     expected = request.app[DOOR].settings.admin.token
     supplied = request.headers.get("Authorization", "")

@@ -13,6 +13,7 @@ from intake import health, registrations, verify_email
 from intake.admin import build_admin_routes, require_token
 from intake.door import Door
 from intake.metrics import RequestTimer
+from intake.pages import add_page_routes, form_page, ops_page
 from intake.responses import error_response
 from intake.state import DOOR
 from queueing.tokens import TokenSigner
@@ -80,6 +81,8 @@ def build_public_app(door: Door) -> web.Application:
     router.add_get("/healthz", health.healthz, name="healthz", allow_head=False)
     router.add_get("/readyz", health.readyz, name="readyz", allow_head=False)
     router.add_get("/openapi.json", health.openapi, name="openapi", allow_head=False)
+    # Exact and prefix routes of their own: POST /v1/registrations resolves as fast as before.
+    add_page_routes(router, form_page(), prefix="/", name="form")
     return app
 
 
@@ -89,4 +92,5 @@ def build_admin_app(door: Door) -> web.Application:
                           client_max_size=64 * 1024)
     app[DOOR] = door
     build_admin_routes(app)
+    add_page_routes(app.router, ops_page(), prefix="/admin/", name="ops")
     return app

@@ -1,0 +1,127 @@
+"""The field rules and Indonesian texts the public form checks in the browser.
+
+Built from the validator's own constants and patterns (intake/validation.py,
+intake/nik.py), so the browser and the server cannot drift apart silently:
+the form's script holds only the order of the checks, every figure, pattern
+and code it uses comes from here (tests/web/test_form_rules.py runs both on
+one table of cases).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Final
+
+import orjson
+
+from intake import nik, validation
+
+# One Indonesian text per field and field code; every code of FIELD_CODES has one.
+_ANY: Final = {
+    validation.REQUIRED: "Wajib diisi.",
+    validation.WRONG_TYPE: "Isian tidak valid.",
+}
+FIELD_MESSAGES: Final[dict[str, dict[str, str]]] = {
+    "body": {validation.WRONG_TYPE: "Formulir tidak valid."},
+    "*": {validation.UNKNOWN_FIELD: "Isian tidak dikenal."},
+    "nik": {
+        **_ANY,
+        nik.INVALID_FORMAT: "NIK harus terdiri dari tepat 16 angka.",
+        nik.INVALID_REGION: "Kode wilayah pada NIK (6 angka pertama) tidak dikenal.",
+        nik.INVALID_DATE: "Tanggal lahir pada NIK (angka ke-7 sampai ke-12) tidak valid.",
+        nik.INVALID_SERIAL: "Nomor urut pada NIK (4 angka terakhir) tidak boleh 0000.",
+    },
+    "full_name": {
+        **_ANY,
+        validation.TOO_SHORT: "Nama lengkap wajib diisi.",
+        validation.TOO_LONG: "Nama lengkap paling banyak 100 karakter.",
+        validation.INVALID_CHARACTERS: "Nama hanya boleh berisi huruf, spasi, titik, apostrof"
+                                       " dan tanda hubung, dengan sedikitnya satu huruf.",
+    },
+    "email": {
+        **_ANY,
+        validation.INVALID_FORMAT: "Alamat email tidak valid (contoh: nama@contoh.co.id).",
+        validation.TOO_LONG: "Alamat email paling banyak 254 karakter.",
+    },
+    "phone": {
+        **_ANY,
+        validation.INVALID_FORMAT: "Nomor HP harus diawali 08, 628 atau +628, dengan 9 sampai"
+                                   " 12 angka mulai dari angka 8.",
+    },
+    "birth_date": {
+        **_ANY,
+        validation.INVALID_DATE: "Tanggal lahir tidak valid.",
+        validation.BIRTH_DATE_MISMATCH: "Tanggal lahir tidak sesuai dengan NIK.",
+        validation.UNDERAGE: "Pendaftar harus berusia sedikitnya 18 tahun.",
+    },
+    "consent": {
+        **_ANY,
+        validation.MUST_BE_TRUE: "Anda harus menyetujui pernyataan ini.",
+    },
+}
+
+# The texts of the contract's error codes the form can meet on POST and GET.
+ERROR_MESSAGES: Final[dict[str, str]] = {
+    "admission_limited": "Terlalu banyak pendaftar saat ini.",
+    "client_limited": "Terlalu banyak permintaan dari jaringan Anda.",
+    "backlog_full": "Antrean pendaftaran sedang penuh.",
+    "queue_unavailable": "Layanan pendaftaran sedang terganggu.",
+    "intake_closed": "Pendaftaran sedang ditutup.",
+    "status_unavailable": "Status pendaftaran belum dapat dibaca.",
+    "not_found": "Pendaftaran Anda masih dalam antrean.",
+    "network": "Tidak dapat terhubung ke server.",
+    "other": "Terjadi kesalahan. Silakan coba lagi.",
+}
+
+# The status page's words for the states and verification outcomes of API.md.
+STATE_MESSAGES: Final[dict[str, str]] = {
+    "queued": "Dalam antrean",
+    "accepted": "Diterima",
+    "duplicate": "Ganda (NIK atau email sudah terdaftar)",
+    "ineligible": "Tidak memenuhi syarat",
+    "pending": "Menunggu",
+    "sent": "Email terkirim, silakan buka tautannya",
+    "verified": "Terverifikasi",
+    "failed": "Gagal",
+    "skipped": "Tidak diperiksa",
+    "mismatch": "Data tidak cocok",
+    "not_found": "Tidak ditemukan",
+}
+
+
+def _python_whitespace() -> str:
+    # What str.strip() removes; JavaScript's trim() differs (U+001C-U+001F, U+0085, U+FEFF).
+    return "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+
+
+def form_rules() -> dict[str, Any]:
+    """Everything the form's script needs to check a registration as the server does."""
+    return {
+        "nik": {
+            "length": nik.NIK_LENGTH,
+            "provinces": sorted(nik.PROVINCE_CODES),
+            "woman_day_offset": nik.WOMAN_DAY_OFFSET,
+        },
+        "full_name": {
+            "max_code_points": validation.NAME_MAX_CODE_POINTS,
+            "strip": _python_whitespace(),
+            "punctuation": " .'-",
+        },
+        "email": {
+            "max_length": validation.EMAIL_MAX_LENGTH,
+            "local": validation._DOT_ATOM.pattern,
+            "domain": validation._DOMAIN.pattern,
+        },
+        "phone": {"separators": " -", "pattern": validation._PHONE.pattern},
+        "birth_date": {"pattern": validation._ISO_DATE.pattern, "adult_age": validation.ADULT_AGE},
+        "fields": list(validation.KNOWN_FIELDS),
+        "messages": FIELD_MESSAGES,
+        "errors": ERROR_MESSAGES,
+        "states": STATE_MESSAGES,
+    }
+
+
+def form_rules_json() -> bytes:
+    """The rules as JSON, safe to inline in a <script type="application/json"> block."""
+    # Escaping "<" keeps a pattern's text from ever closing the script element.
+    return orjson.dumps(form_rules()).replace(b"<", b"\\u003c")

@@ -1,0 +1,115 @@
+"""The public form at / in headless Chromium, against a real door and drain."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import asyncpg
+from playwright.async_api import Page, Request
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from loadtest.registrants import RegistrantFactory
+from queueing.keys import partitions
+from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
+from tests.web.browser import chromium_page
+from tests.workers.drain_helpers import drain_settings, running_drain
+
+KEY_SHAPE = re.compile(r"[0-9a-f]{32}")
+
+
+async def fill(page: Page, person: dict[str, str]) -> None:
+    for name in ("nik", "full_name", "email", "phone", "birth_date"):
+        await page.fill(f"#{name}", person[name])
+    await page.check("#consent")
+
+
+async def queued(redis: Redis, settings: Settings) -> int:
+    return sum([await redis.xlen(p.stream) for p in partitions(settings.queue.partitions)])
+
+
+async def test_the_page_is_indonesian_and_locked_down(door_under_test: DoorUnderTest) -> None:
+    async with door_under_test.public.get("/") as reply:
+        text = await reply.text()
+        headers = reply.headers
+    assert reply.status == 200
+    assert '<html lang="id">' in text and "Daftar" in text
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    # Only same-origin scripts: markup injected into the page could not run.
+    assert "script-src 'self';" in headers["Content-Security-Policy"]
+    async with door_under_test.public.get("/assets/form.js") as reply:
+        assert reply.status == 200
+        assert reply.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    async with door_under_test.public.get("/assets/..%2Fpages.py") as reply:
+        assert reply.status == 404
+
+
+async def test_invalid_fields_show_indonesian_messages_and_nothing_is_sent(
+    door_under_test: DoorUnderTest, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    person = registrants.make().body()
+    posts: list[Request] = []
+    async with chromium_page(tmp_path / "profile") as page:
+        page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+        await page.goto(str(door_under_test.public.make_url("/")))
+        await fill(page, {**person, "nik": "3201010006990001", "phone": "0712345678"})
+        await page.fill("#full_name", "")
+        await page.uncheck("#consent")
+        await page.click("#submit")
+        errors = {name: await page.text_content(f"#{name}-error")
+                  for name in ("nik", "full_name", "email", "phone", "birth_date", "consent")}
+    assert errors == {
+        "nik": "Tanggal lahir pada NIK (angka ke-7 sampai ke-12) tidak valid.",
+        "full_name": "Wajib diisi.",
+        "email": "",
+        "phone": "Nomor HP harus diawali 08, 628 atau +628, dengan 9 sampai 12 angka mulai"
+                 " dari angka 8.",
+        "birth_date": "",
+        "consent": "Anda harus menyetujui pernyataan ini.",
+    }
+    assert posts == []
+    assert await queued(redis_client, test_settings) == 0
+
+
+async def test_a_limited_submission_counts_down_retries_and_shows_the_stored_status(
+    test_settings: Settings, redis_client: Redis, pg: asyncpg.Connection,
+    registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    # One partition holding one token, refilled every 2 s: the form's first try is 429.
+    one_partition = test_settings.model_copy(update={
+        "queue": test_settings.queue.model_copy(update={"partitions": 1})})
+    settings = with_admission(drain_settings(one_partition), rate_per_second=0.5, burst=1)
+    posts: list[tuple[int, str]] = []
+    async with running_door(settings) as door, running_drain(settings):
+        async with door.public.post("/v1/registrations",
+                                    json=registrants.make().body()) as first:
+            assert first.status == 202  # the bucket is empty now
+        async with chromium_page(tmp_path / "profile") as page:
+            async def answered(response: object) -> None:
+                request = response.request  # type: ignore[attr-defined]
+                if request.method == "POST":
+                    posts.append((response.status,  # type: ignore[attr-defined]
+                                  await request.header_value("Idempotency-Key") or ""))
+
+            page.on("response", answered)
+            await page.goto(str(door.public.make_url("/")))
+            await fill(page, registrants.make().body())
+            await page.click("#submit")
+            countdown = await page.wait_for_selector("#countdown")
+            assert countdown is not None
+            assert int(await countdown.text_content() or "0") >= 1
+            assert "Terlalu banyak pendaftar saat ini." in (
+                await page.text_content("#notice") or "")
+            await page.wait_for_selector('#status-state[data-state="accepted"]')
+            registration_id = await page.text_content("#status-id")
+            shown_hash = await page.evaluate("location.hash")
+    statuses = [status for status, _ in posts]
+    assert statuses[0] == 429 and statuses[-1] == 202 and set(statuses) == {429, 202}
+    keys = {key for _, key in posts}
+    assert len(keys) == 1 and KEY_SHAPE.fullmatch(keys.pop())  # every retry, the same key
+    assert shown_hash == f"#pendaftaran={registration_id}"
+    stored = await pg.fetch("SELECT registration_id::text AS id, state FROM registrations")
+    assert len(stored) == 2
+    assert (registration_id, "accepted") in [(row["id"], row["state"]) for row in stored]
