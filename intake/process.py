@@ -15,6 +15,7 @@ from config.settings import ConfigError, Settings
 from intake.app import build_admin_app, build_public_app
 from intake.connections import CappedSite
 from intake.door import open_door
+from intake.http_errors import http_logger
 from intake.key_reload import on_reload_signal
 
 log = logging.getLogger("gelombang.door")
@@ -33,7 +34,8 @@ async def _start(app: web.Application, host: str, port: int, deadline: float,
                  max_connections: int) -> web.AppRunner:
     # access_log=None: an access line per request would cost more than the
     # handler; the metrics count requests by route and status instead.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=deadline)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=deadline,
+                           logger=http_logger())
     await runner.setup()
     # reuse_port: every door process binds the same port; the kernel spreads
     # connections over them.

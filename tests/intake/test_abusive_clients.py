@@ -170,6 +170,27 @@ async def test_huge_headers_are_refused_and_others_are_served(
     assert await register(strict_door.url, RegistrantFactory()) == 202
 
 
+async def test_a_malformed_header_is_refused_without_its_bytes_in_the_log(
+    strict_door: DoorProcesses, redis_client: object
+) -> None:
+    # A NIK in a header with a control character: aiohttp's parser quotes
+    # the bad bytes in its exception, which must not reach the door's log.
+    nik = RegistrantFactory().make().nik.encode()
+    async with raw_connection(strict_door.url) as (reader, writer):
+        writer.write(HEAD + b"X-Applicant: " + nik + b"\x01\r\n\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            await writer.drain()
+        answer = await closed_by_door(reader)
+    assert refused_by_http_layer(answer), answer[:40]
+    for _ in range(100):
+        if "(BadHttpMessage)" in strict_door.log_text():
+            break
+        await asyncio.sleep(0.05)
+    log_text = strict_door.log_text()
+    assert "(BadHttpMessage)" in log_text  # the refusal is logged...
+    assert nik.decode() not in log_text  # ...without what the client sent
+
+
 async def test_a_flood_of_invalid_json_is_answered_400_and_memory_stays_bounded(
     strict_door: DoorProcesses, redis_client: object
 ) -> None:
