@@ -91,6 +91,19 @@ class AdminSettings(_Section):
 class RedisSettings(_Section):
     url: str
     timeout_seconds: float = Field(gt=0)
+    # A Redis Cluster: `url` names one node; `cluster_seeds` ("host:port") more, so a
+    # process can start while one is down (docs/cluster.md).
+    cluster: bool = False
+    cluster_seeds: list[str] = Field(default_factory=list)
+
+    @field_validator("cluster_seeds")
+    @classmethod
+    def _seeds_are_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"not host:port: {entry!r}")
+        return value
 
 
 class PostgresSettings(_Section):

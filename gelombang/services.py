@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self, TypeVar
 
@@ -31,6 +32,7 @@ from gelombang.processes import (
 
 __all__ = [
     "AppendFsync",
+    "ClusterNodeOptions",
     "PostgresServer",
     "RedisServer",
     "ServiceError",
@@ -42,6 +44,26 @@ __all__ = [
 
 AppendFsync = Literal["always", "everysec", "no"]
 StopMode = Literal["smart", "fast", "immediate"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNodeOptions:
+    """What makes a redis-server a Redis Cluster node."""
+
+    bus_port: int  # explicit: port + 10000 may be taken, or past 65535
+    node_timeout_ms: int
+    # No: a master that is down takes only its own slots down, not the whole cluster.
+    require_full_coverage: bool = False
+
+    def arguments(self) -> list[str]:
+        """The redis-server options (the node's state file lives in its data folder)."""
+        return [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(self.bus_port),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-require-full-coverage", "yes" if self.require_full_coverage else "no",
+        ]  # fmt: skip
 
 HOST = "127.0.0.1"
 DEV_ROLE = "gelombang"
@@ -124,11 +146,14 @@ class RedisServer(_ServerProcess):
         appendfsync: AppendFsync = "always",
         *,
         log_file: Path | None = None,
+        cluster: ClusterNodeOptions | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.appendfsync: AppendFsync = appendfsync
         self.log_file = log_file or self.data_dir.parent / "logs" / "redis.log"
+        # None: a standalone server; else a node of a Redis Cluster (gelombang/redis_cluster.py).
+        self.cluster = cluster
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -150,6 +175,7 @@ class RedisServer(_ServerProcess):
             # Detached by our own Popen instead, so the pid we hold is the server's.
             "--daemonize", "no",
             "--logfile", "",
+            *(self.cluster.arguments() if self.cluster is not None else ()),
         ]  # fmt: skip
 
     def start(self, timeout: float = 15.0) -> RedisServer:

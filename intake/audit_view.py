@@ -17,12 +17,12 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
 from queueing.keys import AUDIT_STREAM
+from queueing.redis_client import REDIS_UNAVAILABLE
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
@@ -96,7 +96,7 @@ async def get_audit(request: web.Request) -> web.Response:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             streamed: Any = await door.redis.xrevrange(AUDIT_STREAM, max=newest, min="-",
                                                        count=limit)
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_UNAVAILABLE:
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     try:
         archived = await door.storage.audit_page(cursor, limit)

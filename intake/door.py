@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -22,6 +21,7 @@ from queueing.admission import AdmissionPolicy, AdmissionScript
 from queueing.grouping import GroupAdmitter
 from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
+from queueing.redis_client import RedisClient, connect
 from queueing.sealing import KeyedHasher, Sealer
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
@@ -50,7 +50,7 @@ class Door:
     """Everything a door process's handlers need, created once per process."""
 
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     partitions: tuple[Partition, ...]
     live: LiveAdmission
     admitter: GroupAdmitter
@@ -71,11 +71,15 @@ class Door:
         return {p.index: int(n) for p, n in zip(self.partitions, lengths, strict=True)}
 
 
-def connect_redis(settings: Settings, max_connections: int) -> Redis:
-    """A Redis client that fails fast: the door answers 503, it never waits."""
+def connect_redis(settings: Settings, max_connections: int) -> RedisClient:
+    """A Redis client that fails fast: the door answers 503, it never waits.
+
+    On a cluster, a failed call also makes the client re-read the slot map
+    before its next call, so the door follows a failover by itself.
+    """
     timeout = settings.redis.timeout_seconds
-    return Redis.from_url(
-        settings.redis.url,
+    return connect(
+        settings.redis,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         # Retrying inside the client would stretch an outage past the door's

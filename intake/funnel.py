@@ -12,11 +12,11 @@ import asyncio
 from typing import Final
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
+from queueing.redis_client import REDIS_UNAVAILABLE
 
 # The contract's counters, in its order; each is a funnel_counts name.
 COUNTERS: Final = ("stored", "accepted", "duplicate", "ineligible", "email_sent",
@@ -29,7 +29,7 @@ async def get_funnel(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             backlog = await door.backlog()
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_UNAVAILABLE:
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     try:
         counts = await door.storage.funnel()

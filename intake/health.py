@@ -6,10 +6,10 @@ import asyncio
 from importlib import resources
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from intake.responses import JSON_CONTENT_TYPE, json_response
 from intake.state import DOOR
+from queueing.redis_client import REDIS_UNAVAILABLE
 
 OPENAPI_DOCUMENT = resources.files("intake").joinpath("openapi.json").read_bytes()
 
@@ -27,7 +27,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             await door.redis.ping()
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_UNAVAILABLE:
         return json_response(503, {"status": "queue_unavailable"})
     return json_response(200, {"status": "ready"})
 

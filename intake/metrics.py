@@ -85,11 +85,12 @@ def observe_group(stats: GroupStats) -> None:
     """Record one admission round trip and its decisions."""
     GROUP_SIZE.observe(stats.size)
     REDIS_SECONDS.observe(stats.seconds)
-    if stats.decisions is None:
-        _UNAVAILABLE.inc(stats.size)
-        return
+    decisions = stats.decisions or []
+    # Fewer decisions than requests: Redis, or some cluster nodes, failed for the rest.
+    if len(decisions) < stats.size:
+        _UNAVAILABLE.inc(stats.size - len(decisions))
     counts: dict[Outcome, int] = {}
-    for decision in stats.decisions:
+    for decision in decisions:
         counts[decision.outcome] = counts.get(decision.outcome, 0) + 1
     for outcome, count in counts.items():
         _DECISION_COUNTERS[outcome].inc(count)

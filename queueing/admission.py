@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from redis.asyncio import Redis
-
+from queueing.errors import QueueUnavailable
 from queueing.keys import Partition
+from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, ScriptCall, script_source
 
 ADMIT_SCRIPT = script_source("admit")
@@ -118,7 +118,7 @@ class GroupResult:
 class AdmissionScript:
     """The admission script bound to one Redis client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._script = PipelinedScript(redis, ADMIT_SCRIPT)
 
     async def admit(
@@ -126,17 +126,25 @@ class AdmissionScript:
     ) -> GroupResult:
         """Run one round trip deciding every candidate of one partition's group."""
         (result,) = await self.admit_groups(share, [(partition, group)])
+        if isinstance(result, QueueUnavailable):
+            raise result
         return result
 
     async def admit_groups(
         self, share: PartitionShare, groups: Sequence[tuple[Partition, Sequence[Candidate]]]
-    ) -> list[GroupResult]:
-        """Decide several partitions' groups in one round trip: one script call each."""
+    ) -> list[GroupResult | QueueUnavailable]:
+        """Decide several partitions' groups in one round trip: one script call each.
+
+        A group whose cluster node failed gets QueueUnavailable; the others
+        are decided (on one server, any failure raises for all).
+        """
         replies = await self._script.run_all(
             [_script_call(partition, share, group) for partition, group in groups]
         )
         return [
-            GroupResult(
+            QueueUnavailable(type(group_replies).__name__)
+            if isinstance(group_replies, BaseException)
+            else GroupResult(
                 [_decision(reply, candidate) for reply, candidate in zip(
                     group_replies, group, strict=False)],
                 int(group_replies[-1]),

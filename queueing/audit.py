@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
 from queueing.keys import AUDIT_STREAM
+from queueing.redis_client import RedisClient
 
 # Entries kept in the stream (approximate trim). The archive copies them to
 # PostgreSQL long before that many pile up; admin actions are rare.
@@ -37,13 +38,13 @@ def audit_fields(*, actor: str, source: str, action: str,
     }
 
 
-def queue_audit(pipe: Pipeline, fields: Mapping[str, bytes | str]) -> None:
+def queue_audit(pipe: Pipeline | ClusterPipeline, fields: Mapping[str, bytes | str]) -> None:
     """Add the append to a pipeline, so the entry commits with what it records."""
     _ = pipe.xadd(AUDIT_STREAM, dict(fields), maxlen=AUDIT_MAX_ENTRIES,  # type: ignore[arg-type]
                   approximate=True)
 
 
-async def append_audit(redis: Redis, *, actor: str, source: str, action: str,
+async def append_audit(redis: RedisClient, *, actor: str, source: str, action: str,
                        details: Mapping[str, Any]) -> str:
     """Append one entry now; its stream id."""
     fields = audit_fields(actor=actor, source=source, action=action, details=details)

@@ -17,11 +17,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from queueing.admission import AdmissionScript, Candidate, Decision, PartitionShare
 from queueing.errors import QueueingError, QueueUnavailable
 from queueing.keys import Partition
+from queueing.redis_client import REDIS_UNAVAILABLE
 
 _Waiting = deque[tuple[Candidate, "asyncio.Future[Decision]"]]
 _Batch = list[tuple[Candidate, "asyncio.Future[Decision]"]]
@@ -35,9 +34,10 @@ class Overloaded(QueueingError):
 class GroupStats:
     """Observations of one finished round trip, for metrics."""
 
-    size: int  # candidates decided in the round trip, over every partition
+    size: int  # candidates in the round trip, over every partition
     seconds: float
-    decisions: list[Decision] | None  # None: Redis failed or timed out
+    # None: Redis failed or timed out; fewer than size: some cluster nodes failed.
+    decisions: list[Decision] | None
 
 
 class GroupAdmitter:
@@ -105,15 +105,22 @@ class GroupAdmitter:
     async def _round_trip(self, groups: list[tuple[Partition, _Batch]]) -> None:
         started = time.perf_counter()
         batch = [entry for _, group in groups for entry in group]
-        decisions: list[Decision] | None = None
-        error: BaseException | None = None
+        # One outcome per entry of batch: its decision, or why there is none.
+        outcomes: list[Decision | QueueUnavailable] | None = None
+        error: QueueUnavailable | None = None
         try:
             async with asyncio.timeout(self._timeout):
                 results = await self._script.admit_groups(
                     self._share(), [(partition, _candidates(group)) for partition, group in groups]
                 )
-            decisions = [decision for result in results for decision in result.decisions]
-        except (RedisError, OSError, TimeoutError) as exc:
+            outcomes = []
+            for result, (_, group) in zip(results, groups, strict=True):
+                if isinstance(result, QueueUnavailable):
+                    # Only this partition's node failed (a cluster in failover).
+                    outcomes.extend(result for _ in group)
+                else:
+                    outcomes.extend(result.decisions)
+        except REDIS_UNAVAILABLE as exc:
             error = QueueUnavailable(type(exc).__name__)
         except asyncio.CancelledError:
             error = QueueUnavailable("admission cancelled")
@@ -123,11 +130,14 @@ class GroupAdmitter:
             for index, (_, future) in enumerate(batch):
                 if future.done():  # the waiting handler went away
                     continue
-                if decisions is not None:
-                    future.set_result(decisions[index])
+                outcome = outcomes[index] if outcomes is not None else None
+                if isinstance(outcome, Decision):
+                    future.set_result(outcome)
                 else:
-                    future.set_exception(error or QueueUnavailable("no reply"))
-            self._observe(GroupStats(len(batch), time.perf_counter() - started, decisions))
+                    future.set_exception(outcome or error or QueueUnavailable("no reply"))
+            decided = None if outcomes is None else [
+                outcome for outcome in outcomes if isinstance(outcome, Decision)]
+            self._observe(GroupStats(len(batch), time.perf_counter() - started, decided))
 
     async def close(self) -> None:
         """Wait for the round trips in flight (the pending groups are flushed)."""

@@ -3,7 +3,9 @@
 Partition keys carry a hash tag (`{p3}`), so every key of one partition lives
 in one Redis Cluster slot and the admission script, which touches the
 partition's bucket, stream and idempotency records at once, runs unchanged on
-a cluster.
+a cluster. The live admission settings and the audit stream share the tag
+`{admin}`, because a settings change and its audit entry commit in one
+MULTI. Every other key is used alone.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from dataclasses import dataclass
 
 PREFIX = "gelombang"
 
+ADMIN_TAG = "{admin}"
 # Live admission settings (JSON) written by the admin API, read by every door.
-ADMISSION_SETTINGS = f"{PREFIX}:admission:settings"
+ADMISSION_SETTINGS = f"{PREFIX}:{ADMIN_TAG}:admission:settings"
 # Append-only audit log of admin actions.
-AUDIT_STREAM = f"{PREFIX}:audit"
+AUDIT_STREAM = f"{PREFIX}:{ADMIN_TAG}:audit"
 # The consumer group of the drain workers on every intake stream.
 STORE_GROUP = "store"
 # Drain worker heartbeats: a sorted set of consumer names scored by the Unix

@@ -17,12 +17,11 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from queueing.admission import AdmissionPolicy, PartitionShare
 from queueing.audit import audit_fields, queue_audit
 from queueing.keys import ADMISSION_SETTINGS
+from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,13 @@ def _merge(configured: AdmissionPolicy, stored: Mapping[Any, Any]) -> AdmissionP
     return replace(configured, **changes)
 
 
-async def read_policy(redis: Redis, configured: AdmissionPolicy) -> AdmissionPolicy:
+async def read_policy(redis: RedisClient, configured: AdmissionPolicy) -> AdmissionPolicy:
     """The policy in force for the deployment: config, then live changes."""
     return _merge(configured, await redis.hgetall(ADMISSION_SETTINGS))
 
 
 async def update_policy(
-    redis: Redis,
+    redis: RedisClient,
     configured: AdmissionPolicy,
     changes: Mapping[str, Any],
     *,
@@ -74,7 +73,7 @@ class LiveAdmission:
     """The policy in force in this process, refreshed from Redis."""
 
     def __init__(
-        self, redis: Redis, configured: AdmissionPolicy, partitions: int, idempotency_ttl: int
+        self, redis: RedisClient, configured: AdmissionPolicy, partitions: int, idempotency_ttl: int
     ) -> None:
         self._redis = redis
         self._configured = configured
@@ -106,7 +105,7 @@ class LiveAdmission:
     async def run(self, interval: float) -> None:
         """Refresh forever; a Redis outage keeps the last known policy."""
         while True:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
                 async with asyncio.timeout(interval):
                     await self.refresh()
             await asyncio.sleep(interval)

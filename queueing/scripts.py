@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
+
+from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
 
 ScriptCall = tuple[Sequence[str], Sequence[str | bytes | int]]
 
@@ -22,16 +25,25 @@ class PipelinedScript:
     """One Lua script bound to a client; calls travel together in one pipeline.
 
     The pipeline is not a transaction: each call is atomic on its own keys
-    (one hash tag each), and a cluster client can split the pipeline by node.
+    (one hash tag each). On a Redis Cluster the calls go out concurrently, one
+    per slot, and fail one by one: a node that is down fails only the calls
+    for its slots (see run_all).
     """
 
-    def __init__(self, redis: Redis, source: str) -> None:
+    def __init__(self, redis: RedisClient, source: str) -> None:
         self._redis = redis
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def run_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """The replies of every call, in order, from one round trip."""
+        """The replies of every call, in order, from one round trip.
+
+        One server: any failure raises. A cluster: a call whose node failed
+        has the exception (one of REDIS_UNAVAILABLE) as its reply; the
+        caller decides per call.
+        """
+        if isinstance(self._redis, RedisCluster):
+            return await self._run_on_cluster(self._redis, calls)
         try:
             return await self._evalsha_all(calls)
         except NoScriptError:
@@ -48,3 +60,25 @@ class PipelinedScript:
                 # Pipeline calls only queue commands; execute() sends them.
                 _ = pipe.evalsha(self._sha, len(keys), *keys, *args)
             return await pipe.execute()
+
+    async def _run_on_cluster(self, cluster: RedisCluster,
+                              calls: Sequence[ScriptCall]) -> list[Any]:
+        # The cluster client's pipeline fails as a whole when one node cannot
+        # be reached, and does not refresh its slot map on that path; single
+        # calls do both right (the next call after a failover finds the new
+        # master), and only the failed node's calls fail.
+        replies = await asyncio.gather(*(self._call_on_cluster(cluster, keys, args)
+                                         for keys, args in calls), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException) and not isinstance(reply, REDIS_UNAVAILABLE):
+                raise reply
+        return replies
+
+    async def _call_on_cluster(self, cluster: RedisCluster, keys: Sequence[str],
+                               args: Sequence[str | bytes | int]) -> Any:
+        try:
+            return await cluster.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # This node (new, restarted, or a promoted replica) lacks the
+            # script: EVAL runs it and caches it there.
+            return await cluster.eval(self._source, len(keys), *keys, *args)

@@ -2,6 +2,10 @@
 
 Each run keeps its servers' files in .dev/test-<pid>/ and removes them at the end; folders
 left by runs that died (and any server still running from them) are cleared at the next run.
+
+Tests marked `both_redis` run twice: on one Redis server (`[single]`) and on a local
+3-master Redis Cluster (`[cluster]`, started at the first such test); `test_settings`,
+`redis_client` and `door_under_test` follow the parameter. Other tests use the one server.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.processes import (
@@ -28,6 +31,7 @@ from gelombang.processes import (
     read_pid_file,
     write_pid_file,
 )
+from gelombang.redis_cluster import LocalRedisCluster, start_redis_cluster
 from gelombang.services import (
     PostgresServer,
     RedisServer,
@@ -37,6 +41,7 @@ from gelombang.services import (
     start_redis,
 )
 from loadtest.registrants import RegistrantFactory
+from queueing.redis_client import RedisClient, connect
 from tests.intake.door_helpers import DoorUnderTest, running_door
 from workers.schema import migrate
 
@@ -46,14 +51,24 @@ pytest_plugins = ["tests.pii_guard"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR_PREFIX = "test-"
 TEST_ADMIN_TOKEN = "test-admin-token"
-# What each server's command line contains, to recognise it behind a pid file.
+# What each server's command line contains, to recognise it behind a pid file
+# (run/redis.pid, run/redis-cluster-<port>.pid, run/postgres.pid).
 _MARKERS = {"redis": "redis-server", "postgres": "postgres"}
+REDIS_KINDS = ("single", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests marked both_redis on each Redis kind (session-scoped: one cluster)."""
+    if "redis_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+            "both_redis"):
+        metafunc.parametrize("redis_kind", REDIS_KINDS, indirect=True, scope="session")
 
 
 def _remove_run_dir(folder: Path) -> None:
-    for name, marker in _MARKERS.items():
-        pid = read_pid_file(folder / "run" / f"{name}.pid")
-        if pid is not None and marker in " ".join(process_cmdline(pid)):
+    for pid_file in (folder / "run").glob("*.pid"):
+        marker = _MARKERS.get(pid_file.stem.split("-")[0])
+        pid = read_pid_file(pid_file)
+        if marker is not None and pid is not None and marker in " ".join(process_cmdline(pid)):
             kill_group(pid)
     remove_postgres_data(folder / "postgres")
     shutil.rmtree(folder, ignore_errors=True)
@@ -105,6 +120,22 @@ def redis_server(run_dir: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(run_dir: Path) -> Iterator[LocalRedisCluster]:
+    """The run's 3-master Redis Cluster (no replicas), started at the first test that asks."""
+    cluster = start_redis_cluster(run_dir / "redis-cluster", log_dir=run_dir / "logs")
+    for node in cluster.nodes:
+        write_pid_file(run_dir / "run" / f"redis-cluster-{node.port}.pid", node.pid)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """"single" or "cluster": which Redis test_settings and redis_client use."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture(scope="session")
 def postgres_port() -> int:
     """The port the run's PostgreSQL listens on once some test asks for postgres_server."""
     return _port_outside_ephemeral_range()
@@ -151,9 +182,9 @@ async def pg(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """A client of the run's Redis, emptied (FLUSHALL) before the test."""
-    client = Redis.from_url(redis_server.url)
+async def redis_client(test_settings: Settings) -> AsyncIterator[RedisClient]:
+    """A client of the run's Redis (or cluster), emptied (FLUSHALL) before the test."""
+    client = connect(test_settings.redis)
     await client.flushall()
     try:
         yield client
@@ -162,17 +193,25 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture(scope="session")
-def test_settings(redis_server: RedisServer, postgres_port: int) -> Settings:
+def test_settings(redis_kind: str, postgres_port: int,
+                  request: pytest.FixtureRequest) -> Settings:
     """Settings for the run's servers, random keys, ports 0 on loopback.
 
     Its postgres.dsn points at the run's PostgreSQL, which runs only once a test (or a
-    fixture it uses) asks for postgres_server.
+    fixture it uses) asks for postgres_server. Its Redis is the cluster for `[cluster]`.
     """
+    redis: dict[str, object]
+    if redis_kind == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        redis = {"url": cluster.url, "cluster": True, "cluster_seeds": cluster.seeds}
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        redis = {"url": server.url}
     # Init arguments win over files and environment and merge key by key into their tables.
     return Settings.load(
         public={"host": "127.0.0.1", "port": 0},
         admin={"host": "127.0.0.1", "port": 0, "token": TEST_ADMIN_TOKEN},
-        redis={"url": redis_server.url},
+        redis=redis,
         postgres={"dsn": postgres_dsn(postgres_port)},
         keys={
             "active_sealing_key_id": "test1",

@@ -19,7 +19,6 @@ from typing import cast
 
 import aiohttp
 import orjson
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.devstate import render_toml
@@ -29,6 +28,7 @@ from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.envelope import STREAM_FIELD, Envelope, PersonalData, seal_registration
 from queueing.ids import uuid7_bytes
 from queueing.keys import partitions
+from queueing.redis_client import RedisClient
 from queueing.sealing import KeyedHasher, Sealer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -176,12 +176,12 @@ async def run_load(
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
-async def stream_range(redis: Redis, stream: str | bytes) -> StreamEntries:
+async def stream_range(redis: RedisClient, stream: str | bytes) -> StreamEntries:
     """Every entry of a stream, typed (redis-py's own annotation is loose)."""
     return cast(StreamEntries, await redis.xrange(stream))
 
 
-async def queued_envelopes(redis: Redis, count: int) -> list[Envelope]:
+async def queued_envelopes(redis: RedisClient, count: int) -> list[Envelope]:
     """The envelope of every entry in every partition stream."""
     return [
         Envelope.decode(fields[STREAM_FIELD])
@@ -190,7 +190,7 @@ async def queued_envelopes(redis: Redis, count: int) -> list[Envelope]:
     ]
 
 
-async def queued_ids(redis: Redis, count: int) -> list[str]:
+async def queued_ids(redis: RedisClient, count: int) -> list[str]:
     """The registration id of every entry in every partition stream."""
     return [str(envelope.registration_uuid) for envelope in await queued_envelopes(redis, count)]
 
@@ -205,7 +205,7 @@ def personal_values(people: Sequence[Registrant]) -> list[bytes]:
     return values
 
 
-async def redis_dump(redis: Redis) -> bytes:
+async def redis_dump(redis: RedisClient) -> bytes:
     """Every key and value in Redis, concatenated (streams, strings, hashes)."""
     chunks: list[bytes] = []
     async for key in redis.scan_iter(count=1000):

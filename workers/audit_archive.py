@@ -13,10 +13,10 @@ import datetime
 from typing import Any, Final
 
 import asyncpg
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from queueing.keys import AUDIT_STREAM
+from queueing.redis_client import RedisClient
 
 ARCHIVE_GROUP: Final = "archive"
 _INSERT: Final = """
@@ -27,7 +27,7 @@ SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::
 """
 
 
-async def ensure_group(redis: Redis) -> None:
+async def ensure_group(redis: RedisClient) -> None:
     """The archive's consumer group, from the stream's first entry."""
     try:
         await redis.xgroup_create(AUDIT_STREAM, ARCHIVE_GROUP, id="0", mkstream=True)
@@ -36,7 +36,7 @@ async def ensure_group(redis: Redis) -> None:
             raise
 
 
-async def archive_once(redis: Redis, pool: asyncpg.Pool, consumer: str, *, count: int,
+async def archive_once(redis: RedisClient, pool: asyncpg.Pool, consumer: str, *, count: int,
                        block_ms: int, claim_idle_ms: int) -> int:
     """Archive what is new (or left pending by a dead worker); how many entries."""
     claimed: Any = await redis.xautoclaim(AUDIT_STREAM, ARCHIVE_GROUP, consumer,

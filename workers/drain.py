@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import asyncpg
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from config.settings import DrainSettings, Settings
 from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.errors import EnvelopeError
 from queueing.keys import HEARTBEATS, STORE_GROUP, Partition, heartbeat_details, partitions
+from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from workers import audit_archive
 from workers.handoff import Handoff
 from workers.store import (
@@ -53,9 +53,7 @@ log = logging.getLogger("gelombang.drain")
 
 # Errors that say "try again later", not "this entry is bad".
 TRANSIENT: Final = (
-    OSError,
-    TimeoutError,
-    RedisError,
+    *REDIS_UNAVAILABLE,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,  # a connection broken mid-operation
@@ -95,11 +93,16 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def connect_worker_redis(settings: Settings) -> Redis:
-    """A client whose socket timeout outlasts a blocking read."""
+def connect_worker_redis(settings: Settings) -> RedisClient:
+    """A client whose socket timeout outlasts a blocking read.
+
+    On a cluster each partition's loop reads its own stream (one XREADGROUP
+    per partition, never several streams in one call), so every read goes to
+    the node that owns that partition.
+    """
     timeout = settings.redis.timeout_seconds
-    return Redis.from_url(
-        settings.redis.url,
+    return connect(
+        settings.redis,
         socket_timeout=settings.drain.block_ms / 1000 + timeout + 1.0,
         socket_connect_timeout=timeout,
     )
@@ -118,7 +121,7 @@ async def create_pool(settings: Settings, size: int) -> asyncpg.Pool:
 class DrainWorker:
     """One worker process's drain: a loop per partition, a heartbeat, an outbox sweeper."""
 
-    def __init__(self, settings: Settings, redis: Redis, pool: asyncpg.Pool,
+    def __init__(self, settings: Settings, redis: RedisClient, pool: asyncpg.Pool,
                  name: str | None = None) -> None:
         self.settings: DrainSettings = settings.drain
         self.partitions = partitions(settings.queue.partitions)

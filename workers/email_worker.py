@@ -28,10 +28,10 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from queueing.envelope import open_sealed
+from queueing.redis_client import RedisClient
 from queueing.sealing import Sealer
 from queueing.tokens import TokenSigner
 from workers.drain import connect_worker_redis, create_pool
@@ -141,7 +141,7 @@ def run_email(args: argparse.Namespace) -> int:
     return 0
 
 
-def email_consumer(settings: Settings, redis: Redis, verifier: EmailVerifier) -> JobConsumer:
+def email_consumer(settings: Settings, redis: RedisClient, verifier: EmailVerifier) -> JobConsumer:
     """The job consumer that feeds this verifier."""
     job_settings = JobSettings(concurrency=settings.email.concurrency,
                                claim_idle_seconds=settings.email.claim_idle_seconds,

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
-
 from queueing.keys import Partition
+from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, ScriptCall, script_source
 
 KINDS: Final = ("email", "nik")  # the order of the script's stream keys
@@ -39,7 +38,7 @@ class Job:
 class Handoff:
     """Adds outbox jobs to the verification streams, each exactly once."""
 
-    def __init__(self, redis: Redis, marker_seconds: int) -> None:
+    def __init__(self, redis: RedisClient, marker_seconds: int) -> None:
         self._script = PipelinedScript(redis, script_source("handoff"))
         self._marker_seconds = marker_seconds
 
@@ -51,7 +50,14 @@ class Handoff:
         for job in jobs:
             by_partition[job.partition].append(job)
         calls = [self._call(Partition(index), group) for index, group in by_partition.items()]
-        return sum(int(added) for added in await self._script.run_all(calls))
+        replies = await self._script.run_all(calls)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                # A cluster node was down: its jobs stay in the outbox, and the
+                # caller (or the sweeper) hands them off again; the others'
+                # markers make that repeat add nothing.
+                raise reply
+        return sum(int(added) for added in replies)
 
     def _call(self, partition: Partition, jobs: list[Job]) -> ScriptCall:
         keys = [partition.verification(kind) for kind in KINDS]

@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from queueing.keys import Partition, partitions
+from queueing.redis_client import RedisClient
 from workers.drain import TRANSIENT, consumer_name
 from workers.handoff import JOB_FIELD
 
@@ -67,7 +67,7 @@ class JobDeferred(Exception):
 class JobConsumer:
     """Runs a handler on every job of one kind, at most `concurrency` at once."""
 
-    def __init__(self, redis: Redis, kind: str, handler: Handler, settings: JobSettings,
+    def __init__(self, redis: RedisClient, kind: str, handler: Handler, settings: JobSettings,
                  partition_count: int, name: str | None = None) -> None:
         self.redis = redis
         self.kind = kind

@@ -16,10 +16,10 @@ import sys
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from queueing.audit import append_audit
+from queueing.redis_client import connect
 from queueing.sealing import Sealer
 from workers.progress import ProgressBar
 from workers.reseal import ResealReport, reseal_registrations
@@ -58,7 +58,7 @@ async def _reseal(settings: Settings, batch_size: int) -> ResealReport:
     sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
     who = f"cli:{getpass.getuser()}"
     where = socket.gethostname()
-    redis = Redis.from_url(settings.redis.url, socket_timeout=settings.redis.timeout_seconds)
+    redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds)
     pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=1, max_size=1)
     try:
         # Audited before any row changes: no audit trail, no run.

@@ -27,10 +27,10 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from queueing.envelope import PersonalData, open_sealed
+from queueing.redis_client import RedisClient
 from queueing.sealing import Sealer
 from workers.breaker import CircuitBreaker
 from workers.drain import connect_worker_redis, create_pool
@@ -166,7 +166,7 @@ def run_nik(args: argparse.Namespace) -> int:
     return 0
 
 
-def nik_parts(settings: Settings, redis: Redis, pool: asyncpg.Pool
+def nik_parts(settings: Settings, redis: RedisClient, pool: asyncpg.Pool
               ) -> tuple[NikVerifier, JobConsumer]:
     """The verifier and the job consumer that feeds it."""
     nik = settings.nik

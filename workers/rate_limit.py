@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-
 from queueing.keys import outbound_bucket
+from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, script_source
 from workers.drain import TRANSIENT
 
@@ -24,7 +23,7 @@ log = logging.getLogger("gelombang.rate_limit")
 class SharedRateLimit:
     """Waits for a token of one service's bucket before each call."""
 
-    def __init__(self, redis: Redis, service: str, rate: float, burst: int) -> None:
+    def __init__(self, redis: RedisClient, service: str, rate: float, burst: int) -> None:
         self._script = PipelinedScript(redis, script_source("outbound_bucket"))
         self._key = outbound_bucket(service)
         self._args = (repr(float(rate)), int(burst))

@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from config.settings import Settings
 from queueing.keys import HEARTBEATS, STORE_GROUP, heartbeat_details, partitions
+from queueing.redis_client import RedisClient, connect
 
 
 async def drain_status(settings: Settings) -> dict[str, Any]:
     """Backlog, lag, pending, consumers and dead letters per partition; live workers."""
-    redis = Redis.from_url(settings.redis.url, socket_timeout=settings.redis.timeout_seconds,
-                           decode_responses=True)
+    redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds,
+                    decode_responses=True)
     try:
         rows = [await _partition_status(redis, partition.index, partition.stream,
                                         partition.dead_letters)
@@ -26,7 +26,7 @@ async def drain_status(settings: Settings) -> dict[str, Any]:
     return {"partitions": rows, "workers": workers}
 
 
-async def _partition_status(redis: Redis, index: int, stream: str,
+async def _partition_status(redis: RedisClient, index: int, stream: str,
                             dead_stream: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "partition": index, "stream": stream, "length": await redis.xlen(stream),
@@ -44,7 +44,7 @@ async def _partition_status(redis: Redis, index: int, stream: str,
     return row
 
 
-async def _live_workers(redis: Redis, heartbeat_seconds: float) -> list[dict[str, Any]]:
+async def _live_workers(redis: RedisClient, heartbeat_seconds: float) -> list[dict[str, Any]]:
     now = time.time()
     beats: Any = await redis.zrange(HEARTBEATS, 0, -1, withscores=True)
     workers = []

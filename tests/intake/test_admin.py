@@ -6,12 +6,15 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from loadtest.registrants import RegistrantFactory
 from queueing.keys import AUDIT_STREAM
+from queueing.redis_client import RedisClient
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import stream_range
+
+# Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.both_redis
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 SETTINGS_URL = "/admin/v1/admission"
@@ -52,7 +55,7 @@ async def test_settings_start_from_config(door_under_test: DoorUnderTest) -> Non
 
 
 async def test_partial_update_answers_full_settings_and_is_audited(
-    door_under_test: DoorUnderTest, redis_client: Redis,
+    door_under_test: DoorUnderTest, redis_client: RedisClient,
 ) -> None:
     status, body = await put(door_under_test, {"rate_per_second": 250, "open": False})
     assert status == 200
@@ -101,7 +104,7 @@ async def test_update_applies_to_this_process_at_once(door_under_test: DoorUnder
     ],
 )
 async def test_invalid_update_is_422_and_changes_nothing(
-    door_under_test: DoorUnderTest, redis_client: Redis, body: Any, fields: dict[str, str],
+    door_under_test: DoorUnderTest, redis_client: RedisClient, body: Any, fields: dict[str, str],
 ) -> None:
     status, answer = await put(door_under_test, body)
     assert status == 422

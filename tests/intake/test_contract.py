@@ -11,12 +11,15 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from loadtest.registrants import RegistrantFactory
+from queueing.redis_client import RedisClient
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
 from tests.support import queued_envelopes
+
+# Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.both_redis
 
 URL = "/v1/registrations"
 JSON = {"Content-Type": "application/json"}
@@ -40,7 +43,8 @@ def assert_error(body: Any, code: str) -> None:
 
 async def test_valid_registration_is_queued(door_under_test: DoorUnderTest,
                                             registrants: RegistrantFactory,
-                                            redis_client: Redis, test_settings: Settings) -> None:
+                                            redis_client: RedisClient,
+                                            test_settings: Settings) -> None:
     person = registrants.make()
     status, headers, body = await post(door_under_test, person.body())
     assert status == 202
@@ -185,11 +189,12 @@ async def test_mismatched_birth_date_is_reported(door_under_test: DoorUnderTest,
 
 
 async def test_invalid_requests_never_touch_redis(door_under_test: DoorUnderTest,
-                                                  redis_client: Redis) -> None:
+                                                  redis_client: RedisClient) -> None:
     await post(door_under_test, {"nik": "1"})
     await post(door_under_test, None, raw=b"{")
     await post(door_under_test, None, {"Content-Type": "text/plain"}, raw=b"{}")
-    assert await redis_client.dbsize() == 0
+    # SCAN, not DBSIZE: on a cluster DBSIZE asks one node.
+    assert [key async for key in redis_client.scan_iter()] == []
 
 
 # --- admission outcomes ----------------------------------------------------------
@@ -202,7 +207,7 @@ def tight_settings(test_settings: Settings) -> Settings:
 
 
 async def test_empty_bucket_is_429_with_retry_after_and_ratelimit_fields(
-    tight_settings: Settings, redis_client: Redis, registrants: RegistrantFactory,
+    tight_settings: Settings, redis_client: RedisClient, registrants: RegistrantFactory,
 ) -> None:
     async with running_door(tight_settings) as d:
         statuses = []
@@ -222,7 +227,7 @@ async def test_empty_bucket_is_429_with_retry_after_and_ratelimit_fields(
         assert headers["RateLimit"].endswith(f"t={headers['Retry-After']}")
 
 
-async def test_backlog_over_high_water_is_503(test_settings: Settings, redis_client: Redis,
+async def test_backlog_over_high_water_is_503(test_settings: Settings, redis_client: RedisClient,
                                               registrants: RegistrantFactory) -> None:
     settings = with_admission(test_settings, backlog_high_water=1)
     async with running_door(settings) as d:
@@ -248,7 +253,7 @@ async def test_closed_intake_is_503_but_replays_answer(door_under_test: DoorUnde
 async def test_unreachable_redis_is_503_within_a_second(test_settings: Settings,
                                                         registrants: RegistrantFactory) -> None:
     dead = test_settings.model_copy(update={"redis": test_settings.redis.model_copy(
-        update={"url": "redis://127.0.0.1:1/0"})})
+        update={"url": "redis://127.0.0.1:1/0", "cluster_seeds": []})})
     async with running_door(dead) as d:
         started = time.monotonic()
         status, headers, body = await post(d, registrants.make().body())
@@ -264,7 +269,7 @@ async def test_unreachable_redis_is_503_within_a_second(test_settings: Settings,
 
 
 async def test_same_key_returns_first_body_and_stores_once(
-    door_under_test: DoorUnderTest, registrants: RegistrantFactory, redis_client: Redis,
+    door_under_test: DoorUnderTest, registrants: RegistrantFactory, redis_client: RedisClient,
     test_settings: Settings,
 ) -> None:
     first = await post(door_under_test, registrants.make().body(), {"Idempotency-Key": "same"})
@@ -276,7 +281,7 @@ async def test_same_key_returns_first_body_and_stores_once(
 
 
 async def test_concurrent_same_key_requests_share_one_id(
-    door_under_test: DoorUnderTest, registrants: RegistrantFactory, redis_client: Redis,
+    door_under_test: DoorUnderTest, registrants: RegistrantFactory, redis_client: RedisClient,
     test_settings: Settings,
 ) -> None:
     results = await asyncio.gather(*(

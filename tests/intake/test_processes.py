@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from queueing.redis_client import RedisClient
 from tests.intake.door_helpers import with_admission
 from tests.support import door_processes, leaked, queued_ids, redis_dump, run_load
 
@@ -43,8 +44,9 @@ async def scrape(admin_url: str) -> dict[str, float]:
     return series
 
 
+@pytest.mark.both_redis
 async def test_two_processes_admit_burst_plus_rate_in_total_and_lose_nothing(
-    test_settings: Settings, redis_client: Redis, tmp_path: Path,
+    test_settings: Settings, redis_client: RedisClient, tmp_path: Path,
 ) -> None:
     rate, burst = 100.0, 200
     settings = with_admission(test_settings, rate_per_second=rate, burst=burst)
@@ -79,8 +81,9 @@ async def test_two_processes_admit_burst_plus_rate_in_total_and_lose_nothing(
     assert leaked(log.encode(), result.sent) == 0
 
 
+@pytest.mark.both_redis
 async def test_live_change_reaches_both_processes_within_two_seconds(
-    test_settings: Settings, redis_client: Redis, tmp_path: Path,
+    test_settings: Settings, redis_client: RedisClient, tmp_path: Path,
 ) -> None:
     settings = with_admission(test_settings, rate_per_second=10_000.0, burst=10_000)
     with door_processes(settings, tmp_path, processes=2) as doors:
@@ -154,7 +157,7 @@ async def test_redis_outage_answers_503_fast_and_recovers(
 
 
 async def test_sigterm_under_load_answers_every_admitted_request(
-    test_settings: Settings, redis_client: Redis, tmp_path: Path,
+    test_settings: Settings, redis_client: RedisClient, tmp_path: Path,
 ) -> None:
     settings = with_admission(test_settings, rate_per_second=100_000.0, burst=100_000)
     with door_processes(settings, tmp_path, processes=2) as doors:

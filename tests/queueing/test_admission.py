@@ -14,6 +14,10 @@ from queueing.admission import AdmissionPolicy, AdmissionScript, Candidate, Outc
 from queueing.errors import QueueUnavailable
 from queueing.grouping import GroupAdmitter, GroupStats, Overloaded
 from queueing.keys import partitions
+from queueing.redis_client import RedisClient
+
+# Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.both_redis
 
 PARTS = 4
 
@@ -23,7 +27,7 @@ def _candidates(count: int, key: str | None = None) -> list[Candidate]:
 
 
 def _admitter(
-    redis: Redis,
+    redis: RedisClient,
     policy: AdmissionPolicy,
     *,
     group_max: int = 256,
@@ -43,11 +47,11 @@ def _policy(rate: float = 0.001, burst: int = 40, high_water: int = 1_000_000,
     return AdmissionPolicy(rate, burst, high_water, enabled, is_open)
 
 
-async def _stream_total(redis: Redis) -> int:
+async def _stream_total(redis: RedisClient) -> int:
     return sum([await redis.xlen(p.stream) for p in partitions(PARTS)])
 
 
-async def test_burst_admits_exactly_the_burst(redis_client: Redis) -> None:
+async def test_burst_admits_exactly_the_burst(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=40))
     decisions = await asyncio.gather(
         *(admitter.admit(i % PARTS, c) for i, c in enumerate(_candidates(400)))
@@ -57,7 +61,7 @@ async def test_burst_admits_exactly_the_burst(redis_client: Redis) -> None:
     assert await _stream_total(redis_client) == 40
 
 
-async def test_refill_over_time_is_exact(redis_client: Redis) -> None:
+async def test_refill_over_time_is_exact(redis_client: RedisClient) -> None:
     rate, burst = 200.0, 200
     admitter = _admitter(redis_client, _policy(rate=rate, burst=burst))
     started = time.monotonic()
@@ -80,7 +84,7 @@ async def test_refill_over_time_is_exact(redis_client: Redis) -> None:
     assert admitted >= burst + rate * (last_asked - first_answered) - PARTS
 
 
-async def test_limited_requests_get_spread_retry_delays(redis_client: Redis) -> None:
+async def test_limited_requests_get_spread_retry_delays(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(rate=4.0, burst=4))
     decisions = await asyncio.gather(*(admitter.admit(0, c) for c in _candidates(5)))
     waits = [d.retry_after_ms for d in decisions if d.outcome is Outcome.LIMITED]
@@ -91,7 +95,7 @@ async def test_limited_requests_get_spread_retry_delays(redis_client: Redis) -> 
     assert 3900 <= waits[-1] <= 4000
 
 
-async def test_idempotency_key_replays_without_token_or_entry(redis_client: Redis) -> None:
+async def test_idempotency_key_replays_without_token_or_entry(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=PARTS))  # one token per partition
     first = _candidates(1, key="abc")[0]
     part = 1
@@ -104,7 +108,7 @@ async def test_idempotency_key_replays_without_token_or_entry(redis_client: Redi
     assert await redis_client.xlen(partitions(PARTS)[part].stream) == 1
 
 
-async def test_concurrent_same_key_requests_get_one_id(redis_client: Redis) -> None:
+async def test_concurrent_same_key_requests_get_one_id(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=1000), group_max=7)
     decisions = await asyncio.gather(*(admitter.admit(2, c) for c in _candidates(50, key="k")))
     ids = {d.registration_id for d in decisions}
@@ -113,20 +117,20 @@ async def test_concurrent_same_key_requests_get_one_id(redis_client: Redis) -> N
     assert await _stream_total(redis_client) == 1
 
 
-async def test_idempotency_record_expires(redis_client: Redis) -> None:
+async def test_idempotency_record_expires(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy())
     await admitter.admit(0, _candidates(1, key="ttl")[0])
     ttl = await redis_client.ttl(partitions(PARTS)[0].idempotency("ttl"))
     assert 86_000 < ttl <= 86_400
 
 
-async def test_backlog_high_water_sheds(redis_client: Redis) -> None:
+async def test_backlog_high_water_sheds(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=1000, high_water=2 * PARTS))
     decisions = await asyncio.gather(*(admitter.admit(0, c) for c in _candidates(5)))
     assert Counter(d.outcome for d in decisions) == {Outcome.ADMITTED: 2, Outcome.BACKLOG_FULL: 3}
 
 
-async def test_closed_intake_refuses_but_replays(redis_client: Redis) -> None:
+async def test_closed_intake_refuses_but_replays(redis_client: RedisClient) -> None:
     open_admitter = _admitter(redis_client, _policy())
     known = _candidates(1, key="known")[0]
     await open_admitter.admit(0, known)
@@ -137,7 +141,7 @@ async def test_closed_intake_refuses_but_replays(redis_client: Redis) -> None:
     assert replay.registration_id == known.registration_id
 
 
-async def test_disabled_limit_admits_all_within_backlog(redis_client: Redis) -> None:
+async def test_disabled_limit_admits_all_within_backlog(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=1, enabled=False, high_water=400))
     decisions = await asyncio.gather(
         *(admitter.admit(i % PARTS, c) for i, c in enumerate(_candidates(500)))
@@ -146,7 +150,7 @@ async def test_disabled_limit_admits_all_within_backlog(redis_client: Redis) -> 
                                                      Outcome.BACKLOG_FULL: 100}
 
 
-async def test_requests_arriving_together_share_round_trips(redis_client: Redis) -> None:
+async def test_requests_arriving_together_share_round_trips(redis_client: RedisClient) -> None:
     stats: list[GroupStats] = []
     admitter = _admitter(redis_client, _policy(burst=10_000), stats=stats)
     await asyncio.gather(*(admitter.admit(i % PARTS, c) for i, c in enumerate(_candidates(1000))))
@@ -156,7 +160,7 @@ async def test_requests_arriving_together_share_round_trips(redis_client: Redis)
     assert len(stats) == 1
 
 
-async def test_a_redis_that_lost_its_scripts_is_reloaded(redis_client: Redis) -> None:
+async def test_a_redis_that_lost_its_scripts_is_reloaded(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=10))
     assert (await admitter.admit(0, _candidates(1)[0])).outcome is Outcome.ADMITTED
     await redis_client.script_flush()
@@ -164,14 +168,14 @@ async def test_a_redis_that_lost_its_scripts_is_reloaded(redis_client: Redis) ->
     assert await _stream_total(redis_client) == 2
 
 
-async def test_group_size_is_bounded(redis_client: Redis) -> None:
+async def test_group_size_is_bounded(redis_client: RedisClient) -> None:
     stats: list[GroupStats] = []
     admitter = _admitter(redis_client, _policy(burst=10_000), group_max=16, stats=stats)
     await asyncio.gather(*(admitter.admit(0, c) for c in _candidates(100)))
     assert max(s.size for s in stats) == 16
 
 
-async def test_pending_bound_refuses_at_once(redis_client: Redis) -> None:
+async def test_pending_bound_refuses_at_once(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=10_000), pending_max=10)
     results = await asyncio.gather(
         *(admitter.admit(0, c) for c in _candidates(30)), return_exceptions=True

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import os
 
-from queueing.keys import Partition, partition_for_digest, partition_for_idempotency_key
+from redis.crc import key_slot
+
+from queueing.keys import (
+    ADMISSION_SETTINGS,
+    AUDIT_STREAM,
+    Partition,
+    partition_for_digest,
+    partition_for_idempotency_key,
+)
 
 
 def _slot_tag(key: str) -> str:
@@ -15,6 +23,18 @@ def test_every_key_of_a_partition_shares_one_hash_tag() -> None:
     part = Partition(3)
     tags = {_slot_tag(k) for k in (part.stream, part.bucket, part.idempotency("abc"))}
     assert tags == {"p3"}
+
+
+def test_every_key_of_a_partition_is_in_one_cluster_slot() -> None:
+    for part in (Partition(0), Partition(7)):
+        keys = [part.stream, part.bucket, part.idempotency("k"), part.dead_letters,
+                part.verification("email"), part.verification("nik"), part.handoff("j:nik")]
+        assert len({key_slot(key.encode()) for key in keys}) == 1
+
+
+def test_settings_and_their_audit_entry_share_a_slot() -> None:
+    # They commit in one MULTI, which a Redis Cluster refuses across slots.
+    assert key_slot(ADMISSION_SETTINGS.encode()) == key_slot(AUDIT_STREAM.encode())
 
 
 def test_idempotency_partition_is_stable_across_processes() -> None:

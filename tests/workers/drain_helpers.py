@@ -9,11 +9,10 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from config.settings import Settings
 from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.keys import STORE_GROUP, partition_for_digest, partitions
+from queueing.redis_client import RedisClient
 from tests.support import stream_range
 from workers.drain import DrainWorker, connect_worker_redis, create_pool
 from workers.handoff import JOB_FIELD, KINDS
@@ -31,7 +30,7 @@ def drain_settings(settings: Settings, **changes: Any) -> Settings:
         "drain": settings.drain.model_copy(update={**FAST_DRAIN, **changes})})
 
 
-async def enqueue(redis: Redis, settings: Settings, envelopes: Sequence[Envelope]) -> None:
+async def enqueue(redis: RedisClient, settings: Settings, envelopes: Sequence[Envelope]) -> None:
     """Append envelopes to their partitions' streams as the door's admission does."""
     count = settings.queue.partitions
     parts = partitions(count)
@@ -60,7 +59,7 @@ async def running_drain(settings: Settings, name: str = "test-worker") -> AsyncI
         await redis.aclose()
 
 
-async def backlog(redis: Redis, settings: Settings) -> tuple[int, int]:
+async def backlog(redis: RedisClient, settings: Settings) -> tuple[int, int]:
     """Entries still in the intake streams, and entries pending with the group."""
     length = pending = 0
     for partition in partitions(settings.queue.partitions):
@@ -71,7 +70,7 @@ async def backlog(redis: Redis, settings: Settings) -> tuple[int, int]:
     return length, pending
 
 
-async def wait_drained(redis: Redis, settings: Settings, within: float = 30.0) -> None:
+async def wait_drained(redis: RedisClient, settings: Settings, within: float = 30.0) -> None:
     """Until every stream is empty and nothing is pending."""
     deadline = time.monotonic() + within
     while await backlog(redis, settings) != (0, 0):
@@ -80,7 +79,7 @@ async def wait_drained(redis: Redis, settings: Settings, within: float = 30.0) -
         await asyncio.sleep(0.05)
 
 
-async def handed_off(redis: Redis, settings: Settings) -> dict[str, list[uuid.UUID]]:
+async def handed_off(redis: RedisClient, settings: Settings) -> dict[str, list[uuid.UUID]]:
     """Every verification job on the streams, by kind (repeats kept, to be counted)."""
     jobs: dict[str, list[uuid.UUID]] = {kind: [] for kind in KINDS}
     for partition in partitions(settings.queue.partitions):

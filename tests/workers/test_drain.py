@@ -13,13 +13,13 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.devstate import render_toml
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import STREAM_FIELD
 from queueing.keys import STORE_GROUP, Partition
+from queueing.redis_client import RedisClient
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import REPO_ROOT, leaked, seal_people, stream_range
 from tests.workers.drain_helpers import (
@@ -32,6 +32,9 @@ from tests.workers.drain_helpers import (
 )
 from workers.status_queries import funnel_counts
 
+# Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
+pytestmark = pytest.mark.both_redis
+
 
 async def stored(pg: asyncpg.Connection) -> dict[uuid.UUID, str]:
     rows = await pg.fetch("SELECT registration_id, state::text FROM registrations")
@@ -39,7 +42,7 @@ async def stored(pg: asyncpg.Connection) -> dict[uuid.UUID, str]:
 
 
 async def test_posted_registrations_are_stored_and_handed_off_once(
-    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: Redis,
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
     test_settings: Settings, registrants: RegistrantFactory,
 ) -> None:
     people = [registrants.make() for _ in range(30)]
@@ -78,7 +81,7 @@ async def test_posted_registrations_are_stored_and_handed_off_once(
 
 
 async def test_a_poison_entry_is_dead_lettered_and_the_partition_flows(
-    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings,
     registrants: RegistrantFactory,
 ) -> None:
     settings = drain_settings(test_settings, batch_size=5)
@@ -101,7 +104,7 @@ async def test_a_poison_entry_is_dead_lettered_and_the_partition_flows(
 
 
 async def test_entries_of_a_dead_consumer_are_reclaimed(
-    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings,
     registrants: RegistrantFactory,
 ) -> None:
     settings = drain_settings(test_settings)
@@ -122,7 +125,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(
 
 
 async def test_an_entry_delivered_too_often_is_dead_lettered(
-    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings,
     registrants: RegistrantFactory,
 ) -> None:
     settings = drain_settings(test_settings, max_deliveries=2)
@@ -143,7 +146,7 @@ async def test_an_entry_delivered_too_often_is_dead_lettered(
 
 
 async def test_stopping_finishes_the_batch_in_hand(
-    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings,
     registrants: RegistrantFactory,
 ) -> None:
     settings = drain_settings(test_settings, batch_size=500)
@@ -165,7 +168,7 @@ async def test_stopping_finishes_the_batch_in_hand(
 
 @pytest.mark.parametrize("batch_size", [1, 7])
 async def test_any_batch_size_stores_everything_once(
-    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+    pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings,
     registrants: RegistrantFactory, batch_size: int,
 ) -> None:
     settings = drain_settings(test_settings, batch_size=batch_size)
@@ -177,7 +180,7 @@ async def test_any_batch_size_stores_everything_once(
 
 
 async def test_admin_changes_are_archived_in_postgres_once(
-    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: Redis,
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
     test_settings: Settings,
 ) -> None:
     headers = {"Authorization": f"Bearer {test_settings.admin.token}"}
@@ -201,7 +204,7 @@ async def test_admin_changes_are_archived_in_postgres_once(
 
 
 async def test_worker_status_shows_partitions_dead_letters_and_live_workers(
-    redis_client: Redis, pg: asyncpg.Connection, test_settings: Settings, tmp_path: Path,
+    redis_client: RedisClient, pg: asyncpg.Connection, test_settings: Settings, tmp_path: Path,
 ) -> None:
     settings = drain_settings(test_settings)
     await redis_client.xadd(Partition(1).stream, {STREAM_FIELD: b"junk"})
