@@ -16,6 +16,7 @@ from config.settings import ConfigError
 SUBCOMMAND_MODULES: dict[str, str] = {
     "serve": "intake.serve_command",
     "admission": "intake.admission_command",
+    "status": "gelombang.status_command",
     "dev": "gelombang.devstack",
     "migrate": "workers.migrate_command",
     "worker": "workers.worker_command",

@@ -63,7 +63,10 @@
 
   function draw(id, series) {
     const max = Math.max(1, ...series);
-    const points = series.map((v, i) => `${i},${(40 - (v / max) * 38).toFixed(1)}`).join(" ");
+    // Stretched over the width while fewer than POINTS readings have come in.
+    const step = 120 / Math.max(1, Math.min(POINTS, series.length) - 1);
+    const points = series.map((v, i) => `${(i * step).toFixed(1)},${(40 - (v / max) * 38).toFixed(1)}`)
+      .join(" ");
     $(id).querySelector("polyline").setAttribute("points", points);
   }
 

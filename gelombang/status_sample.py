@@ -1,0 +1,112 @@
+"""The figures of `gelombang status`: read from the admin port, turned into rates.
+
+/metrics (no token, not audited) gives the admission counters, the backlog
+per partition, the policy in force and the breaker reports; the funnel
+(token, and audited like every authenticated read) gives stored counts and
+dead letters, so it is read less often. Rates are differences between two
+readings over the time between them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+# Outcomes the door answers 503 for: the request was shed, not rate limited.
+SHED_OUTCOMES: Final = ("backlog_full", "closed", "unavailable", "overloaded")
+FUNNEL_PATH: Final = "/admin/v1/funnel"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the admin port said at one moment."""
+
+    at: float
+    decisions: dict[str, float]
+    backlog: dict[str, float]
+    policy: dict[str, float]
+    breakers: dict[str, bool]
+    funnel: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One view's worth of figures."""
+
+    policy: dict[str, float]
+    backlog: dict[str, float]
+    breakers: dict[str, bool]
+    funnel: dict[str, Any] | None
+    admitted_per_second: float | None = None
+    limited_per_second: float | None = None
+    shed_per_second: float | None = None
+    drained_per_second: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_metrics(text: str) -> Reading:
+    """The figures the view needs out of the Prometheus text."""
+    decisions: dict[str, float] = {}
+    backlog: dict[str, float] = {}
+    policy: dict[str, float] = {}
+    breakers: dict[str, bool] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gelombang_admission_decisions_total":
+                outcome = sample.labels["outcome"]
+                decisions[outcome] = decisions.get(outcome, 0.0) + sample.value
+            elif sample.name == "gelombang_backlog_entries":
+                backlog[sample.labels["partition"]] = sample.value
+            elif sample.name == "gelombang_breaker_open":
+                breakers[f"{sample.labels['service']}:{sample.labels['worker']}"] = (
+                    sample.value == 1)
+            elif sample.name.startswith("gelombang_admission_") and not sample.labels:
+                policy[sample.name.removeprefix("gelombang_admission_")] = sample.value
+    return Reading(time.monotonic(), decisions, backlog, policy, breakers)
+
+
+async def read_admin(session: aiohttp.ClientSession, url: str, token: str, *,
+                     with_funnel: bool) -> Reading:
+    """One reading of /metrics, and of the funnel when asked (raises on a refusal)."""
+    async with session.get(url + "/metrics") as response:
+        response.raise_for_status()
+        reading = parse_metrics(await response.text())
+    if not with_funnel:
+        return reading
+    async with session.get(url + FUNNEL_PATH,
+                           headers={"Authorization": f"Bearer {token}"}) as response:
+        response.raise_for_status()
+        funnel = orjson.loads(await response.read())
+    return Reading(reading.at, reading.decisions, reading.backlog, reading.policy,
+                   reading.breakers, funnel)
+
+
+def _rate(now: dict[str, float], before: dict[str, float], names: tuple[str, ...],
+          seconds: float) -> float:
+    # A counter that went down is a restarted door: count from zero, not negative.
+    return sum(max(0.0, now.get(n, 0.0) - before.get(n, 0.0)) for n in names) / seconds
+
+
+def make_frame(now: Reading, before: Reading | None, funnel_before: Reading | None) -> Frame:
+    """The view's figures: `before` for the admission rates, `funnel_before` for draining."""
+    frame = Frame(now.policy, now.backlog, now.breakers, now.funnel)
+    if before is not None and now.at > before.at:
+        seconds = now.at - before.at
+        frame = Frame(
+            now.policy, now.backlog, now.breakers, now.funnel,
+            admitted_per_second=_rate(now.decisions, before.decisions, ("admitted",), seconds),
+            limited_per_second=_rate(now.decisions, before.decisions, ("limited",), seconds),
+            shed_per_second=_rate(now.decisions, before.decisions, SHED_OUTCOMES, seconds),
+        )
+    if (now.funnel is not None and funnel_before is not None
+            and funnel_before.funnel is not None and now.at > funnel_before.at):
+        stored = now.funnel["stored"] - funnel_before.funnel["stored"]
+        return Frame(frame.policy, frame.backlog, frame.breakers, frame.funnel,
+                     frame.admitted_per_second, frame.limited_per_second,
+                     frame.shed_per_second, max(0, stored) / (now.at - funnel_before.at))
+    return frame

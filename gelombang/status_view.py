@@ -1,0 +1,86 @@
+"""How `gelombang status` draws a frame: rich tables, no personal data (none is read)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gelombang.status_sample import Frame
+
+# The funnel's counters in the contract's order (API.md, GET /admin/v1/funnel).
+FUNNEL_ORDER: Final = ("queued", "stored", "accepted", "duplicate", "ineligible", "email_sent",
+                       "email_verified", "nik_verified", "nik_rejected", "dead_letter")
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}" if value != int(value) else f"{int(value):,}"
+
+
+def _admission(frame: Frame) -> Table:
+    table = Table(title="Admission", title_justify="left", show_header=False, expand=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    policy = frame.policy
+    state = "open" if policy.get("open", 1) == 1 else "CLOSED"
+    limiting = "" if policy.get("enabled", 1) == 1 else " (limiting off)"
+    table.add_row("rate in force", f"{_number(policy.get('rate_per_second'))} /s{limiting}")
+    table.add_row("burst", _number(policy.get("burst")))
+    table.add_row("intake", Text(state, style="green" if state == "open" else "bold red"))
+    table.add_row("admitted /s", _number(frame.admitted_per_second))
+    table.add_row("limited (429) /s", _number(frame.limited_per_second))
+    table.add_row("shed (503) /s", _number(frame.shed_per_second))
+    return table
+
+
+def _queue(frame: Frame) -> Table:
+    table = Table(title="Queue", title_justify="left", show_header=False, expand=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("backlog", _number(sum(frame.backlog.values())))
+    table.add_row("drained (stored) /s", _number(frame.drained_per_second))
+    dead = None if frame.funnel is None else frame.funnel.get("dead_letter")
+    table.add_row("dead letters", Text(_number(dead), style="bold red" if dead else ""))
+    opened = [name for name, is_open in frame.breakers.items() if is_open]
+    if not frame.breakers:
+        breaker = Text("no reports", style="dim")
+    elif opened:
+        breaker = Text(f"OPEN ({len(opened)} of {len(frame.breakers)})", style="bold red")
+    else:
+        breaker = Text(f"closed ({len(frame.breakers)} workers)", style="green")
+    table.add_row("NIK API breaker", breaker)
+    return table
+
+
+def _partitions(frame: Frame) -> Table:
+    table = Table(title="Backlog per partition", title_justify="left", expand=False)
+    table.add_column("partition", justify="right")
+    table.add_column("entries", justify="right")
+    for partition, entries in sorted(frame.backlog.items(), key=lambda item: int(item[0])):
+        table.add_row(partition, _number(entries))
+    return table
+
+
+def _funnel(frame: Frame) -> Table:
+    table = Table(title="Funnel", title_justify="left", show_header=False, expand=False)
+    table.add_column("counter")
+    table.add_column("count", justify="right")
+    for name in FUNNEL_ORDER:
+        value = None if frame.funnel is None else frame.funnel.get(name)
+        table.add_row(name, _number(value))
+    return table
+
+
+def render_frame(frame: Frame, heading: str) -> RenderableType:
+    """The whole view: admission and queue side by side, then partitions and funnel."""
+    top = Table.grid(padding=(0, 4))
+    top.add_row(_admission(frame), _queue(frame))
+    bottom = Table.grid(padding=(0, 4))
+    bottom.add_row(_partitions(frame), _funnel(frame))
+    parts: list[RenderableType] = [Text(heading, style="bold"), top, bottom]
+    parts.extend(Text(problem, style="bold red") for problem in frame.problems)
+    return Group(*parts)

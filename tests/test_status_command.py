@@ -1,0 +1,113 @@
+"""`gelombang status`: its figures against a real door, and a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import signal
+import sys
+
+import asyncpg
+from redis.asyncio import Redis
+from rich.console import Console
+
+from config.settings import Settings
+from gelombang.status_command import show_once
+from gelombang.status_sample import make_frame, parse_metrics
+from loadtest.registrants import RegistrantFactory
+from queueing.keys import AUDIT_STREAM
+from tests.conftest import TEST_ADMIN_TOKEN
+from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
+
+
+def admin_url(door: DoorUnderTest) -> str:
+    return str(door.admin.make_url("")).rstrip("/")
+
+
+async def post(door: DoorUnderTest, registrants: RegistrantFactory, count: int) -> list[int]:
+    statuses = []
+    for _ in range(count):
+        async with door.public.post("/v1/registrations", json=registrants.make().body()) as r:
+            statuses.append(r.status)
+    return statuses
+
+
+METRICS = """\
+# TYPE gelombang_admission_decisions_total counter
+gelombang_admission_decisions_total{outcome="admitted"} 10.0
+gelombang_admission_decisions_total{outcome="limited"} 4.0
+gelombang_admission_decisions_total{outcome="backlog_full"} 1.0
+gelombang_admission_decisions_total{outcome="closed"} 2.0
+# TYPE gelombang_backlog_entries gauge
+gelombang_backlog_entries{partition="0"} 3.0
+gelombang_backlog_entries{partition="1"} 0.0
+# TYPE gelombang_admission_rate_per_second gauge
+gelombang_admission_rate_per_second 5.0
+# TYPE gelombang_breaker_open gauge
+gelombang_breaker_open{service="nik",worker="w1"} 1.0
+"""
+
+
+def test_rates_are_differences_over_time() -> None:
+    before = parse_metrics(METRICS.replace("} 10.0", "} 4.0").replace("} 2.0", "} 0.0"))
+    now = parse_metrics(METRICS)
+    now = type(now)(before.at + 2.0, now.decisions, now.backlog, now.policy, now.breakers,
+                    {"stored": 9})
+    before = type(before)(before.at, before.decisions, before.backlog, before.policy,
+                          before.breakers, {"stored": 1})
+    frame = make_frame(now, before, before)
+    assert (frame.admitted_per_second, frame.limited_per_second, frame.shed_per_second,
+            frame.drained_per_second) == (3.0, 0.0, 1.0, 4.0)
+    assert frame.backlog == {"0": 3.0, "1": 0.0}
+    assert frame.policy == {"rate_per_second": 5.0}
+    assert frame.breakers == {"nik:w1": True}
+
+
+async def test_once_prints_the_doors_figures(
+    test_settings: Settings, redis_client: Redis, pg: asyncpg.Connection,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = with_admission(test_settings, rate_per_second=7.5)
+    async with running_door(settings) as door:
+        assert await post(door, registrants, 3) == [202, 202, 202]
+        out = io.StringIO()
+        status = await show_once(admin_url(door), TEST_ADMIN_TOKEN, 0.0,
+                                 Console(file=out, width=120), asyncio.Event())
+    text = out.getvalue()
+    assert status == 0
+    assert "rate in force" in text and "7.5 /s" in text
+    assert re.search(r"│ backlog +│ +3 │", text)
+    assert "dead_letter" in text and "Backlog per partition" in text
+
+
+async def test_once_fails_with_a_wrong_token(door_under_test: DoorUnderTest,
+                                             redis_client: Redis) -> None:
+    out = io.StringIO()
+    status = await show_once(admin_url(door_under_test), "wrong", 0.0,
+                             Console(file=out), asyncio.Event())
+    assert status == 1 and out.getvalue() == ""
+
+
+async def test_the_live_view_ends_cleanly_on_sigterm(
+    door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
+) -> None:
+    env = {**os.environ, "GELOMBANG_ADMIN__TOKEN": TEST_ADMIN_TOKEN}
+    env.pop("GELOMBANG_CONFIG", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gelombang", "status", "--url", admin_url(door_under_test),
+        "--interval", "0.2", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        # Its first funnel read is audited: from then on it is drawing frames.
+        assert await redis_client.xread({AUDIT_STREAM: "0"}, count=1, block=30_000)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"Traceback" not in stderr
+    assert b"Funnel" in stdout
