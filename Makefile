@@ -19,7 +19,7 @@ DEV_ARGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-sysdeps: ## install the Debian packages (Redis, PostgreSQL, wrk, venv) that are missing
+sysdeps: ## install the Debian packages (Redis, PostgreSQL, wrk, venv, Chromium) that are missing
 	bash scripts/install-system-deps.sh
 
 venv: $(STAMP) ## create .venv and install the project with its dev tools
