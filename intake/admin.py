@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from intake import metrics
 from intake.audit_view import get_audit
@@ -28,6 +27,7 @@ from intake.responses import error_response, json_response
 from intake.state import DOOR
 from queueing.audit import append_audit
 from queueing.live_settings import FIELDS, read_policy, update_policy
+from queueing.redis_client import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
             async with asyncio.timeout(door.settings.redis.timeout_seconds):
                 await append_audit(door.redis, actor=ADMIN_ACTOR, source=_source(request),
                                    action=action, details=details)
-        except (RedisError, OSError, TimeoutError):
+        except REDIS_UNAVAILABLE:
             return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     return await handler(request)
 
@@ -82,7 +82,7 @@ async def metrics_text(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             backlog = await door.backlog()
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_UNAVAILABLE:
         backlog = {}
     body = metrics.render(backlog, door.live.policy)
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
@@ -94,7 +94,7 @@ async def get_admission(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             policy = await read_policy(door.redis, door.live.configured)
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_UNAVAILABLE:
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     return json_response(200, policy.as_dict())
 
@@ -121,7 +121,7 @@ async def put_admission(request: web.Request) -> web.Response:
                 door.redis, door.live.configured, changes,
                 actor=ADMIN_ACTOR, source=_source(request),
             )
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_UNAVAILABLE:
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     door.live.apply(policy)
     return json_response(200, policy.as_dict())
