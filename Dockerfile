@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# One image for every Gelombang role: the entrypoint is `gelombang`, the command
+# the role (serve, worker store|email|nik, migrate, mail-sink, nik-sim, ...).
+#   docker build -t gelombang .
+#   docker run gelombang serve          # the default command
+#   docker run gelombang worker store
+# See docs/deployment.md.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- builder: wheels for the project and every dependency ---------------------
+FROM ${PYTHON_IMAGE} AS builder
+# A compiler only here, for a dependency without a wheel for this platform;
+# the runtime stage copies wheels, never this toolchain.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gelombang ./gelombang
+COPY intake ./intake
+COPY queueing ./queueing
+COPY workers ./workers
+COPY config ./config
+COPY loadtest ./loadtest
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+# --- runtime: the wheels installed into a slim Python, run as a plain user ----
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it. The mail
+# sink's folder exists in the image, owned by that user, so a volume mounted
+# there starts with that owner (else root's, and unwritable).
+RUN groupadd --system --gid 10001 gelombang \
+    && useradd --system --uid 10001 --gid gelombang --home-dir /var/lib/gelombang \
+       --create-home --shell /usr/sbin/nologin gelombang \
+    && install -d -o gelombang -g gelombang /var/lib/gelombang/mail
+# The wheels are bind-mounted from the builder, so no layer keeps a copy.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels gelombang
+WORKDIR /var/lib/gelombang
+USER 10001:10001
+# Public API; admin port (/metrics, admin API; bind it with GELOMBANG_ADMIN__HOST).
+EXPOSE 8080 8081
+# Role-aware: `gelombang healthcheck` reads the role from PID 1's command line
+# (serve: GET /healthz; worker store: its drain heartbeat; worker email|nik:
+# Redis answers; mail-sink, nik-sim: their port answers; one-shot commands: 0).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["gelombang", "healthcheck"]
+ENTRYPOINT ["gelombang"]
+CMD ["serve"]
