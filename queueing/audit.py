@@ -10,6 +10,8 @@ address, or the machine and user of a command).
 
 from __future__ import annotations
 
+import getpass
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -51,3 +53,8 @@ async def append_audit(redis: RedisClient, *, actor: str, source: str, action: s
     entry_id: Any = await redis.xadd(AUDIT_STREAM, dict(fields),  # type: ignore[arg-type]
                                      maxlen=AUDIT_MAX_ENTRIES, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def command_identity() -> tuple[str, str]:
+    """Who and from where, for an admin command run on a machine: its user and host."""
+    return f"cli:{getpass.getuser()}", socket.gethostname()

@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 
 from config.settings import Settings
+from queueing.audit import append_audit, command_identity
+from queueing.redis_client import connect
 from queueing.sealing import KeyedHasher
 from workers.blacklist import import_source
 from workers.progress import ProgressBar
@@ -46,13 +48,23 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 async def _import(settings: Settings, path: Path, source: str) -> Any:
+    who, where = command_identity()
+    redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds)
     connection = await asyncpg.connect(settings.postgres.dsn)
     try:
+        # An admin action like any other: audited before the list changes.
+        await append_audit(redis, actor=who, source=where, action="blacklist.import.start",
+                           details={"source": source, "file": path.name})
         hasher = KeyedHasher(settings.keys.hash_key_bytes())
         progress = ProgressBar("reading", "bytes")
-        return await import_source(connection, path, source, hasher, progress)
+        report = await import_source(connection, path, source, hasher, progress)
+        await append_audit(redis, actor=who, source=where, action="blacklist.import.done",
+                           details={"source": source, "listed": report.imported,
+                                    "replaced": report.replaced, "bad_lines": report.bad_count})
+        return report
     finally:
         await connection.close()
+        await redis.aclose()
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import socket
 import sys
 from typing import Any
 
 import asyncpg
 
 from config.settings import Settings
-from queueing.audit import append_audit
+from queueing.audit import append_audit, command_identity
 from queueing.redis_client import connect
 from queueing.sealing import Sealer
 from workers.progress import ProgressBar
@@ -56,8 +54,7 @@ def run_reseal(args: argparse.Namespace) -> int:
 
 async def _reseal(settings: Settings, batch_size: int) -> ResealReport:
     sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
-    who = f"cli:{getpass.getuser()}"
-    where = socket.gethostname()
+    who, where = command_identity()
     redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds)
     pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=1, max_size=1)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import subprocess
@@ -9,14 +10,16 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.devstate import render_toml
 from loadtest.registrants import RegistrantFactory
+from queueing.keys import AUDIT_STREAM
 from queueing.sealing import KeyedHasher
-from tests.support import REPO_ROOT, seal_people
+from tests.support import REPO_ROOT, seal_people, stream_range
 from tests.workers.drain_helpers import drain_settings, enqueue, running_drain, wait_drained
 from workers.blacklist import REPORTED_BAD_LINES, import_source
 
@@ -79,8 +82,8 @@ async def test_a_failed_import_leaves_the_old_list(
     assert await listed(pg, "taspen") == {keyed.digest("3201014506990001")}
 
 
-def test_the_command_reports_bad_lines_by_number_never_by_content(
-    pg: asyncpg.Connection, test_settings: Settings, tmp_path: Path,
+async def test_the_command_reports_bad_lines_by_number_never_by_content(
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings, tmp_path: Path,
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(render_toml(test_settings.model_dump(mode="json")))
@@ -89,7 +92,8 @@ def test_the_command_reports_bad_lines_by_number_never_by_content(
     lines = ["3201014506990001"] + [secret_looking] * (REPORTED_BAD_LINES + 5)
     path.write_text("\n".join(lines) + "\n")
 
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "gelombang", "blacklist", "import", str(path), "--source", "x"],
         cwd=REPO_ROOT, env={**os.environ, "GELOMBANG_CONFIG": str(config)},
         capture_output=True, text=True, check=True)
@@ -98,6 +102,13 @@ def test_the_command_reports_bad_lines_by_number_never_by_content(
     assert f"{REPORTED_BAD_LINES + 5} lines without a well-formed NIK" in result.stderr
     assert "lines 2, 3," in result.stderr and "…" in result.stderr
     assert secret_looking not in result.stdout + result.stderr
+    # Audited as an admin action: who, from where, what; counts, never a NIK.
+    audit = [fields for _, fields in await stream_range(redis_client, AUDIT_STREAM)]
+    assert [fields[b"action"] for fields in audit] == [
+        b"blacklist.import.start", b"blacklist.import.done"]
+    assert orjson.loads(audit[1][b"changes"]) == {
+        "source": "x", "listed": 1, "replaced": 0, "bad_lines": REPORTED_BAD_LINES + 5}
+    assert audit[0][b"actor"].startswith(b"cli:") and audit[0][b"source"]
 
 
 @pytest.mark.slow
