@@ -1,0 +1,253 @@
+"""deploy/kubernetes/: schema-valid (bundled schemas of kubernetes-validate, offline), coherent."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from config.settings import ConfigError, Settings
+from gelombang.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+# The oldest Kubernetes these manifests promise to work on (policy/v1,
+# autoscaling/v2 and Job ttlSecondsAfterFinished are all GA there).
+KUBERNETES_VERSION = "1.30.0"
+
+Manifest = dict[str, Any]
+
+
+def _documents() -> Iterator[tuple[str, Manifest]]:
+    for path in sorted(MANIFESTS.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document is not None:
+                yield path.name, document
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[Manifest]:
+    return [doc for _, doc in _documents() if doc["kind"] != "Kustomization"]
+
+
+def _named(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+@pytest.mark.parametrize(("file", "document"), [
+    pytest.param(file, doc, id=f"{doc['kind']}/{doc['metadata']['name']}")
+    for file, doc in _documents() if doc["kind"] != "Kustomization"  # kustomize's, not an object
+])
+def test_manifest_is_valid_against_the_kubernetes_schema(file: str, document: Manifest) -> None:
+    try:
+        # strict: a misspelt or misplaced field is an error, not silently dropped.
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{file}: {document['kind']} {document['metadata']['name']}: "
+                    f"{exc.message} at {list(exc.path)}")
+
+
+def test_the_validator_refuses_a_broken_manifest(manifests: list[Manifest]) -> None:
+    # The positive control: were the validator lenient, the test above would prove nothing.
+    door = _named(manifests, "Deployment")["gelombang-door"]
+    broken = yaml.safe_load(yaml.safe_dump(door))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pth"] = "/"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_kustomization_applies_every_file() -> None:
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    files = {p.name for p in MANIFESTS.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+
+
+def _pod(workload: Manifest) -> Manifest:
+    pod: Manifest = workload["spec"]["template"]["spec"]
+    return pod
+
+
+def _container(workload: Manifest) -> Manifest:
+    (container,) = _pod(workload)["containers"]
+    result: Manifest = container
+    return result
+
+
+def _workloads(manifests: list[Manifest]) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] in ("Deployment", "Job")]
+
+
+def test_every_role_runs_with_valid_arguments(manifests: list[Manifest]) -> None:
+    parser = build_parser()
+    roles = set()
+    for workload in _workloads(manifests):
+        args = _container(workload)["args"]
+        parser.parse_args(args)  # SystemExit on an unknown role or option
+        roles.add(tuple(args[:2]) if args[0] == "worker" else (args[0],))
+    assert roles == {("serve",), ("worker", "store"), ("worker", "email"), ("worker", "nik"),
+                     ("migrate",)}
+    (job,) = _named(manifests, "Job").values()
+    assert _container(job)["args"] == ["migrate"]
+
+
+def _dockerfile_user() -> int:
+    users = re.findall(r"^USER (\d+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    return int(users[-1])
+
+
+def test_every_pod_runs_as_the_image_user_with_bounded_resources(
+        manifests: list[Manifest]) -> None:
+    for workload in _workloads(manifests):
+        name = workload["metadata"]["name"]
+        security = _pod(workload)["securityContext"]
+        assert security["runAsNonRoot"] is True, name
+        assert security["runAsUser"] == _dockerfile_user(), name
+        container = _container(workload)
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"]), name
+        assert "memory" in resources["limits"], name
+        refs = [next(iter(source.values()))["name"] for source in container["envFrom"]]
+        assert refs == ["gelombang-config", "gelombang-secrets"], name
+    assert set(_named(manifests, "ConfigMap")) == {"gelombang-config"}
+    assert set(_named(manifests, "Secret")) == {"gelombang-secrets"}
+
+
+def _settings_with(monkeypatch: pytest.MonkeyPatch, *sources: dict[str, str]) -> Settings:
+    for name in list(os.environ):
+        if name.startswith("GELOMBANG_"):
+            monkeypatch.delenv(name)
+    for source in sources:
+        for key, value in source.items():
+            monkeypatch.setenv(key, value)
+    return Settings.load()
+
+
+@pytest.fixture(scope="module")
+def config_data(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = _named(manifests, "ConfigMap")["gelombang-config"]["data"]
+    return data
+
+
+@pytest.fixture(scope="module")
+def secret_data(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = _named(manifests, "Secret")["gelombang-secrets"]["stringData"]
+    return data
+
+
+def _real_secrets(placeholders: dict[str, str]) -> dict[str, str]:
+    """What an operator would put in place of each placeholder (made-up values)."""
+    key = base64.b64encode(b"k" * 32).decode()
+    values = {
+        "GELOMBANG_KEYS__ACTIVE_SEALING_KEY_ID": "k2026",
+        "GELOMBANG_KEYS__SEALING_KEYS": f'{{"k2026": "{key}"}}',
+        "GELOMBANG_KEYS__HASH_KEY": key,
+        "GELOMBANG_KEYS__TOKEN_KEY": key,
+    }
+    return {name: values.get(name, value.replace("REPLACE-", "made-up-"))
+            for name, value in placeholders.items()}
+
+
+def test_every_config_and_secret_key_names_a_setting(
+        config_data: dict[str, str], secret_data: dict[str, str]) -> None:
+    # An unknown name would be ignored silently; this catches the typo.
+    for name in [*config_data, *secret_data]:
+        match = re.fullmatch(r"GELOMBANG_([A-Z_]+?)__([A-Z_]+?)(?:__[A-Z0-9_]+)?", name)
+        assert match, name
+        section, key = match.group(1).lower(), match.group(2).lower()
+        assert section in Settings.model_fields, name
+        model = Settings.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        assert key in model.model_fields, name
+
+
+def test_the_secret_holds_placeholders_that_refuse_to_start(
+        secret_data: dict[str, str], config_data: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert all("REPLACE" in value for value in secret_data.values())
+    with pytest.raises(ConfigError, match="keys"):
+        _settings_with(monkeypatch, config_data, secret_data)
+
+
+def test_config_and_filled_in_secret_are_a_complete_configuration(
+        secret_data: dict[str, str], config_data: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_with(monkeypatch, config_data, _real_secrets(secret_data))
+    settings.keys.require()
+    assert settings.admin.host == "0.0.0.0"  # Prometheus scrapes it from another pod
+
+
+def _port(container: Manifest, name_or_number: str | int) -> int:
+    if isinstance(name_or_number, int):
+        return name_or_number
+    (number,) = [p["containerPort"] for p in container["ports"] if p["name"] == name_or_number]
+    return int(number)
+
+
+def test_door_probes_grace_and_ports_match_the_configuration(
+        manifests: list[Manifest], config_data: dict[str, str],
+        secret_data: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_with(monkeypatch, config_data, _real_secrets(secret_data))
+    door = _named(manifests, "Deployment")["gelombang-door"]
+    container = _container(door)
+    readiness = container["readinessProbe"]["httpGet"]
+    assert readiness["path"] == "/readyz"
+    assert _port(container, readiness["port"]) == settings.public.port
+    liveness = container["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    assert _port(container, liveness["port"]) == settings.public.port
+    assert _port(container, "admin") == settings.admin.port
+    # The door leaves by itself before the kubelet's SIGKILL.
+    needed = settings.door.drain_grace_seconds + settings.door.shutdown_deadline_seconds
+    assert _pod(door)["terminationGracePeriodSeconds"] > needed
+    # While draining, readiness must fail within the grace, so traffic stops first.
+    probe = container["readinessProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] < settings.door.drain_grace_seconds
+
+
+def test_workers_have_liveness_and_time_to_finish(manifests: list[Manifest]) -> None:
+    workers = [m for name, m in _named(manifests, "Deployment").items() if "worker" in name]
+    assert len(workers) == 3
+    for worker in workers:
+        container = _container(worker)
+        assert container["livenessProbe"]["exec"]["command"] == ["gelombang", "healthcheck"]
+        assert "ports" not in container
+        assert _pod(worker)["terminationGracePeriodSeconds"] >= 60
+
+
+def _selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])
+               if e["operator"] == "In")
+
+
+def test_services_hpa_and_budgets_point_at_the_pods(manifests: list[Manifest]) -> None:
+    deployments = _named(manifests, "Deployment")
+    pod_labels = {name: d["spec"]["template"]["metadata"]["labels"]
+                  for name, d in deployments.items()}
+    door_labels = pod_labels["gelombang-door"]
+    for service in _named(manifests, "Service").values():
+        assert _selects({"matchLabels": service["spec"]["selector"]}, door_labels)
+        names = {p["name"] for p in _container(deployments["gelombang-door"])["ports"]}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
+    (hpa,) = _named(manifests, "HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "gelombang-door"}
+    assert hpa["spec"]["minReplicas"] >= 2
+    covered = set()
+    for budget in _named(manifests, "PodDisruptionBudget").values():
+        covered |= {name for name, labels in pod_labels.items()
+                    if _selects(budget["spec"]["selector"], labels)}
+    assert covered == set(deployments)
+    # A budget that selects nothing but the door: with minAvailable 1 and two
+    # replicas, a node drain always leaves one door answering.
+    assert _named(manifests, "PodDisruptionBudget")["gelombang-door"]["spec"]["minAvailable"] == 1
