@@ -1,0 +1,104 @@
+"""deploy/monitoring/: every metric the rules and dashboard use is one the door exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.intake.door_helpers import DoorUnderTest
+
+MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
+# Series Prometheus makes itself, not the door.
+PROMETHEUS_SERIES = {"up"}
+# The door's metric names all start so; PromQL functions and keywords never do.
+_METRIC = re.compile(r"\b(gelombang_[a-z0-9_]+|up)\b(?!\s*\()")
+_OUTCOMES = re.compile(r'outcome=~?"([a-z_|]+)"')
+_JOB = re.compile(r'job="([a-z-]+)"')
+
+
+def _rule_expressions() -> Iterator[tuple[str, str]]:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            yield rule["alert"], rule["expr"]
+
+
+def _dashboard_expressions() -> Iterator[tuple[str, str]]:
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            yield panel["title"], target["expr"]
+
+
+def _expressions() -> list[tuple[str, str]]:
+    return [*_rule_expressions(), *_dashboard_expressions()]
+
+
+@pytest.fixture
+async def scraped(door_under_test: DoorUnderTest) -> dict[str, set[str]]:
+    """Sample names of a real scrape, with the outcome label values seen."""
+    # A request first: a labelled histogram has no samples until it observes one.
+    assert (await door_under_test.public.get("/healthz")).status == 200
+    response = await door_under_test.admin.get("/metrics")
+    assert response.status == 200
+    names: set[str] = set()
+    outcomes: set[str] = set()
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            names.add(sample.name)
+            if "outcome" in sample.labels:
+                outcomes.add(sample.labels["outcome"])
+    return {"names": names, "outcomes": outcomes}
+
+
+def test_rules_file_is_alerting_rules_with_the_asked_for_alerts() -> None:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    assert {"GelombangDoorDown", "GelombangAdmissionShedding", "GelombangBacklogGrowing"} <= set(
+        alerts)
+    for name, rule in alerts.items():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), name
+        assert rule["annotations"]["summary"], name
+
+
+def test_scrape_config_loads_the_rules_and_names_the_job() -> None:
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    for where, expr in _expressions():
+        assert set(_JOB.findall(expr)) <= jobs, where
+
+
+async def test_every_expression_uses_only_exported_metrics(scraped: dict[str, set[str]]) -> None:
+    exported = scraped["names"] | PROMETHEUS_SERIES
+    checked = 0
+    for where, expr in _expressions():
+        used = set(_METRIC.findall(expr))
+        assert used, f"{where}: no metric found in {expr!r}"
+        assert used <= exported, f"{where}: not exported: {sorted(used - exported)}"
+        checked += 1
+    assert checked >= 10
+
+
+async def test_outcome_labels_are_ones_the_door_records(scraped: dict[str, set[str]]) -> None:
+    for where, expr in _expressions():
+        for alternatives in _OUTCOMES.findall(expr):
+            assert set(alternatives.split("|")) <= scraped["outcomes"], where
+
+
+def test_the_dashboard_is_grafana_json() -> None:
+    dashboard: dict[str, Any] = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
