@@ -113,38 +113,51 @@ def _http_ok(url: str, timeout: float) -> str:
 
 
 def _redis(settings: Settings, timeout: float) -> Any:
-    # Imported here: the door's check should not pay for the Redis client.
+    # Imported here: the door's check should not pay for the Redis client. A
+    # synchronous client: this process makes one or two calls and exits.
     from redis import Redis
+    from redis.cluster import ClusterNode, RedisCluster
 
-    return Redis.from_url(settings.redis.url, socket_timeout=timeout,
-                          socket_connect_timeout=timeout)
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if not settings.redis.cluster:
+        return Redis.from_url(settings.redis.url, **options)
+    seeds = [address.strip().rpartition(":") for address in settings.redis.cluster_seeds]
+    nodes = [ClusterNode(host, int(port))  # type: ignore[no-untyped-call]
+             for host, _, port in seeds]
+    return RedisCluster.from_url(settings.redis.url, startup_nodes=nodes,
+                                 require_full_coverage=False, **options)
 
 
 def _redis_answers(settings: Settings, timeout: float) -> str:
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
-    client = _redis(settings, timeout)
+    client = None
     try:
+        # A cluster client connects as it is made, so that can fail too.
+        client = _redis(settings, timeout)
         client.ping()
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         raise Unhealthy(f"Redis: {type(exc).__name__}") from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return "Redis answers PING"
 
 
 def _fresh_heartbeat(settings: Settings, hostname: str, timeout: float) -> str:
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
     from queueing.keys import HEARTBEATS
 
-    client = _redis(settings, timeout)
+    client = None
     try:
+        client = _redis(settings, timeout)
         beats: list[tuple[bytes, float]] = client.zrange(HEARTBEATS, 0, -1, withscores=True)
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         raise Unhealthy(f"Redis: {type(exc).__name__}") from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     prefix = f"{hostname}-".encode()
     mine = [score for name, score in beats if name.startswith(prefix)]
     if not mine:

@@ -57,6 +57,7 @@ async def test_serve_is_unhealthy_when_nothing_listens(
         await asyncio.to_thread(check, ("serve",), _on_port(test_settings, port), 2.0)
 
 
+@pytest.mark.both_redis
 @pytest.mark.parametrize(("hostname", "age_intervals", "healthy"), [
     ("store-7f9c", 0.5, True),
     ("store-7f9c", 10.0, False),   # stuck, or cut off from Redis
@@ -76,12 +77,13 @@ async def test_store_worker_needs_its_own_fresh_heartbeat(
             await asyncio.to_thread(check, ("worker", "store"), test_settings, 2.0)
 
 
+@pytest.mark.both_redis
 async def test_verification_workers_need_redis(
         redis_client: Redis, test_settings: Settings) -> None:
     assert await asyncio.to_thread(check, ("worker", "email"), test_settings, 2.0) == (
         "Redis answers PING")
     gone = test_settings.model_copy(update={"redis": test_settings.redis.model_copy(
-        update={"url": "redis://127.0.0.1:1/0"})})
+        update={"url": "redis://127.0.0.1:1/0", "cluster_seeds": []})})
     with pytest.raises(Unhealthy, match="Redis"):
         await asyncio.to_thread(check, ("worker", "nik"), gone, 2.0)
 
