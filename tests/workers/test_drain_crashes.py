@@ -46,6 +46,12 @@ def ids_of(envelopes: list[Envelope]) -> set[uuid.UUID]:
 async def assert_stored_once_with_one_job_each(
     pg: asyncpg.Connection, redis: Redis, settings: Settings, envelopes: list[Envelope]
 ) -> None:
+    # A hand-off that failed (PostgreSQL or Redis away) is left to the outbox
+    # sweeper, which runs every `outbox_sweep_seconds`: wait for it first.
+    for _ in range(300):
+        if await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0:
+            break
+        await asyncio.sleep(0.1)
     rows = await pg.fetch("SELECT registration_id, state::text FROM registrations")
     assert len(rows) == len(envelopes)
     assert {row[0] for row in rows} == ids_of(envelopes)
