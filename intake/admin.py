@@ -26,6 +26,7 @@ from intake.funnel import get_funnel
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from queueing.audit import append_audit
+from queueing.breaker_reports import current_reports
 from queueing.live_settings import FIELDS, read_policy, update_policy
 from queueing.redis_client import REDIS_UNAVAILABLE
 
@@ -79,12 +80,14 @@ def _source(request: web.Request) -> str:
 async def metrics_text(request: web.Request) -> web.Response:
     """Prometheus text for the whole process group."""
     door = request.app[DOOR]
+    queues = metrics.QueueSnapshot()
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
-            backlog = await door.backlog()
+            queues = metrics.QueueSnapshot(await door.backlog(), await door.dead_letters(),
+                                           await current_reports(door.redis))
     except REDIS_UNAVAILABLE:
-        backlog = {}
-    body = metrics.render(backlog, door.live.policy)
+        pass  # scraped without the Redis-read gauges: the counters still tell
+    body = metrics.render(queues, door.live.policy)
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 

@@ -70,6 +70,14 @@ class Door:
             lengths = await pipe.execute()
         return {p.index: int(n) for p, n in zip(self.partitions, lengths, strict=True)}
 
+    async def dead_letters(self) -> dict[int, int]:
+        """Entries in each partition's dead-letter stream (the drain's and the jobs')."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in self.partitions:
+                _ = pipe.xlen(partition.dead_letters)
+            lengths = await pipe.execute()
+        return {p.index: int(n) for p, n in zip(self.partitions, lengths, strict=True)}
+
 
 def connect_redis(settings: Settings, max_connections: int) -> RedisClient:
     """A Redis client that fails fast: the door answers 503, it never waits.

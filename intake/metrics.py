@@ -9,7 +9,8 @@ single in-process door, as in some tests) the default registry is used.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from queueing.admission import AdmissionPolicy, Outcome
+from queueing.breaker_reports import BreakerReport
 from queueing.grouping import GroupStats
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -96,22 +98,43 @@ def observe_group(stats: GroupStats) -> None:
         _DECISION_COUNTERS[outcome].inc(count)
 
 
-class _Snapshot(Collector):
-    """Gauges read at scrape time from Redis (backlog) and the live policy."""
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What the scrape read from Redis; empty when Redis did not answer in time."""
 
-    def __init__(self, backlog: Mapping[int, int], policy: AdmissionPolicy) -> None:
-        self._backlog = backlog
+    backlog: Mapping[int, int] = field(default_factory=dict)
+    dead_letters: Mapping[int, int] = field(default_factory=dict)
+    breakers: Sequence[BreakerReport] = ()
+
+
+class _Snapshot(Collector):
+    """Gauges read at scrape time from Redis and the live policy."""
+
+    def __init__(self, queues: QueueSnapshot, policy: AdmissionPolicy) -> None:
+        self._queues = queues
         self._policy = policy
 
     def collect(self) -> Iterable[Metric]:
-        backlog = GaugeMetricFamily(
-            "gelombang_backlog_entries",
-            "Admitted registrations not yet stored, per partition.",
-            labels=["partition"],
+        for name, text, values in (
+            ("gelombang_backlog_entries",
+             "Admitted registrations not yet stored, per partition.", self._queues.backlog),
+            ("gelombang_dead_letters",
+             "Entries in each partition's dead-letter stream (registrations and jobs).",
+             self._queues.dead_letters),
+        ):
+            family = GaugeMetricFamily(name, text, labels=["partition"])
+            for partition, entries in sorted(values.items()):
+                family.add_metric([str(partition)], entries)
+            yield family
+        breakers = GaugeMetricFamily(
+            "gelombang_breaker_open",
+            "1 while a worker's circuit breaker holds calls back (open or half-open), per"
+            " worker that reported in the last seconds.",
+            labels=["service", "worker"],
         )
-        for partition, entries in sorted(self._backlog.items()):
-            backlog.add_metric([str(partition)], entries)
-        yield backlog
+        for report in self._queues.breakers:
+            breakers.add_metric([report.service, report.worker], float(report.is_open))
+        yield breakers
         for name, value in (
             ("rate_per_second", self._policy.rate_per_second),
             ("burst", self._policy.burst),
@@ -124,10 +147,10 @@ class _Snapshot(Collector):
             )
 
 
-def render(backlog: Mapping[int, int], policy: AdmissionPolicy) -> bytes:
+def render(queues: QueueSnapshot, policy: AdmissionPolicy) -> bytes:
     """The Prometheus text for the whole process group plus the snapshot gauges."""
     snapshot = CollectorRegistry()
-    snapshot.register(_Snapshot(backlog, policy))
+    snapshot.register(_Snapshot(queues, policy))
     path = os.environ.get(MULTIPROC_ENV)
     if path:
         registry = CollectorRegistry()

@@ -25,6 +25,8 @@ STORE_GROUP = "store"
 # Drain worker heartbeats: a sorted set of consumer names scored by the Unix
 # time of their last beat, and one hash of details per consumer.
 HEARTBEATS = f"{PREFIX}:workers:heartbeats"
+# Each NIK worker's circuit breaker state (queueing/breaker_reports.py).
+BREAKER_REPORTS = f"{PREFIX}:workers:breakers"
 
 
 def outbound_bucket(service: str) -> str:

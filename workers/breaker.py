@@ -67,6 +67,13 @@ class CircuitBreaker:
         self._probe_out = True
         return 0.0, True
 
+    def current_state(self) -> BreakerState:
+        """The state as of now: an open breaker whose time is up is half-open."""
+        if (self.state is BreakerState.OPEN
+                and self._clock() >= self._opened_at + self.open_seconds):
+            return BreakerState.HALF_OPEN
+        return self.state
+
     async def wait_turn(self) -> bool:
         """Wait until a call may go out; True if that call is the half-open probe."""
         while True:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -29,11 +30,12 @@ import asyncpg
 import uvloop
 
 from config.settings import Settings
+from queueing import breaker_reports
 from queueing.envelope import PersonalData, open_sealed
 from queueing.redis_client import RedisClient
 from queueing.sealing import Sealer
 from workers.breaker import CircuitBreaker
-from workers.drain import connect_worker_redis, create_pool
+from workers.drain import TRANSIENT, connect_worker_redis, create_pool
 from workers.jobs import JobAbandoned, JobConsumer, JobDeferred, JobSettings, VerificationJob
 from workers.nik_client import NikClient, NikRejected, NikUnavailable
 from workers.rate_limit import SharedRateLimit
@@ -195,10 +197,32 @@ async def serve_nik(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop)
     log.info("NIK worker %s started", consumer.name)
     try:
-        await consumer.run()
+        await run_consumer(redis, verifier, consumer)
     finally:
         await verifier.client.close()
         await pool.close()
         await redis.aclose()
         log.info("NIK worker stopped after %d calls (%d answered from the cache)",
                  verifier.calls_made, verifier.cache_hits)
+
+
+async def run_consumer(redis: RedisClient, verifier: NikVerifier, consumer: JobConsumer) -> None:
+    """Consume jobs until stopped, publishing the breaker's state meanwhile."""
+    reporting = asyncio.create_task(report_breaker(redis, verifier.breaker, consumer.name))
+    try:
+        await consumer.run()
+    finally:
+        reporting.cancel()
+        await asyncio.gather(reporting, return_exceptions=True)
+        with contextlib.suppress(*TRANSIENT):
+            await breaker_reports.withdraw(redis, "nik", consumer.name)
+
+
+async def report_breaker(redis: RedisClient, breaker: CircuitBreaker, worker: str) -> None:
+    """Publish the breaker's state every few seconds, for /metrics and the ops views."""
+    while True:
+        try:
+            await breaker_reports.report(redis, "nik", worker, breaker.current_state().value)
+        except TRANSIENT:
+            pass  # Redis away: the report goes stale, and the views say so
+        await asyncio.sleep(breaker_reports.REPORT_SECONDS)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from queueing import breaker_reports
 from tests.intake.door_helpers import DoorUnderTest
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
@@ -46,6 +47,8 @@ async def scraped(door_under_test: DoorUnderTest) -> dict[str, set[str]]:
     """Sample names of a real scrape, with the outcome label values seen."""
     # A request first: a labelled histogram has no samples until it observes one.
     assert (await door_under_test.public.get("/healthz")).status == 200
+    # And a NIK worker's breaker report: the gauge has a sample per reporting worker.
+    await breaker_reports.report(door_under_test.door.redis, "nik", "worker-1", "closed")
     response = await door_under_test.admin.get("/metrics")
     assert response.status == 200
     names: set[str] = set()

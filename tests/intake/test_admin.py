@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 import pytest
 
 from loadtest.registrants import RegistrantFactory
-from queueing.keys import AUDIT_STREAM
+from queueing import breaker_reports
+from queueing.keys import AUDIT_STREAM, BREAKER_REPORTS, Partition
 from queueing.redis_client import RedisClient
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import stream_range
@@ -142,3 +144,29 @@ async def test_metrics_need_no_token_and_name_the_series(door_under_test: DoorUn
         "gelombang_admission_rate_per_second",
     ):
         assert series in text, series
+
+
+async def test_metrics_export_the_workers_fresh_breaker_reports(
+        door_under_test: DoorUnderTest) -> None:
+    redis = door_under_test.door.redis
+    await breaker_reports.report(redis, "nik", "worker-a", "open")
+    await breaker_reports.report(redis, "nik", "worker-b", "closed")
+    # A worker that stopped reporting long ago (killed): not exported, and removed.
+    stale_at = time.time() - 10 * breaker_reports.STALE_SECONDS
+    await redis.hset(BREAKER_REPORTS, "nik:worker-gone", f"open {stale_at}")
+    async with door_under_test.admin.get("/metrics") as response:
+        text = await response.text()
+    assert 'gelombang_breaker_open{service="nik",worker="worker-a"} 1.0' in text
+    assert 'gelombang_breaker_open{service="nik",worker="worker-b"} 0.0' in text
+    assert "worker-gone" not in text
+    assert not await redis.hexists(BREAKER_REPORTS, "nik:worker-gone")
+
+
+async def test_metrics_count_dead_letters_per_partition(door_under_test: DoorUnderTest) -> None:
+    redis = door_under_test.door.redis
+    for _ in range(2):
+        await redis.xadd(Partition(3).dead_letters, {"reason": "test"})
+    async with door_under_test.admin.get("/metrics") as response:
+        text = await response.text()
+    assert 'gelombang_dead_letters{partition="3"} 2.0' in text
+    assert 'gelombang_dead_letters{partition="0"} 0.0' in text

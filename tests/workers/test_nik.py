@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from loadtest.registrants import Registrant, RegistrantFactory
+from queueing import breaker_reports
 from queueing.keys import Partition
 from queueing.sealing import KeyedHasher
 from tests.intake.door_helpers import DoorUnderTest
@@ -110,6 +111,8 @@ async def test_an_outage_opens_the_breaker_and_every_job_completes_after(
         settings = nik_settings(drain_settings(test_settings), sim.url)
         async with running_drain(settings), running_nik_worker(settings) as verifier:
             await eventually(lambda: _opened(verifier.breaker.times_opened), what="breaker open")
+            # Operators see it: the worker reports its breaker, the door exports it.
+            await eventually(lambda: _reported_open(redis_client), what="breaker reported")
             await asyncio.sleep(0.5)
             before = (await sim.stats())["received"]
             await asyncio.sleep(3.0)
@@ -121,6 +124,7 @@ async def test_an_outage_opens_the_breaker_and_every_job_completes_after(
             await sim.outage(False)
             await eventually(lambda: all_checked(pg, count), what="all checked after")
         stats = await sim.stats()
+    assert await breaker_reports.current_reports(redis_client) == []  # withdrawn at the stop
     table = await states(pg, "nik_verification")
     assert {table[rid] for rid in ids} == {"verified"}
     assert stats["results"] == {"match": count}  # each NIK answered once: none doubled
@@ -130,6 +134,10 @@ async def test_an_outage_opens_the_breaker_and_every_job_completes_after(
 
 async def _opened(times: int) -> bool:
     return times > 0
+
+
+async def _reported_open(redis: Redis) -> bool:
+    return [r.is_open for r in await breaker_reports.current_reports(redis)] == [True]
 
 
 async def test_a_refused_request_marks_the_check_failed_without_retries(

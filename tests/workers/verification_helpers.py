@@ -26,7 +26,7 @@ from tests.support import stream_range
 from workers.drain import connect_worker_redis, create_pool
 from workers.email_worker import EmailVerifier, email_consumer
 from workers.jobs import JobConsumer
-from workers.nik_worker import NikVerifier, nik_parts
+from workers.nik_worker import NikVerifier, nik_parts, run_consumer
 from workers.rate_limit import SharedRateLimit
 from workers.sandbox.mail_sink import MaildirHandler, start_mail_sink
 from workers.sandbox.nik_sim import build_app
@@ -210,7 +210,7 @@ async def running_nik_worker(settings: Settings) -> AsyncIterator[NikVerifier]:
     redis = connect_worker_redis(settings)
     pool = await create_pool(settings, settings.nik.concurrency + 1)
     verifier, consumer = nik_parts(settings, redis, pool)
-    task = asyncio.create_task(consumer.run())
+    task = asyncio.create_task(run_consumer(redis, verifier, consumer))
     try:
         yield verifier
     finally:
