@@ -181,7 +181,9 @@ def check_birth_date(
         or born.year % 100 != nik_date.year % 100  # the NIK carries no century
     ):
         return BIRTH_DATE_MISMATCH
-    if today < adulthood(born):
+    # A date still to come is underage too; checked first, as the eighteenth
+    # birthday of a year past 9981 is not a date Python can hold.
+    if born > today or today < adulthood(born):
         return UNDERAGE
     return born
 

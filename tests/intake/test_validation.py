@@ -270,6 +270,9 @@ def nik_for(born: datetime.date) -> str:
     (datetime.date(2010, 2, 28), datetime.date(2028, 2, 28), True),
     (datetime.date(2010, 2, 28), datetime.date(2028, 2, 27), False),
     (datetime.date(2030, 1, 1), TODAY, False),  # not yet born
+    # Eighteenth birthdays past year 9999 (found by schemathesis: it was a 500).
+    (datetime.date(9987, 11, 15), TODAY, False),
+    (datetime.date(9999, 12, 31), TODAY, False),
 ])
 def test_age_is_18_on_the_day_of_submission(
     born: datetime.date, today: datetime.date, adult: bool
