@@ -13,7 +13,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from loadtest.registrants import PROVINCES, Registrant
-from tests.support import leaked, stream_range
+from tests.support import leaked_kinds, stream_range
 
 
 class UnscannedType(Exception):
@@ -77,9 +77,15 @@ async def postgres_dump(connection: asyncpg.Connection) -> tuple[bytes, int]:
     return b"\n".join(chunks), len(tables)
 
 
+def hit_kinds(haystack: bytes, people: Sequence[Registrant]) -> dict[str, int]:
+    """Submitted values found in the clear, as text or as hex (how PostgreSQL prints bytea),
+    counted by kind."""
+    return {**leaked_kinds(haystack, people), **leaked_kinds(haystack, people, as_hex=True)}
+
+
 def hits(haystack: bytes, people: Sequence[Registrant]) -> int:
-    """Submitted values found in the clear, as text or as hex (how PostgreSQL prints bytea)."""
-    return leaked(haystack, people) + leaked(haystack, people, as_hex=True)
+    """How many submitted values were found, as text or as hex."""
+    return sum(hit_kinds(haystack, people).values())
 
 
 # Shapes of personal data, for logs where the submitted values are not known: a

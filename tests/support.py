@@ -195,14 +195,27 @@ async def queued_ids(redis: RedisClient, count: int) -> list[str]:
     return [str(envelope.registration_uuid) for envelope in await queued_envelopes(redis, count)]
 
 
-def personal_values(people: Sequence[Registrant]) -> list[bytes]:
-    """Every submitted personal value, as it could appear in storage or logs."""
-    values: list[bytes] = []
+def personal_values_by_kind(people: Sequence[Registrant]) -> list[tuple[str, bytes]]:
+    """Every submitted personal value with its kind, as it could appear in storage or logs.
+
+    The kind names the field and the value's length only, so a failure can say
+    what matched (a short name can match by chance in a large dump) without
+    saying the value.
+    """
+    values: list[tuple[str, bytes]] = []
     for person in people:
         digits = person.phone.replace("+", "")
-        values += [person.nik.encode(), person.email.encode(), person.email.lower().encode(),
-                   person.full_name.encode(), digits[-9:].encode()]
+        name = person.full_name.encode()
+        values += [("nik", person.nik.encode()), ("email", person.email.encode()),
+                   ("email (lower-cased)", person.email.lower().encode()),
+                   (f"name ({len(name)} bytes)", name), ("phone (last 9 digits)",
+                                                       digits[-9:].encode())]
     return values
+
+
+def personal_values(people: Sequence[Registrant]) -> list[bytes]:
+    """Every submitted personal value, as it could appear in storage or logs."""
+    return [value for _, value in personal_values_by_kind(people)]
 
 
 async def redis_dump(redis: RedisClient) -> bytes:
@@ -224,15 +237,22 @@ async def redis_dump(redis: RedisClient) -> bytes:
     return b"\n".join(chunks)
 
 
-def leaked(haystack: bytes, people: Sequence[Registrant], *, as_hex: bool = False) -> int:
-    """How many submitted personal values occur in the clear (the count, never the values).
+def leaked_kinds(haystack: bytes, people: Sequence[Registrant], *,
+                 as_hex: bool = False) -> dict[str, int]:
+    """Submitted personal values found in the clear, counted by kind (never the values).
 
     as_hex looks for the values' hex encoding instead, as PostgreSQL prints bytea.
     """
-    values = personal_values(people)
-    if as_hex:
-        values = [value.hex().encode() for value in values]
-    return sum(1 for value in values if value in haystack)
+    found: Counter[str] = Counter()
+    for kind, value in personal_values_by_kind(people):
+        if (value.hex().encode() if as_hex else value) in haystack:
+            found[("hex of " if as_hex else "") + kind] += 1
+    return dict(found)
+
+
+def leaked(haystack: bytes, people: Sequence[Registrant], *, as_hex: bool = False) -> int:
+    """How many submitted personal values occur in the clear (the count, never the values)."""
+    return sum(leaked_kinds(haystack, people, as_hex=as_hex).values())
 
 
 def seal_people(settings: Settings, people: Sequence[Registrant],
