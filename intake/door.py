@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import datetime
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -64,17 +64,17 @@ class Door:
 
     async def backlog(self) -> dict[int, int]:
         """Entries waiting in each partition's stream."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition in self.partitions:
-                _ = pipe.xlen(partition.stream)
-            lengths = await pipe.execute()
-        return {p.index: int(n) for p, n in zip(self.partitions, lengths, strict=True)}
+        return await self._lengths(lambda partition: partition.stream)
 
     async def dead_letters(self) -> dict[int, int]:
         """Entries in each partition's dead-letter stream (the drain's and the jobs')."""
+        return await self._lengths(lambda partition: partition.dead_letters)
+
+    async def _lengths(self, stream_of: Callable[[Partition], str]) -> dict[int, int]:
+        """XLEN of one stream per partition, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for partition in self.partitions:
-                _ = pipe.xlen(partition.dead_letters)
+                _ = pipe.xlen(stream_of(partition))
             lengths = await pipe.execute()
         return {p.index: int(n) for p, n in zip(self.partitions, lengths, strict=True)}
 

@@ -14,6 +14,7 @@ import contextlib
 import io
 import shutil
 import signal
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -134,7 +135,7 @@ class DrillStack:
         """Send a signal (SIGSTOP, SIGCONT) to the process."""
         send_signal(self.pid(name), sig)
 
-    def _own(self, name: str, pid: int) -> Any:
+    def _own(self, name: str, pid: int) -> subprocess.Popen[bytes] | None:
         service = next((s for s in self._services if s.name == name and s.pid == pid), None)
         return service.proc if service is not None else None
 
