@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "surge": "loadtest.surge_command",
     "drill": "loadtest.drills.drill_command",
     "healthcheck": "gelombang.healthcheck",
+    "bench": "benchmarks.bench_command",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from tests.support import REPO_ROOT
 
-SOURCE_ROOTS = ("gelombang", "intake", "queueing", "workers", "config", "loadtest")
+SOURCE_ROOTS = ("gelombang", "intake", "queueing", "workers", "config", "loadtest", "benchmarks")
+# Run outputs, git-ignored: not part of any package.
+NOT_SOURCE = ("results",)
 
 
 def _setuptools() -> dict[str, object]:
@@ -25,7 +27,8 @@ def _setuptools() -> dict[str, object]:
 def _source_files() -> list[Path]:
     return [path.relative_to(REPO_ROOT) for root in SOURCE_ROOTS
             for path in (REPO_ROOT / root).rglob("*")
-            if path.is_file() and "__pycache__" not in path.parts]
+            if path.is_file() and "__pycache__" not in path.parts
+            and not any(part in NOT_SOURCE for part in path.parts)]
 
 
 def test_every_module_folder_is_a_listed_package() -> None:
