@@ -13,13 +13,14 @@ TYPED := gelombang intake queueing workers config loadtest tests benchmarks
 PYTEST_ARGS ?=
 # Extra options for `gelombang dev up/run`, e.g. DEV_ARGS='--appendfsync everysec'.
 DEV_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help sysdeps venv run up down status test lint bench clean-dev
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-sysdeps: ## install the Debian packages (Redis, PostgreSQL, wrk, venv, Chromium) that are missing
+sysdeps: ## install the Debian packages (Redis, PostgreSQL, wrk, nginx, venv, Chromium) that are missing
 	bash scripts/install-system-deps.sh
 
 venv: $(STAMP) ## create .venv and install the project with its dev tools
@@ -53,9 +54,8 @@ lint: venv ## ruff and mypy (strict)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy $(TYPED)
 
-bench: sysdeps venv ## the benchmarks (slow; not part of make test)
-	@if [ -f benchmarks/__main__.py ]; then $(VENV)/bin/python -m benchmarks; \
-	else echo "make bench: no benchmarks yet"; fi
+bench: sysdeps venv ## every benchmark suite, side by side (slow; BENCH_ARGS='door latency')
+	$(GELOMBANG) bench $(BENCH_ARGS)
 
 clean-dev: down ## stop the dev stack and delete .dev/ (its data, logs and keys)
 	@if [ -x $(GELOMBANG) ]; then $(GELOMBANG) dev clean; fi

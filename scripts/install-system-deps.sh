@@ -8,6 +8,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+# The benchmarks' HTTP ceiling (`gelombang bench door`): nginx answering a fixed 202.
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The browser tests of the web pages drive Debian's Chromium (never a downloaded one).
 [ -x /usr/bin/chromium ] || need+=(chromium)
