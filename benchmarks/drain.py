@@ -7,6 +7,16 @@ table with the same indexes. Then the tables are emptied, the envelopes are
 appended to the partition streams as the door appends them, and phase B runs
 `gelombang worker store` processes until every stream is empty and nothing is
 pending. Scratch Redis (AOF) and PostgreSQL (fsync on) are started for the run.
+
+    python -m benchmarks drain [--count 1000000] [--rounds 1] [--envelopes FILE]
+                               [--out DIR] [--tiny] [options below]
+
+`--rounds N` repeats both phases N times in turn (COPY, drain, COPY, drain,
+the tables and Redis emptied between rounds), so drift on a noisy machine
+hits both. It defaults to 1: a round of 1,000,000 takes 3 to 4 minutes here
+(on top of ~110 s to make the envelopes, or a few seconds to read them back
+with `--envelopes`), so three would take a quarter of an hour. `--tiny`
+(2,000 registrations) checks the harness and measures nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import base64
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,12 +38,16 @@ from typing import Any
 
 import redis
 
-from benchmarks import cpu, database, profiles, stack, streams, workload
+from benchmarks import cpu, database, harness, profiles, stack, streams, workload
 from config.settings import Settings
 from gelombang.devstate import render_toml
 from gelombang.services import PostgresServer, RedisServer, start_postgres, start_redis
 from workers.handoff import KINDS
 from workers.schema import migrate
+
+TINY_COUNT = 2_000
+# The issue's goal: the drain at 0.6 x the raw COPY ceiling, or better.
+RATIO_GOAL = 0.6
 
 
 @dataclass
@@ -126,6 +141,8 @@ class DrainRun:
     first_ack_seconds: float
     exit_codes: list[int | None]
     profile: Path | None
+    # (seconds since the workers started, rows drained), about every half second.
+    timeline: list[tuple[float, int]] = field(default_factory=list)
 
 
 def _stop(process: subprocess.Popen[bytes], signum: int, timeout: float) -> int | None:
@@ -145,6 +162,7 @@ def run_drain(args: argparse.Namespace, client: redis.Redis, meter: Meter, confi
     workers: list[subprocess.Popen[bytes]] = []
     spy: subprocess.Popen[bytes] | None = None
     first: float | None = None
+    timeline: list[tuple[float, int]] = []
     profile = folder / "drain-profile.txt" if args.profile else None
     name = (f"drain ({args.processes} worker process{'es' if args.processes > 1 else ''}, "
             f"concurrency {args.concurrency if args.concurrency is not None else 'default'})")
@@ -162,6 +180,8 @@ def run_drain(args: argparse.Namespace, client: redis.Redis, meter: Meter, confi
                 first = elapsed
                 if profile is not None:
                     spy = profiles.start(workers[0].pid, args.profile_seconds, profile)
+            if not timeline or elapsed - timeline[-1][0] >= 0.5 or (length, pending) == (0, 0):
+                timeline.append((round(elapsed, 2), total - length))
             if (length, pending) == (0, 0):
                 break
             if any(worker.poll() is not None for worker in workers):
@@ -175,7 +195,7 @@ def run_drain(args: argparse.Namespace, client: redis.Redis, meter: Meter, confi
         if spy is not None:
             _stop(spy, signal.SIGINT, 60)  # py-spy writes its output on SIGINT
         codes = [_stop(worker, signal.SIGTERM, 30) for worker in workers]
-    return DrainRun(phase, first or 0.0, codes, profile)
+    return DrainRun(phase, first or 0.0, codes, profile, timeline)
 
 
 def _uvloop_run(coroutine: Any) -> Any:
@@ -201,8 +221,15 @@ def _counts(text: str) -> list[int]:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="gelombang-bench-drain")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks drain",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="COPY and drain in turn, this many times (default 1: a "
+                        "1,000,000 round takes minutes)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"{TINY_COUNT:,} registrations: checks the harness, measures nothing")
     parser.add_argument("--processes", type=int, default=1, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="batches in flight per worker (default: drain.concurrency)")
@@ -218,6 +245,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-seconds", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds for the drain")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.count = TINY_COUNT
     args.partitions = Settings.load().queue.partitions
     return args
 
@@ -231,15 +260,15 @@ def verify(found: dict[str, int], expected: workload.Expected, total: int) -> li
             for name, value in wanted.items() if found.get(name, 0) != value]
 
 
-def ceiling(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresServer,
-            meter: Meter, results: dict[str, Any]) -> tuple[list[Phase], workload.Expected]:
+def ceiling(args: argparse.Namespace, run: harness.BenchRun, payloads: list[bytes],
+            postgres: PostgresServer, meter: Meter, results: dict[str, Any]
+            ) -> tuple[list[Phase], workload.Expected]:
     """Phase A: the raw COPY, once per connection count; the tables are left empty."""
     rows, expected = workload.copy_rows(payloads)
     copies = []
     for connections in args.copy_connections:
         asyncio.run(database.reset(postgres, args.profile))
-        print(f"phase A: raw COPY of {len(rows):,} rows, {connections} connection(s) ...",
-              flush=True)
+        run.progress(f"phase A: raw COPY of {len(rows):,} rows, {connections} connection(s) ...")
         phase = Phase(f"raw COPY, {connections} connection{'s' if connections > 1 else ''}",
                       len(rows), 0.0)
 
@@ -250,7 +279,7 @@ def ceiling(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresS
         meter.start()
         copies.append(_uvloop_run(database.copy_rows(postgres.dsn, rows, args.batch_size,
                                                      connections, finish)))
-        print(f"  {copies[-1].rows_per_second:,.0f} rows/s", flush=True)
+        run.progress(f"  {copies[-1].rows_per_second:,.0f} rows/s")
     if args.profile:
         results["copy_statements"] = asyncio.run(database.statement_stats(postgres))
     results["copy_sizes"] = asyncio.run(database.sizes(postgres.dsn, len(rows)))
@@ -258,28 +287,24 @@ def ceiling(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresS
     return copies, expected
 
 
-def measure(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresServer,
-            redis_server: RedisServer, scratch: Path, folder: Path) -> dict[str, Any]:
-    """Both phases, the checks and the sizes, as one results document."""
+def measure(args: argparse.Namespace, run: harness.BenchRun, payloads: list[bytes],
+            postgres: PostgresServer, redis_server: RedisServer, meter: Meter,
+            scratch: Path) -> dict[str, Any]:
+    """One round: both phases, the checks and the sizes, as one results document."""
     dsn, total = postgres.dsn, len(payloads)
-    if args.profile:
-        database.enable_statement_stats(postgres)
-    asyncio.run(migrate(dsn))
     results: dict[str, Any] = {"postgres_settings": asyncio.run(database.settings(dsn))}
-    meter = Meter(postgres, redis_server)
-
-    copies, expected = ceiling(args, payloads, postgres, meter, results)
+    copies, expected = ceiling(args, run, payloads, postgres, meter, results)
     client = redis.Redis.from_url(redis_server.url)
     memory = {"empty": streams.used_memory(client)}
-    print(f"phase B: XADD {total:,} envelopes to {args.partitions} streams ...", flush=True)
+    run.progress(f"phase B: XADD {total:,} envelopes to {args.partitions} streams ...")
     results["enqueue_seconds"] = streams.enqueue(client, payloads, args.partitions)
     memory["queued"] = streams.used_memory(client)
     client.config_resetstat()
     aof_before = streams.aof_state(client)
     config = worker_config(scratch / "worker.toml", redis_server.url, dsn, args.batch_size)
-    print("phase B: draining ...", flush=True)
-    drain = run_drain(args, client, meter, config, scratch, folder, total)
-    print(f"  {drain.phase.rows_per_second:,.0f} rows/s", flush=True)
+    run.progress("phase B: draining ...")
+    drain = run_drain(args, client, meter, config, scratch, run.folder, total)
+    run.progress(f"  {drain.phase.rows_per_second:,.0f} rows/s")
     memory["drained"] = streams.used_memory(client)
     memory["job_streams"] = streams.jobs_memory(client, args.partitions)
     results["redis_commands"] = streams.command_stats(client, total)
@@ -297,7 +322,7 @@ def measure(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresS
         ratio=drain.phase.rows_per_second / max(copy.rows_per_second for copy in copies),
         first_ack_seconds=drain.first_ack_seconds, worker_exit_codes=drain.exit_codes,
         expected=asdict(expected), found=found, failures=verify(found, expected, total),
-        sizes=asyncio.run(database.sizes(dsn, total)),
+        sizes=asyncio.run(database.sizes(dsn, total)), drain_timeline=drain.timeline,
         redis_memory=memory | {
             "queued_per_registration": (memory["queued"] - memory["empty"]) / total,
             "after_drain_per_registration": (memory["drained"] - memory["empty"]) / total,
@@ -313,38 +338,110 @@ def measure(args: argparse.Namespace, payloads: list[bytes], postgres: PostgresS
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the drain benchmark and write results.json and results.md."""
-    args = parse(argv)
-    folder = stack.result_folder("drain")
-    scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-drain-"))
-    print(f"making {args.count:,} registrations through the envelope ...", flush=True)
-    payloads = workload.load_or_generate(args.count, args.envelopes)
+def measure_rounds(args: argparse.Namespace, run: harness.BenchRun, payloads: list[bytes],
+                   scratch: Path) -> list[dict[str, Any]]:
+    """Every round on one scratch Redis and PostgreSQL, emptied between rounds."""
     redis_server = start_redis(scratch / "redis", appendfsync=args.appendfsync,
                                log_file=scratch / "redis.log")
     postgres = start_postgres(scratch / "postgres", fsync=True, log_file=scratch / "postgres.log")
+    rounds: list[dict[str, Any]] = []
     try:
-        results = measure(args, payloads, postgres, redis_server, scratch, folder)
+        if args.profile:
+            database.enable_statement_stats(postgres)
+        asyncio.run(migrate(postgres.dsn))
+        meter = Meter(postgres, redis_server)
+        for number in range(1, args.rounds + 1):
+            run.progress(f"round {number}/{args.rounds}")
+            if number > 1:
+                # The next round starts as the first: empty tables, an empty Redis.
+                asyncio.run(database.reset(postgres, args.profile))
+                client = redis.Redis.from_url(redis_server.url)
+                client.flushall()
+                client.close()
+            rounds.append(measure(args, run, payloads, postgres, redis_server, meter,
+                                  scratch))
+            for phase in rounds[-1]["phases"]:
+                run.record(phase["name"].split(" (")[0], number, {"phase": phase["name"]},
+                           rows_per_second=phase["rows_per_second"], seconds=phase["seconds"],
+                           machine_busy_share=phase["machine_busy_share"])
     finally:
         postgres.stop()
         postgres.remove_data()
         redis_server.stop()
+    return rounds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the drain suite: results.json, results.md and a PNG in the results folder."""
+    args = parse(argv)
+    run = harness.BenchRun("drain", args.out, size="tiny" if args.tiny else "full")
+    scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-drain-"))
+    run.progress(f"making {args.count:,} registrations through the envelope ...")
+    payloads = workload.load_or_generate(args.count, args.envelopes)
+    try:
+        rounds = measure_rounds(args, run, payloads, scratch)
+    finally:
         for log in scratch.glob("worker-*.log"):
-            shutil.copy(log, folder / log.name)
+            shutil.copy(log, run.folder / log.name)
         shutil.rmtree(scratch, ignore_errors=True)  # the AOF alone is hundreds of MB
-    results.update(suite="drain", machine=stack.machine(), count=args.count,
-                   batch_size=args.batch_size, processes=args.processes,
-                   concurrency=args.concurrency, partitions=args.partitions,
-                   copy_connections=args.copy_connections, appendfsync=args.appendfsync,
-                   profiled=args.profile, source=source_state())
-    stack.write_json(folder / "results.json", results)
-    text = markdown(results)
-    (folder / "results.md").write_text(text)
-    print(text)
-    print(f"results in {folder}")
-    for failure in results["failures"]:
+    parameters = dict(count=args.count, rounds=args.rounds, batch_size=args.batch_size,
+                      processes=args.processes, concurrency=args.concurrency,
+                      partitions=args.partitions, copy_connections=args.copy_connections,
+                      appendfsync=args.appendfsync, profiled=args.profile,
+                      source=source_state())
+    ratio = statistics.median(result["ratio"] for result in rounds)
+    run.target("drain rows/s / raw COPY ceiling (median of rounds)", ratio, RATIO_GOAL,
+               "higher", " x")
+    failures = [f"round {number}: {failure}" for number, result in enumerate(rounds, 1)
+                for failure in result["failures"]]
+    plot(rounds, run.plot_path("drain"))
+    # The detailed tables of the last round (sizes, Redis memory and commands, profiles).
+    detail = markdown(rounds[-1] | parameters | {"machine": stack.machine()})
+    run.finish({"ratio_median": ratio, "rounds": rounds, "failures": failures},
+               rounds_table(rounds) + "\n" + detail, parameters=parameters,
+               notes=[f"Rounds alternate COPY and drain ({args.rounds} round(s)); the ratio "
+                      "is each round's drain against that round's fastest COPY."])
+    print((run.folder / "results.md").read_text())
+    print(f"results in {run.folder}")
+    for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
-    return 1 if results["failures"] else 0
+    return 1 if failures else 0
+
+
+def rounds_table(rounds: list[dict[str, Any]]) -> str:
+    """Rows/s of every phase of every round, and the round's ratio."""
+    names = [phase["name"] for phase in rounds[0]["phases"]]
+    rows = [[number, *(phase["rows_per_second"] for phase in result["phases"]),
+             result["ratio"]] for number, result in enumerate(rounds, 1)]
+    return harness.markdown_table(["round", *(f"{name}, rows/s" for name in names),
+                                   "drain / ceiling"], rows)
+
+
+def plot(rounds: list[dict[str, Any]], path: Path) -> None:
+    """Rows/s of each phase by round, and the drain's progress over time."""
+    figure, _ = harness.new_figure(10.0, 4.0)
+    figure.clear()  # two panels instead of the one new_figure made
+    bars, progress = figure.subplots(1, 2)
+    names = [phase["name"].split(" (")[0] for phase in rounds[0]["phases"]]
+    width = 0.8 / len(rounds)
+    for index, result in enumerate(rounds):
+        bars.bar([position + index * width for position in range(len(names))],
+                 [phase["rows_per_second"] for phase in result["phases"]], width,
+                 label=f"round {index + 1}")
+    bars.set_xticks([position + width * (len(rounds) - 1) / 2 for position in range(len(names))],
+                    names, fontsize=8)
+    bars.set_ylabel("rows/s")
+    bars.set_title("raw COPY against the drain")
+    bars.legend(fontsize=8)
+    for index, result in enumerate(rounds):
+        times = [point[0] for point in result["drain_timeline"]]
+        drained = [point[1] for point in result["drain_timeline"]]
+        progress.plot(times, drained, label=f"round {index + 1}")
+    progress.set_xlabel("seconds since the workers started")
+    progress.set_ylabel("rows drained")
+    progress.set_title("drain progress")
+    progress.legend(fontsize=8)
+    harness.save_figure(figure, path)
 
 
 def markdown(results: dict[str, Any]) -> str:
