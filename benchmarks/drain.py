@@ -422,7 +422,8 @@ def plot(rounds: list[dict[str, Any]], path: Path) -> None:
     figure, _ = harness.new_figure(10.0, 4.0)
     figure.clear()  # two panels instead of the one new_figure made
     bars, progress = figure.subplots(1, 2)
-    names = [phase["name"].split(" (")[0] for phase in rounds[0]["phases"]]
+    names = [phase["name"].split(" (")[0].replace("raw ", "").replace("connection", "conn.")
+             .removesuffix("s") for phase in rounds[0]["phases"]]
     width = 0.8 / len(rounds)
     for index, result in enumerate(rounds):
         bars.bar([position + index * width for position in range(len(names))],
