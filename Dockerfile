@@ -23,6 +23,7 @@ COPY queueing ./queueing
 COPY workers ./workers
 COPY config ./config
 COPY loadtest ./loadtest
+COPY benchmarks ./benchmarks
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- runtime: the wheels installed into a slim Python, run as a plain user ----
