@@ -62,6 +62,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def verification_overrides(nik_capacity: float, email_rate: float,
+                           maildir: Path) -> dict[str, dict[str, Any]]:
+    """The verification side of a benchmark stack, by config section (the wave suite's too).
+
+    The mail sink and the NIK simulator on free ports; the simulator at
+    `nik_capacity` requests/s with its default latency, and the workers' shared
+    NIK bucket at the same rate, burst 1; the email rate limit at `email_rate`.
+    """
+    sim_port, smtp_port = free_port(), free_port()
+    return {
+        "email": {"smtp_port": smtp_port, "maildir": str(maildir),
+                  "rate_per_second": email_rate},
+        "nik": {"base_url": f"http://127.0.0.1:{sim_port}", "rate_per_second": nik_capacity,
+                "burst": 1, "concurrency": max(32, int(nik_capacity / 8))},
+        "nik_sim": {"port": sim_port, "capacity_per_second": nik_capacity},
+        "logging": {"level": "WARNING"},
+    }
+
+
 def write_config(path: Path, redis_url: str, dsn: str, scratch: Path,
                  args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
     """One config for every process; the keys, for sealing the workload the same way."""
@@ -70,17 +89,12 @@ def write_config(path: Path, redis_url: str, dsn: str, scratch: Path,
             "sealing_keys": {"bench": base64.b64encode(os.urandom(32)).decode()},
             "hash_key": base64.b64encode(os.urandom(32)).decode(),
             "token_key": base64.b64encode(os.urandom(32)).decode()}
-    sim_port, smtp_port = free_port(), free_port()
     base["keys"] = keys
     base["redis"]["url"] = redis_url
     base["postgres"]["dsn"] = dsn
-    base["email"].update(smtp_port=smtp_port, maildir=str(scratch / "mail"),
-                         rate_per_second=args.email_rate)
-    base["nik"].update(base_url=f"http://127.0.0.1:{sim_port}",
-                       rate_per_second=args.nik_capacity, burst=1,
-                       concurrency=max(32, int(args.nik_capacity / 8)))
-    base["nik_sim"].update(port=sim_port, capacity_per_second=args.nik_capacity)
-    base["logging"]["level"] = "WARNING"
+    for section, values in verification_overrides(args.nik_capacity, args.email_rate,
+                                                  scratch / "mail").items():
+        base[section].update(values)
     path.write_text(render_toml(base))
     return Settings.model_validate(base), keys
 

@@ -1,0 +1,61 @@
+"""`python -m benchmarks drain --tiny`: COPY and drain alternate; checks reach the results."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import stack
+
+
+def run_suite(folder: Path, *options: str) -> dict[str, Any]:
+    """Run the suite at --tiny into `folder`; its results.json."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "drain", "--tiny", "--out",
+                           str(folder), *options], cwd=stack.REPO_ROOT, capture_output=True,
+                          text=True, timeout=100, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads((folder / "results.json").read_text())
+    return result
+
+
+@pytest.mark.slow
+def test_two_rounds_alternate_copy_and_drain_and_store_every_registration(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "drain"
+    results = run_suite(folder, "--rounds", "2")
+    assert (results["suite"], results["size"]) == ("drain", "tiny")
+    assert results["parameters"]["count"] == 2_000
+    # A B C A B C: each round takes both COPY runs, then the drain.
+    assert [(m["round"], m["contender"]) for m in results["measurements"]] == [
+        (number, name) for number in (1, 2)
+        for name in ("raw COPY, 1 connection", "raw COPY, 2 connections", "drain")]
+    assert all(m["figures"]["rows_per_second"] > 0 for m in results["measurements"])
+    summary = results["summary"]
+    assert summary["failures"] == []
+    for result in summary["rounds"]:
+        found, expected = result["found"], result["expected"]
+        assert found["rows"] == found["funnel_stored"] == 2_000
+        assert found["state_accepted"] == expected["accepted"]
+        assert expected["accepted"] + expected["duplicates"] == 2_000
+        assert expected["duplicates"] == 40  # every 50th reuses a NIK
+        copies = [p["rows_per_second"] for p in result["phases"][:2]]
+        assert result["ratio"] == pytest.approx(result["phases"][2]["rows_per_second"]
+                                                / max(copies))
+        # The drain's progress ends with every row drained.
+        assert result["drain_timeline"][-1][1] == 2_000
+    [target] = results["targets"]
+    assert target["value"] == pytest.approx(
+        statistics.median(r["ratio"] for r in summary["rounds"]))
+    assert (target["goal"], target["better"]) == (0.6, "higher")
+    assert results["plots"] == ["drain.png"]
+    assert (folder / "drain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (folder / "results.md").read_text()
+    assert "| round | raw COPY, 1 connection, rows/s |" in text
+    assert "checks: all passed" in text
+    assert "drain rows/s / raw COPY ceiling" in text
