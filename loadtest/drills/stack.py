@@ -114,8 +114,19 @@ class DrillStack:
         """The live pid of a process of the stack."""
         pid = running_pid(self.state, name)
         if pid is None:
-            raise LookupError(f"{name} is not running")
+            raise LookupError(f"{name} is not running{self._why_gone(name)}")
         return pid
+
+    def _why_gone(self, name: str) -> str:
+        """How the last process started under this name ended, and its log's last lines."""
+        ours = [s for s in self._services if s.name == name and s.proc is not None]
+        status = ours[-1].proc.poll() if ours and ours[-1].proc is not None else None
+        try:
+            tail = self.state.log(name).read_text(errors="replace").splitlines()[-15:]
+        except OSError:
+            tail = []
+        # The stack's logs carry no personal data (the session's log guard checks it).
+        return f" (exit status {status}); its log ends:\n" + "\n".join(tail)
 
     def kill(self, name: str) -> None:
         """SIGKILL the process and its children, as a crash, and reap it."""
