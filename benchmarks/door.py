@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -326,9 +325,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     return args, Plan(args.rounds, args.seconds, 2, tuple(args.connections), args.bodies)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the suite through its `finally` blocks (servers stopped, scratch removed)."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the door suite and write results.json, results.md and the chart."""
     args, plan = parse_args(argv)
+    exit_on_sigterm()
     run = BenchRun("door", args.out, size="tiny" if args.tiny else "full")
     layout = Layout.for_cores(available_cores())
     scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-door-"))
@@ -352,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if postgres is not None:
             postgres.stop()
             postgres.remove_data()
-        for log in scratch.glob("*.log"):
+        for log in [*scratch.glob("*.log"), *scratch.glob("nginx/*.log")]:
             shutil.copy(log, run.folder / log.name)
         shutil.rmtree(scratch, ignore_errors=True)
     return report(run, plan, args.appendfsync, layout)
@@ -405,11 +413,11 @@ def measure(run: BenchRun, contenders: list[Contender], plan: Plan, layout: Layo
                     contender.reset()
                 groups_before = contender.group_totals()
                 cpu_before = cpu_seconds(contender.process.pid)
-                started = time.monotonic()
                 found = wrk(url, bodies, connections, plan.seconds,
                             threads=layout.wrk_threads, cores=layout.load)
-                server_cpu = (cpu_seconds(contender.process.pid) - cpu_before) / \
-                    (time.monotonic() - started)
+                # Over wrk's own measured time: loading its body table takes it
+                # a moment before the load starts, while the server idles.
+                server_cpu = (cpu_seconds(contender.process.pid) - cpu_before) / found.seconds
                 group = mean_group(groups_before, contender.group_totals())
                 figures = {"requests_per_second": found.requests_per_second,
                            "accepted_per_second": found.accepted_per_second,
