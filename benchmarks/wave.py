@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
 import signal
 import sys
@@ -237,6 +238,18 @@ def send(args: argparse.Namespace, settings: Settings, bodies: list[bytes], star
     return sending
 
 
+def door_decisions(settings: Settings) -> dict[str, int]:
+    """The door's admission outcomes over the run (`/metrics` on its admin port)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{settings.admin.port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    found = re.findall(r'^gelombang_admission_decisions_total\{outcome="(\w+)"\} (\S+)$',
+                       text, re.M)
+    return {outcome: int(float(value)) for outcome, value in found}
+
+
 def wave(args: argparse.Namespace, stack: DrillStack, settings: Settings,
          run: harness.BenchRun) -> tuple[Sending, list[Point]]:
     """Send the wave; sample until all are stored, emailed and checked (or the timeout)."""
@@ -284,6 +297,9 @@ def summarise(args: argparse.Namespace, sending: Sending, timeline: list[Point],
         "refused_answers": statuses.get(429, 0) + statuses.get(503, 0),
         "answers_429": statuses.get(429, 0), "answers_503": statuses.get(503, 0),
         "retried_applicants": len(sending.retried), "passes": sending.passes,
+        # Answered 429/503 (or not at all) in a pass, but with an idempotency record after it.
+        "refused_but_admitted": sum(p["admitted"] - p["statuses"].get("202", 0)
+                                    for p in sending.passes),
         "errors": sum(p["errors"] for p in sending.passes),
         "unfinished": sum(p["unfinished"] for p in sending.passes),
         "unexpected_answers": sum(n for status, n in statuses.items()
@@ -319,6 +335,8 @@ def table(summary: dict[str, Any]) -> str:
          f"({summary['arrival_rate']:,.0f}/s)"),
         ("admitted (202)", f"{summary['admitted']:,}"),
         ("refused answers (429 / 503)", f"{summary['answers_429']:,} / {summary['answers_503']:,}"),
+        ("refused, yet admitted (a 503 after the Redis call timed out; a retry replays it)",
+         f"{summary['refused_but_admitted']:,}"),
         ("applicants sent again (retry passes)", f"{summary['retried_applicants']:,} "
          f"({len(summary['passes']) - 1} pass(es))"),
         ("connection errors / unanswered", f"{summary['errors']} / {summary['unfinished']}"),
@@ -328,6 +346,8 @@ def table(summary: dict[str, Any]) -> str:
         ("all verification emails sent", seconds(summary["all_emails_s"])),
         (f"all NIKs checked (simulator at {summary['nik_capacity']:.0f}/s)",
          seconds(summary["all_nik_checked_s"])),
+        ("door's admission decisions (/metrics)", ", ".join(
+            f"{name} {count:,}" for name, count in summary.get("door_decisions", {}).items())),
         ("simulator: most calls in one second", str(sim.get("max_per_second"))),
         ("simulator: answers by status", str(sim.get("statuses"))),
     ]
@@ -370,13 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         run.progress(f"the wave: {args.count:,} applicants over {args.arrival_seconds:.0f} s")
         sending, timeline = wave(args, stack, settings, run)
         sim = verification.sim_stats(settings)
+        decisions = door_decisions(settings)
     finally:
         stack.close(keep=True)
         for log in (root / "stack" / "logs").glob("*.log"):
             shutil.copy(log, run.folder / log.name)
         stack.close()
         shutil.rmtree(root, ignore_errors=True)  # 80,000 .eml files
-    summary = summarise(args, sending, timeline, sim)
+    summary = summarise(args, sending, timeline, sim) | {"door_decisions": decisions}
     stored = summary["all_stored_s"]
     run.record("wave", 1, {"count": args.count}, admitted=summary["admitted"],
                refused_answers=summary["refused_answers"],
