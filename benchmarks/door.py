@@ -281,7 +281,16 @@ def truncate_naive(dsn: str) -> None:
     async def truncate() -> None:
         connection = await asyncpg.connect(dsn)
         try:
-            # The app created the table at start-up, before it answered.
+            # When wrk stops, the server still holds requests queued for its pool;
+            # their INSERTs would land after a TRUNCATE and refuse (409) the next
+            # run's first registrations. Wait until the row count stands still.
+            count = -1
+            while True:
+                now = await connection.fetchval("SELECT count(*) FROM naive_registrations")
+                if now == count:
+                    break
+                count = now
+                await asyncio.sleep(0.3)
             await connection.execute("TRUNCATE naive_registrations")
         finally:
             await connection.close()
