@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                         log_file=scratch / "redis.log")
     try:
         pin_family(redis.pid, layout.redis)
-        measure(run, plan, layout, scratch, redis.url, bodies)
+        measure(run, plan, layout, scratch, (redis.url, redis.pid), bodies)
     finally:
         redis.stop()
         for log in scratch.glob("*.log"):
@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     return report(run, plan, layout, args.appendfsync)
 
 
-def measure(run: BenchRun, plan: Plan, layout: ScaleLayout, scratch: Path, redis_url: str,
-            bodies: Path) -> None:
+def measure(run: BenchRun, plan: Plan, layout: ScaleLayout, scratch: Path,
+            redis: tuple[str, int], bodies: Path) -> None:
     """Each process count in turn, round after round."""
+    redis_url, redis_pid = redis
     port, admin_port = free_port(), free_port()
     config = stack.door_config(scratch / "door.toml", redis_url, port, admin_port,
                                rate_per_second=1e9, burst=1_000_000_000,
@@ -181,10 +182,15 @@ def measure(run: BenchRun, plan: Plan, layout: ScaleLayout, scratch: Path, redis
                 wrk(url, bodies, connections, plan.warmup_seconds, threads=threads,
                     cores=layout.load)
             cpu_before = cpu_seconds(doors.process.pid)
+            redis_before = cpu_seconds(redis_pid)
             found = wrk(url, bodies, connections, plan.seconds, threads=threads,
                         cores=layout.load)
             # Over wrk's own measured time (it loads its body table first).
             door_cpu = (cpu_seconds(doors.process.pid) - cpu_before) / found.seconds
+            # Redis is one thread for every door: its CPU per registration bounds
+            # what any number of door processes can reach on one Redis.
+            redis_seconds = cpu_seconds(redis_pid) - redis_before
+        admitted = found.requests - found.non_2xx
         redis_flush(redis_url)
         run.record("door", number, {"processes": processes, "connections": connections,
                                     "wrk_threads": threads},
@@ -192,10 +198,13 @@ def measure(run: BenchRun, plan: Plan, layout: ScaleLayout, scratch: Path, redis
                    accepted_per_second=found.accepted_per_second,
                    requests_per_second=found.requests_per_second,
                    p50_ms=found.p50_ms, p99_ms=found.p99_ms, non_2xx=float(found.non_2xx),
-                   socket_errors=float(found.socket_errors), door_cpu=door_cpu)
+                   socket_errors=float(found.socket_errors), door_cpu=door_cpu,
+                   redis_cpu=redis_seconds / found.seconds,
+                   redis_us_per_admitted=redis_seconds / admitted * 1e6 if admitted else 0.0)
         run.progress(f"  {per_minute(found.accepted_per_second):,.0f} admitted/min "
                      f"({found.accepted_per_second:,.0f}/s), p99 {found.p99_ms:.1f} ms, "
-                     f"non-2xx {found.non_2xx}, doors' CPU {door_cpu:.2f} cores")
+                     f"non-2xx {found.non_2xx}, doors' CPU {door_cpu:.2f} cores, "
+                     f"Redis CPU {redis_seconds / found.seconds:.2f}")
 
 
 def by_processes(run: BenchRun, counts: Sequence[int]) -> dict[int, dict[str, float]]:
@@ -212,9 +221,10 @@ def table(figures: dict[int, dict[str, float]]) -> str:
         speedup = f"{found['requests_per_minute'] / one:.2f} x" if one else ""
         rows.append([count, CONNECTIONS_PER_PROCESS * count, round(found["requests_per_minute"]),
                      round(found["accepted_per_second"]), found["p50_ms"], found["p99_ms"],
-                     found["door_cpu"], speedup])
+                     found["door_cpu"], found.get("redis_us_per_admitted", 0.0), speedup])
     return markdown_table(["door processes", "connections", "admitted/min", "admitted/s",
-                           "p50 ms", "p99 ms", "doors' CPU (cores)", "vs 1 process"], rows)
+                           "p50 ms", "p99 ms", "doors' CPU (cores)",
+                           "Redis CPU µs/admitted", "vs 1 process"], rows)
 
 
 def plot(run: BenchRun, figures: dict[int, dict[str, float]]) -> None:

@@ -55,11 +55,12 @@ def test_admitted_per_minute_and_the_speedup_over_one_process(tmp_path: Path) ->
     for number, (one, two) in enumerate([(100.0, 150.0), (120.0, 250.0), (110.0, 200.0)], 1):
         for count, rate in ((1, one), (2, two)):
             run.record("door", number, {"processes": count}, requests_per_minute=rate * 60,
-                       accepted_per_second=rate, p50_ms=1.0, p99_ms=2.0, door_cpu=1.0)
+                       accepted_per_second=rate, p50_ms=1.0, p99_ms=2.0, door_cpu=1.0,
+                       redis_us_per_admitted=9.0)
     figures = scale.by_processes(run, [1, 2])
     assert figures[2]["requests_per_minute"] == 12_000.0  # the median of three rounds
     text = scale.table(figures)
-    assert "| 2 | 128 | 12,000 | 200 |" in text and "1.82 x" in text
+    assert "| 2 | 128 | 12,000 | 200 |" in text and "| 9.00 | 1.82 x |" in text
 
 
 @pytest.mark.slow
@@ -75,7 +76,8 @@ def test_a_tiny_scale_run_measures_each_process_count_and_writes_its_results(
     assert result["size"] == "tiny"
     counts = sorted(m["settings"]["processes"] for m in result["measurements"])
     assert counts == [1, 2]
-    assert all(m["figures"]["requests_per_minute"] > 0 for m in result["measurements"])
+    assert all(m["figures"]["requests_per_minute"] > 0 and m["figures"]["redis_cpu"] > 0
+               for m in result["measurements"])
     [target] = result["targets"]
     assert target["goal"] == 2_000_000 and target["value"] > 0
     assert "at 2 processes" in target["name"]
