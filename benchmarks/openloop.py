@@ -312,6 +312,8 @@ async def run_open_loop(host: str, port: int, path: str, bodies: Sequence[bytes]
     """
     if not bodies:
         raise ValueError("no bodies to send")
+    if rate_at is None and rate <= 0:
+        raise ValueError("rate must be positive (or give rate_at)")
     loop = asyncio.get_running_loop()
     cpu_before = _cpu_seconds()
     run = _Run(host=host, port=port, start=0.0,
