@@ -6,6 +6,9 @@ Redis memory:
     [1, registration_id (16 bytes), received_at (Unix ms), key_id, sealed,
      nik_hash (32 bytes), email_hash (32 bytes), idempotency_key or nil]
 
+The door writes nil for the key: it lives in its own Redis record, and a
+backlog held in memory need not pay for it twice.
+
 `sealed` is AES-256-GCM over the msgpack array
 [nik, full_name, email, phone, birth_date (ISO)], with the envelope version
 and registration id as associated data, so a sealed blob cannot be moved to

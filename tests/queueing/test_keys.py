@@ -51,3 +51,11 @@ def test_digest_partitions_are_uniform() -> None:
         counts[partition_for_digest(os.urandom(32), 8)] += 1
     assert min(counts) > 800
     assert max(counts) < 1200
+
+
+def test_an_idempotency_record_is_named_by_a_short_digest_of_its_key() -> None:
+    part = Partition(3)
+    longest, shortest = part.idempotency("k" * 64), part.idempotency("k")
+    assert len(longest) == len(shortest) == len(part.idempotency("same")) == 36
+    assert "k" * 8 not in longest
+    assert part.idempotency("k") == shortest and part.idempotency("K") != shortest
