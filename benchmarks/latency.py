@@ -88,6 +88,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--appendfsync", choices=["always", "everysec", "no"], default="always",
                         help="Redis durability (the contract's setting is always)")
+    parser.add_argument("--generator-check", metavar="RATES", default=None,
+                        help="instead of the suite: what the generator sustains against the "
+                             "plain aiohttp baseline at these rates (comma-separated)")
     args = parser.parse_args(argv)
     rates = [float(rate) for rate in args.rates.split(",") if rate.strip()]
     if args.tiny:
@@ -231,9 +234,40 @@ def find_knee(run: BenchRun, bench: Bench, plan: Plan) -> tuple[float | None, st
                 f"{high:,.0f}/s)"
 
 
+def generator_check(rates: list[float], seconds: float) -> int:
+    """The generator (core 1) against plain aiohttp (core 0): does it keep its schedule?"""
+    two = stack.cores() >= 2
+    port = free_port()
+    server = subprocess.Popen(stack.pinned([sys.executable, "-m",
+                                            "benchmarks.baselines.plain_aiohttp", str(port)],
+                                           0 if two else None), cwd=stack.REPO_ROOT)
+    rows = []
+    try:
+        stack.wait_http(f"http://127.0.0.1:{port}{PATH}")
+        bodies = make_bodies(2_000)
+        for rate in rates:
+            result = openloop.run_in_process("127.0.0.1", port, PATH, bodies, rate, seconds,
+                                             core=1 if two else None, preconnect=16)
+            rows.append([label(rate), result.completed_ratio, result.send_lag_p99_ms,
+                         result.max_send_lag_ms, result.cpu_s / max(result.wall_s, 1e-9),
+                         result.cpu_s / max(result.completed, 1) * 1e6,
+                         result.percentile(50), result.percentile(99),
+                         result.connections_opened])
+    finally:
+        server.terminate()
+        server.wait(30)
+    print(markdown_table(["offered", "completed/offered", "gen lag p99 ms", "gen lag max ms",
+                          "generator CPU", "generator µs/request", "p50 ms", "p99 ms",
+                          "connections"], rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the latency suite; results.json, results.md and a plot in the run's folder."""
     args, plan = parse(argv)
+    if args.generator_check:
+        return generator_check([float(r) for r in args.generator_check.split(",")],
+                               plan.seconds)
     run = BenchRun("latency", args.out, size="tiny" if args.tiny else "full")
     scratch = Path(tempfile.mkdtemp(prefix="gelombang-latency-"))
     run.progress(f"starting Redis (appendfsync {args.appendfsync}) and one door process")
