@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
 from queueing.redis_client import RedisClient, connect
 from queueing.sealing import KeyedHasher, Sealer
+
+log = logging.getLogger("gelombang.door")
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 
@@ -145,8 +148,15 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         yield door
     finally:
         await admitter.close()
+        live.stop()
         refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        # Bounded: should the cancel be lost, the loop still ends within one
+        # more turn, and shutdown never waits longer than that.
+        turn = settings.admission.refresh_seconds + settings.redis.timeout_seconds + 1.0
+        await asyncio.wait({refresher}, timeout=turn)
+        if not refresher.done():
+            log.warning("the admission refresher did not stop; leaving it")
+        elif not refresher.cancelled():
+            refresher.exception()  # retrieved: an error at shutdown is not news
         await redis.aclose()
         await door.storage.close()

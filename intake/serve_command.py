@@ -20,6 +20,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A door process that dies within this long of its start is not restarted
 # again at once: a crash loop would only burn CPU.
 RESTART_BACKOFF_SECONDS = 1.0
+# Beyond a door process's own phased shutdown (drain grace, listeners, Redis).
+KILL_MARGIN_SECONDS = 10.0
 
 
 def register(subparsers: Any) -> None:
@@ -44,25 +46,44 @@ def _metrics_dir() -> Path:
 class Supervisor:
     """Starts the door processes, restarts crashed ones, forwards SIGTERM and SIGHUP."""
 
-    def __init__(self, count: int, metrics_dir: Path) -> None:
+    def __init__(self, count: int, metrics_dir: Path, kill_after: float) -> None:
         self._count = count
         self._metrics_dir = metrics_dir
+        # A door process still running this long after the stop signal is stuck:
+        # it is killed rather than left running once the supervisor is gone.
+        self._kill_after = kill_after
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._started: dict[int, float] = {}
         self._stopping = False
+        self._stop_signalled_at = 0.0
+        self.command = [sys.executable, "-m", "intake.process"]
 
     def _spawn(self, index: int) -> None:
         env = {**os.environ, MULTIPROC_ENV: str(self._metrics_dir)}
-        self._children[index] = subprocess.Popen(
-            [sys.executable, "-m", "intake.process", "--index", str(index)], env=env
-        )
+        child = subprocess.Popen([*self.command, "--index", str(index)], env=env)
+        self._children[index] = child
         self._started[index] = time.monotonic()
+        if self._stopping:
+            # The stop signal came while this one was being started: it was not
+            # among the children told, so it is told now.
+            child.send_signal(signal.SIGTERM)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
+        if not self._stopping:
+            self._stop_signalled_at = time.monotonic()
         self._stopping = True
         for child in self._children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+
+    def _kill_stuck(self) -> None:
+        if not self._stopping or time.monotonic() - self._stop_signalled_at < self._kill_after:
+            return
+        for index, child in self._children.items():
+            if child.poll() is None:
+                print(f"gelombang: door process {index} did not stop within "
+                      f"{self._kill_after:.0f} s; killing it", file=sys.stderr)
+                child.kill()
 
     def _reload(self, signum: int, frame: FrameType | None) -> None:
         # Each door process reloads its sealing keys (intake/key_reload.py); a
@@ -81,6 +102,7 @@ class Supervisor:
         worst = 0
         while self._children:
             time.sleep(0.2)
+            self._kill_stuck()
             for index, child in list(self._children.items()):
                 code = child.poll()
                 if code is None:
@@ -94,7 +116,8 @@ class Supervisor:
                       file=sys.stderr)
                 if time.monotonic() - self._started[index] < RESTART_BACKOFF_SECONDS:
                     time.sleep(RESTART_BACKOFF_SECONDS)
-                self._spawn(index)
+                if not self._stopping:  # a stop signal may have come during the backoff
+                    self._spawn(index)
         return worst
 
     def _mark_dead(self, pid: int) -> None:
@@ -108,4 +131,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.load()
     settings.keys.require()  # fail here, once, rather than in every child
     count = args.processes or settings.door.processes
-    return Supervisor(count, _metrics_dir()).run()
+    door = settings.door
+    kill_after = (door.drain_grace_seconds + 2 * door.shutdown_deadline_seconds
+                  + settings.redis.timeout_seconds + KILL_MARGIN_SECONDS)
+    return Supervisor(count, _metrics_dir(), kill_after).run()

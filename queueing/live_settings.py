@@ -81,6 +81,7 @@ class LiveAdmission:
         self._ttl = idempotency_ttl
         self.policy = configured
         self._share = PartitionShare.of(configured, partitions, idempotency_ttl)
+        self._running = True
 
     @property
     def configured(self) -> AdmissionPolicy:
@@ -98,13 +99,20 @@ class LiveAdmission:
             self.policy = policy
             self._share = PartitionShare.of(policy, self._partitions, self._ttl)
 
+    def stop(self) -> None:
+        """End `run` at its next turn."""
+        self._running = False
+
     async def refresh(self) -> None:
         """Read the deployment's policy once."""
         self.apply(await read_policy(self._redis, self._configured))
 
     async def run(self, interval: float) -> None:
-        """Refresh forever; a Redis outage keeps the last known policy."""
-        while True:
+        """Refresh until stopped; a Redis outage keeps the last known policy."""
+        # The flag as well as the task's cancellation: a door process was seen
+        # refreshing on after its shutdown had cancelled this loop (the cancel
+        # lost somewhere inside a Redis call), which left the process hanging.
+        while self._running:
             with contextlib.suppress(*REDIS_UNAVAILABLE):
                 async with asyncio.timeout(interval):
                     await self.refresh()
