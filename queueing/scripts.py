@@ -55,6 +55,11 @@ class PipelinedScript:
     async def _evalsha_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
         # redis-py's Script objects ask SCRIPT EXISTS before every pipeline, an
         # extra round trip; plain EVALSHA with the retry above avoids it.
+        if len(calls) == 1:
+            # Under light load every round trip is one call: a pipeline object
+            # per request would cost the door more CPU than the call itself.
+            ((keys, args),) = calls
+            return [await self._redis.evalsha(self._sha, len(keys), *keys, *args)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 # Pipeline calls only queue commands; execute() sends them.
