@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -210,8 +211,11 @@ class Contender:
     def __enter__(self) -> Contender:
         output = self.log.open("ab") if self.log else None
         try:
+            # Its own process group: whatever it starts (gelombang serve's door
+            # processes) goes with it, even if it has to be killed.
             self.process = subprocess.Popen(taskset(self.command, self.cores), env=self.env,
-                                            cwd=stack.REPO_ROOT, stdout=output, stderr=output)
+                                            cwd=stack.REPO_ROOT, stdout=output, stderr=output,
+                                            start_new_session=True)
         finally:
             if output:
                 output.close()
@@ -222,10 +226,13 @@ class Contender:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(30)
+            self.process.wait(60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        # A child left behind would take CPU from the next contender.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def group_totals(self) -> tuple[float, float] | None:
         """The door's admission-group histogram (sum, count) so far, if it has one."""
