@@ -13,7 +13,7 @@ and 256 connections, distinct valid registrations round-robin):
 wrk, Redis and PostgreSQL share the other core(s). Contenders alternate
 round by round (A B C D A B C D …); each round measures every connection
 count; the figures are medians over the rounds. wrk's helpers here
-(`wrk`, `parse_wrk`, `taskset`) also serve the scale suite.
+(`wrk`, `parse_wrk`) also serve the scale suite.
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ import orjson
 
 from benchmarks import cpu, stack
 from benchmarks.baselines import nginx
-from benchmarks.harness import BenchRun, alternate, markdown_table, new_figure, save_figure
+from benchmarks.harness import (
+    BenchRun,
+    alternate,
+    markdown_table,
+    new_figure,
+    print_results,
+    save_figure,
+)
 from gelombang.processes import free_port
 from gelombang.services import start_postgres, start_redis
 from loadtest.registrants import RegistrantFactory
@@ -83,23 +90,6 @@ class Layout:
 def available_cores() -> list[int]:
     """The cores this process may run on, in order."""
     return sorted(os.sched_getaffinity(0))
-
-
-def taskset(command: list[str], cores: Sequence[int] | None) -> list[str]:
-    """The command run under taskset on the given cores (unchanged without them)."""
-    if not cores or shutil.which("taskset") is None:
-        return command
-    return ["taskset", "-c", ",".join(map(str, cores)), *command]
-
-
-def pin_family(pid: int, cores: Sequence[int] | None) -> None:
-    """Move a running process, its threads and its live children to the given cores."""
-    if not cores or shutil.which("taskset") is None:
-        return
-    # PostgreSQL's background processes already run when it answers: pin them too.
-    for member in cpu.family(cpu.processes(), pid):
-        subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cores)), str(member)],
-                       check=False, capture_output=True)
 
 
 # --- wrk -------------------------------------------------------------------------------
@@ -161,20 +151,13 @@ def wrk(url: str, bodies: Path, connections: int, seconds: int, *, threads: int 
         cores: Sequence[int] | None = (LOAD_CORE,)) -> WrkResult:
     """Run wrk (POSTing the bodies round-robin) on the given cores and parse its report."""
     threads = max(1, min(threads, connections))
-    command = taskset(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+    command = stack.pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
                        "-s", str(WRK_SCRIPT), url], cores if stack.cores() > 1 else None)
     done = subprocess.run(command, check=False, capture_output=True, text=True,
                           env={**os.environ, "GELOMBANG_BODIES": str(bodies)})
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()[-500:]}")
     return parse_wrk(done.stdout)
-
-
-def run_wrk(url: str, bodies: Path, connections: int, seconds: int) -> dict[str, float]:
-    """One wrk thread on the load core (the earlier interface, kept for other suites)."""
-    found = wrk(url, bodies, connections, seconds)
-    return {"rps": found.requests_per_second, "p50": found.p50_ms, "p99": found.p99_ms,
-            "non_2xx": float(found.non_2xx), "socket_errors": float(found.socket_errors)}
 
 
 def write_bodies(path: Path, count: int) -> None:
@@ -213,7 +196,7 @@ class Contender:
         try:
             # Its own process group: whatever it starts (gelombang serve's door
             # processes) goes with it, even if it has to be killed.
-            self.process = subprocess.Popen(taskset(self.command, self.cores), env=self.env,
+            self.process = subprocess.Popen(stack.pinned(self.command, self.cores), env=self.env,
                                             cwd=stack.REPO_ROOT, stdout=output, stderr=output,
                                             start_new_session=True)
         finally:
@@ -364,11 +347,11 @@ def main(argv: list[str] | None = None) -> int:
                         log_file=scratch / "redis.log")
     postgres = None
     try:
-        pin_family(redis.pid, layout.services)
+        stack.pin_family(redis.pid, layout.services)
         run.progress("starting a scratch PostgreSQL (fsync on) for the naive design")
         postgres = start_postgres(scratch / "postgres", fsync=True,
                                   log_file=scratch / "postgres.log")
-        pin_family(postgres.pid, layout.services)
+        stack.pin_family(postgres.pid, layout.services)
         contenders = make_contenders(scratch, redis.url, postgres.dsn, layout)
         measure(run, contenders, plan, layout, bodies, args.profile)
     finally:
@@ -540,9 +523,7 @@ def report(run: BenchRun, plan: Plan, appendfsync: str, layout: Layout) -> int:
                                     "bodies": plan.bodies, "appendfsync": appendfsync,
                                     "server_cores": layout.server, "load_cores": layout.load,
                                     "service_cores": layout.services})
-    print((folder / "results.md").read_text())
-    print(f"results in {folder}")
-    return 0
+    return print_results(folder)
 
 
 if __name__ == "__main__":

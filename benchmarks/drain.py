@@ -401,11 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                rounds_table(rounds) + "\n" + detail, parameters=parameters,
                notes=[f"Rounds alternate COPY and drain ({args.rounds} round(s)); the ratio "
                       "is each round's drain against that round's fastest COPY."])
-    print((run.folder / "results.md").read_text())
-    print(f"results in {run.folder}")
-    for failure in failures:
-        print(f"CHECK FAILED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return harness.print_results(run.folder, failures)
 
 
 def rounds_table(rounds: list[dict[str, Any]]) -> str:

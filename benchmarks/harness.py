@@ -136,6 +136,15 @@ class BenchRun:
         return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def print_results(folder: Path, failures: Sequence[str] = ()) -> int:
+    """Show a finished suite's results.md and folder, and its failed checks; the exit status."""
+    print((folder / "results.md").read_text())
+    print(f"results in {folder}")
+    for failure in failures:
+        print(f"CHECK FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def alternate(contenders: Sequence[T], rounds: int) -> Iterator[tuple[int, T]]:
     """(round, contender) in the order A B A B …, rounds numbered from 1."""
     for number in range(1, rounds + 1):

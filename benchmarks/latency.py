@@ -36,7 +36,14 @@ from typing import Any
 import orjson
 
 from benchmarks import openloop, stack
-from benchmarks.harness import BenchRun, alternate, markdown_table, new_figure, save_figure
+from benchmarks.harness import (
+    BenchRun,
+    alternate,
+    markdown_table,
+    new_figure,
+    print_results,
+    save_figure,
+)
 from gelombang.processes import free_port
 from gelombang.services import start_redis
 from loadtest.registrants import RegistrantFactory
@@ -133,7 +140,7 @@ class Bench:
         self.bodies = make_bodies(plan.bodies)
         self.redis = start_redis(scratch / "redis", appendfsync=appendfsync,
                                  log_file=scratch / "redis.log")
-        stack.pin_pid(self.redis.pid, self.load_core)
+        stack.pin_family(self.redis.pid, self.load_core)
         self.port = free_port()
         config = stack.door_config(scratch / "door.toml", self.redis.url, self.port, free_port(),
                                    rate_per_second=1e9, burst=1_000_000_000,
@@ -354,9 +361,7 @@ def report(run: BenchRun, plan: Plan, rates: list[float], knee: float | None, kn
         "knee_p99_ms": plan.knee_p99_ms, "max_connections": plan.max_connections,
         "appendfsync": appendfsync, "door_core": 0, "generator_and_redis_core": 1},
         notes=notes)
-    print(run.markdown(table, notes))
-    print(f"results in {folder}")
-    return 0
+    return print_results(folder)
 
 
 def plot(run: BenchRun, rates: list[float], knee: float | None,

@@ -371,11 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                parameters={"count": args.count, "door_count": args.door_count,
                            "connections": args.connections, "partitions": args.partitions},
                notes=notes)
-    print((run.folder / "results.md").read_text())
-    print(f"results in {run.folder}")
-    for failure in failures:
-        print(f"CHECK FAILED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return harness.print_results(run.folder, failures)
 
 
 if __name__ == "__main__":

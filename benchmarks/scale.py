@@ -29,12 +29,18 @@ from benchmarks.door import (
     available_cores,
     cpu_seconds,
     exit_on_sigterm,
-    pin_family,
     redis_flush,
     write_bodies,
     wrk,
 )
-from benchmarks.harness import BenchRun, alternate, markdown_table, new_figure, save_figure
+from benchmarks.harness import (
+    BenchRun,
+    alternate,
+    markdown_table,
+    new_figure,
+    print_results,
+    save_figure,
+)
 from gelombang.processes import free_port
 from gelombang.services import start_redis
 
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     redis = start_redis(scratch / "redis", appendfsync=args.appendfsync,
                         log_file=scratch / "redis.log")
     try:
-        pin_family(redis.pid, layout.redis)
+        stack.pin_family(redis.pid, layout.redis)
         measure(run, plan, layout, scratch, (redis.url, redis.pid), bodies)
     finally:
         redis.stop()
@@ -266,9 +272,7 @@ def report(run: BenchRun, plan: Plan, layout: ScaleLayout, appendfsync: str) -> 
                                     "appendfsync": appendfsync,
                                     "door_cores": layout.doors, "load_cores": layout.load,
                                     "redis_cores": layout.redis})
-    print((folder / "results.md").read_text())
-    print(f"results in {folder}")
-    return 0
+    return print_results(folder)
 
 
 if __name__ == "__main__":

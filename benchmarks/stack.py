@@ -9,9 +9,11 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cpu
 from config.settings import Settings
 from gelombang.devstate import render_toml
 
@@ -24,18 +26,25 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def pinned(command: list[str], core: int | None) -> list[str]:
-    """The command run under taskset on one core, when the machine has taskset."""
-    if core is None or shutil.which("taskset") is None:
+def pinned(command: list[str], cores: int | Sequence[int] | None) -> list[str]:
+    """The command run under taskset on the given core(s), when the machine has taskset."""
+    if isinstance(cores, int):
+        cores = (cores,)
+    if not cores or shutil.which("taskset") is None:
         return command
-    return ["taskset", "-c", str(core), *command]
+    return ["taskset", "-c", ",".join(map(str, cores)), *command]
 
 
-def pin_pid(pid: int, core: int | None) -> None:
-    """Move a running process to one core."""
-    if core is not None and shutil.which("taskset"):
-        subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)],
-                       check=True, capture_output=True)
+def pin_family(pid: int, cores: int | Sequence[int] | None) -> None:
+    """Move a running process, its threads and its live children to the given core(s)."""
+    if isinstance(cores, int):
+        cores = (cores,)
+    if not cores or shutil.which("taskset") is None:
+        return
+    # PostgreSQL's background processes already run when it answers: pin them too.
+    for member in cpu.family(cpu.processes(), pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cores)), str(member)],
+                       check=False, capture_output=True)
 
 
 def door_config(path: Path, redis_url: str, port: int, admin_port: int,

@@ -50,14 +50,19 @@ SELECT count(*),
 """
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks verification")
+def add_wave_options(parser: argparse.ArgumentParser) -> None:
+    """The opening wave's size and the outside services' rates (this suite and `wave`)."""
     parser.add_argument("--count", type=int, default=80_000)
     parser.add_argument("--arrival-seconds", type=float, default=60.0)
     parser.add_argument("--nik-capacity", type=float, default=500.0,
                         help="the simulator's capacity, and the workers' shared NIK rate")
     parser.add_argument("--email-rate", type=float, default=10_000.0,
                         help="the email workers' shared rate limit (a real relay's is lower)")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks verification")
+    add_wave_options(parser)
     parser.add_argument("--timeout", type=float, default=900.0)
     return parser.parse_args(argv)
 

@@ -80,12 +80,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks wave",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=80_000)
-    parser.add_argument("--arrival-seconds", type=float, default=60.0)
-    parser.add_argument("--nik-capacity", type=float, default=500.0,
-                        help="the simulator's capacity, and the workers' shared NIK rate")
-    parser.add_argument("--email-rate", type=float, default=10_000.0,
-                        help="the email workers' shared rate limit (a real relay's is lower)")
+    verification.add_wave_options(parser)
     parser.add_argument("--admission-rate", type=float, default=None,
                         help="the door's admission rate (default: the deployment's, "
                         "admission.rate_per_second); lower it to see refusals retried")
@@ -416,11 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                parameters={"count": args.count, "arrival_seconds": args.arrival_seconds,
                            "admission_rate": args.admission_rate,
                            "nik_capacity": args.nik_capacity, "email_rate": args.email_rate})
-    print((run.folder / "results.md").read_text())
-    print(f"results in {run.folder}")
-    for failure in failures:
-        print(f"CHECK FAILED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return harness.print_results(run.folder, failures)
 
 
 if __name__ == "__main__":
