@@ -68,7 +68,7 @@ def generate(count: int, *, duplicate_every: int = 50, seed: int = 11,
         if not isinstance(checked, PersonalData):
             raise RuntimeError("a made-up registrant failed validation")
         registration_id = uuid7_bytes(first_ms + offset)
-        envelope = seal_registration(checked, registration_id, first_ms + offset, None,
+        envelope = seal_registration(checked, registration_id, first_ms + offset,
                                      sealer, hasher)
         payloads.append(envelope.encode())
         if (offset + 1) % 100_000 == 0 or offset + 1 == count:

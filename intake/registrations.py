@@ -71,11 +71,8 @@ async def create_registration(request: web.Request) -> web.Response:
         return _unavailable("intake_closed", RETRY_AFTER_CLOSED)
 
     registration_id = uuid7_bytes()
-    # The Idempotency-Key lives in its own record; the stream entry does not
-    # carry it (no worker reads it, and it would cost up to 65 bytes per entry
-    # of a backlog held in Redis memory).
     envelope = seal_registration(
-        checked, registration_id, time.time_ns() // 1_000_000, None, door.sealer, door.hasher,
+        checked, registration_id, time.time_ns() // 1_000_000, door.sealer, door.hasher,
     )
     count = len(door.partitions)
     partition = (

@@ -6,8 +6,9 @@ Redis memory:
     [1, registration_id (16 bytes), received_at (Unix ms), key_id, sealed,
      nik_hash (32 bytes), email_hash (32 bytes), idempotency_key or nil]
 
-The door writes nil for the key: it lives in its own Redis record, and a
-backlog held in memory need not pay for it twice.
+New envelopes carry nil for the key: it lives in its own Redis record, and
+a backlog held in memory need not pay for it twice. Entries an older door
+queued with a key still decode.
 
 `sealed` is AES-256-GCM over the msgpack array
 [nik, full_name, email, phone, birth_date (ISO)], with the envelope version
@@ -137,7 +138,6 @@ def seal_registration(
     data: PersonalData,
     registration_id: bytes,
     received_at_ms: int,
-    idempotency_key: str | None,
     sealer: Sealer,
     hasher: KeyedHasher,
 ) -> Envelope:
@@ -152,7 +152,7 @@ def seal_registration(
         sealed=sealer.seal(plain, _aad(registration_id)),
         nik_hash=hasher.digest(data.nik),
         email_hash=hasher.digest(data.email),
-        idempotency_key=idempotency_key,
+        idempotency_key=None,  # the key lives in its own Redis record (see above)
     )
 
 

@@ -267,6 +267,6 @@ def seal_people(settings: Settings, people: Sequence[Registrant],
         assert isinstance(checked, PersonalData), "made-up registrants are valid"
         # One millisecond apart, so id order is list order.
         registration_id = uuid7_bytes(first_ms + offset)
-        envelopes.append(seal_registration(checked, registration_id, first_ms + offset, None,
+        envelopes.append(seal_registration(checked, registration_id, first_ms + offset,
                                            sealer, hasher))
     return envelopes
