@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -46,7 +45,7 @@ from benchmarks.harness import (
     print_results,
     save_figure,
 )
-from gelombang.processes import free_port
+from gelombang.processes import free_port, kill_group, stop_process
 from gelombang.services import start_postgres, start_redis
 from loadtest.registrants import RegistrantFactory
 
@@ -207,15 +206,9 @@ class Contender:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process.pid, signal.SIGTERM, 60.0, self.process)
         # A child left behind would take CPU from the next contender.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        kill_group(self.process.pid)
 
     def group_totals(self) -> tuple[float, float] | None:
         """The door's admission-group histogram (sum, count) so far, if it has one."""

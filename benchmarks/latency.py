@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from benchmarks import openloop, stack
+from benchmarks.door import redis_flush
 from benchmarks.harness import (
     BenchRun,
     alternate,
@@ -44,7 +45,7 @@ from benchmarks.harness import (
     print_results,
     save_figure,
 )
-from gelombang.processes import free_port
+from gelombang.processes import free_port, stop_process
 from gelombang.services import start_redis
 from loadtest.registrants import RegistrantFactory
 
@@ -147,7 +148,8 @@ class Bench:
                                    backlog_high_water=1_000_000_000)
         self.door = subprocess.Popen(
             stack.pinned([sys.executable, "-m", "intake.process"], self.server_core),
-            env={**os.environ, "GELOMBANG_CONFIG": str(config)}, cwd=stack.REPO_ROOT)
+            env={**os.environ, "GELOMBANG_CONFIG": str(config)}, cwd=stack.REPO_ROOT,
+            start_new_session=True)  # its own group, which stop_process kills if it must
         stack.wait_http(f"http://127.0.0.1:{self.port}{PATH}")
 
     def measure(self, rate: float, seconds: float) -> tuple[openloop.OpenLoopResult, float]:
@@ -163,20 +165,11 @@ class Bench:
 
     def flush(self) -> None:
         """Empty Redis so every run starts alike (and memory stays small)."""
-        import redis
-
-        client = redis.Redis.from_url(self.redis.url)
-        client.flushall()
-        client.close()
+        redis_flush(self.redis.url)
 
     def close(self) -> None:
         """Stop the door, then Redis."""
-        self.door.send_signal(signal.SIGTERM)
-        try:
-            self.door.wait(30)
-        except subprocess.TimeoutExpired:
-            self.door.kill()
-            self.door.wait()
+        stop_process(self.door.pid, signal.SIGTERM, 30.0, self.door)
         self.redis.stop()
 
 
