@@ -295,6 +295,7 @@ def table(results: dict[str, Any]) -> str:
         ("PostgreSQL: registrations, total (heap + TOAST + indexes) per stored registration",
          pg["total_per_row"], "bytes"),
         ("  heap", pg["heap_per_row"], "bytes"),
+        ("    of which pages holding rows", pg["heap_occupied_per_row"], "bytes"),
         *((f"  {index}", float(pg[f"{index}_per_row"]), "bytes")
           for index in database.INDEXES),
         ("  TOAST, free space and visibility maps", pg["toast_and_maps_per_row"], "bytes"),

@@ -45,9 +45,11 @@ def test_the_memory_suite_sizes_redis_the_door_and_postgresql(tmp_path: Path) ->
     assert 10 * 2**20 < door["idle_rss"] <= door["peak_rss"]
     assert door["loaded_rss"] <= door["peak_rss"]
     postgres = summary["postgres"]
-    # A row is ~280 bytes of heap (docs/storage.md); the total adds three indexes.
-    assert 250 < postgres["heap_per_row"] < 400
-    assert postgres["heap_per_row"] < postgres["total_per_row"] < 1_000
+    # A row fills ~280 bytes of heap pages (docs/storage.md); the file can be larger by the
+    # empty pages concurrent inserters added; the total adds three indexes.
+    assert 250 < postgres["heap_occupied_per_row"] < 400
+    assert postgres["heap_occupied_per_row"] <= postgres["heap_per_row"]
+    assert postgres["heap_per_row"] < postgres["total_per_row"] < 1_200
     entry, keyed = results["targets"]
     assert entry["value"] == door["stream_per_registration"]
     assert keyed["value"] == door["redis_per_registration"] > entry["value"]
