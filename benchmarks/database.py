@@ -16,7 +16,7 @@ REPORTED_SETTINGS: Final = (
     "server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_level",
     "shared_buffers", "wal_buffers", "max_wal_size", "checkpoint_timeout", "work_mem",
 )
-WORKER_TABLES: Final = "registrations, verification_outbox, funnel_counts, dead_letters"
+WORKER_TABLES: Final = "registrations, verification_handoffs, funnel_counts, dead_letters"
 T = TypeVar("T")
 INDEXES: Final = ("registrations_pkey", "registrations_first_nik", "registrations_first_email")
 
@@ -144,13 +144,13 @@ async def stored(dsn: str, within: float = 60.0) -> dict[str, int]:
     try:
         for _ in range(int(within * 2)):
             # A deferred hand-off is relayed by the sweeper: wait for it, bounded.
-            if not await connection.fetchval("SELECT count(*) FROM verification_outbox"):
+            if not await connection.fetchval("SELECT count(*) FROM verification_handoffs"):
                 break
             await asyncio.sleep(0.5)
         figures = {f"state_{row[0]}": row[1] for row in await connection.fetch(
             "SELECT state::text, count(*) FROM registrations GROUP BY 1")}
         figures["rows"] = await connection.fetchval("SELECT count(*) FROM registrations")
-        figures["outbox"] = await connection.fetchval("SELECT count(*) FROM verification_outbox")
+        figures["outbox"] = await connection.fetchval("SELECT count(*) FROM verification_handoffs")
         figures["dead_letters"] = await connection.fetchval("SELECT count(*) FROM dead_letters")
         figures["funnel_stored"] = await connection.fetchval(
             "SELECT coalesce(sum(value), 0)::bigint FROM funnel_counts WHERE name = 'stored'")

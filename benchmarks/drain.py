@@ -514,7 +514,7 @@ def _memory(results: dict[str, Any]) -> list[str]:
             f"used_memory {memory['queued_per_registration']:.0f} bytes per queued "
             f"registration; after the drain {memory['after_drain_per_registration']:.0f} "
             "bytes per registration: per accepted one, its two verification jobs "
-            f"{memory['jobs_per_accepted']:.0f} and its two hand-off markers "
+            f"{memory['jobs_per_accepted']:.0f} and its share of the hand-off markers "
             f"{memory['markers_per_accepted']:.0f}."]
 
 

@@ -60,7 +60,7 @@ from workers.schema import migrate
 # Per registration: the target the issue sets for Redis.
 REDIS_GOAL_BYTES: Final = 400.0
 # Worker tables besides `registrations` (sized too; after a drain they hold few rows).
-OTHER_TABLES: Final = ("verification_outbox", "funnel_counts", "dead_letters")
+OTHER_TABLES: Final = ("verification_handoffs", "funnel_counts", "dead_letters")
 TINY: Final = {"count": 2_000, "door_count": 300}
 
 
@@ -249,7 +249,7 @@ def measure(args: argparse.Namespace, run: harness.BenchRun, scratch: Path) -> d
             "queued_per_registration": (queued - empty) / args.count,
             "stream_usage_per_registration": queued_streams / args.count,
             # What stays once everything is stored: per accepted registration, its two
-            # verification jobs (until consumed), two hand-off markers (drain.
+            # verification jobs (until consumed), a hand-off marker per batch (drain.
             # handoff_marker_seconds) and, for the door's, the idempotency records.
             "jobs_per_accepted": jobs / max(accepted, 1),
             "after_drain_per_registration": (drained - empty) / total,

@@ -83,9 +83,9 @@ class Partition:
         """The stream of verification jobs of one kind (`email`, `nik`)."""
         return f"{PREFIX}:{self.tag}:verify:{kind}"
 
-    def handoff(self, job_id: str) -> str:
-        """The marker that a verification job was handed off (makes a repeat a no-op)."""
-        return f"{PREFIX}:{self.tag}:handoff:{job_id}"
+    def handoff(self, handoff_id: int) -> str:
+        """The marker that an outbox row's jobs were handed off (makes a repeat a no-op)."""
+        return f"{PREFIX}:{self.tag}:handoff:{handoff_id}"
 
 
 def partitions(count: int) -> tuple[Partition, ...]:

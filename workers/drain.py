@@ -285,9 +285,10 @@ class DrainWorker:
                                            random.randrange(COUNTER_SHARDS), envelopes)
                 self.stats.batches += 1
                 self.stats.stored += len(result.stored)
-                ids = [uuid.UUID(bytes=envelope.registration_id) for envelope in envelopes]
+                if result.handoff is None:
+                    return
                 try:
-                    await hand_off(connection, self._handoff, ids)
+                    await hand_off(connection, self._handoff, result.handoff)
                 except TRANSIENT as exc:
                     # The jobs are safe in the outbox; the sweeper relays them.
                     log.warning("partition %d: hand-off deferred (%s)", partition.index,

@@ -1,14 +1,14 @@
-"""Verification hand-off: outbox rows become jobs on the verification streams.
+"""Verification hand-off: an outbox row becomes jobs on the verification streams.
 
 A job is `{"r": <16-byte registration id>}` on `gelombang:{pN}:verify:<kind>`,
 the stream of the registration's own partition: the verification workers
-load what they need from PostgreSQL, so no personal data travels here.
+load what they need from PostgreSQL, so no personal data travels here. One
+outbox row (`verification_handoffs`) holds a stored batch's accepted ids.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -22,47 +22,37 @@ JOB_FIELD: Final = b"r"
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """One verification job waiting in the outbox."""
+class PendingHandoff:
+    """One outbox row: the accepted registrations of a stored batch."""
 
-    registration_id: uuid.UUID
-    kind: str  # one of KINDS
+    handoff_id: int
     partition: int
-
-    @property
-    def job_id(self) -> str:
-        """Unique per registration and kind: the hand-off marker's name."""
-        return f"{self.registration_id.hex}:{self.kind}"
+    registration_ids: Sequence[uuid.UUID]
 
 
 class Handoff:
-    """Adds outbox jobs to the verification streams, each exactly once."""
+    """Adds each outbox row's jobs to the verification streams exactly once."""
 
     def __init__(self, redis: RedisClient, marker_seconds: int) -> None:
         self._script = PipelinedScript(redis, script_source("handoff"))
         self._marker_seconds = marker_seconds
 
-    async def hand_off(self, jobs: Sequence[Job]) -> int:
-        """One round trip for every partition's jobs; how many were new."""
-        if not jobs:
+    async def hand_off(self, pending: Sequence[PendingHandoff]) -> int:
+        """One round trip for every row; how many jobs were new."""
+        if not pending:
             return 0
-        by_partition: dict[int, list[Job]] = defaultdict(list)
-        for job in jobs:
-            by_partition[job.partition].append(job)
-        calls = [self._call(Partition(index), group) for index, group in by_partition.items()]
-        replies = await self._script.run_all(calls)
+        replies = await self._script.run_all([self._call(row) for row in pending])
         for reply in replies:
             if isinstance(reply, BaseException):
-                # A cluster node was down: its jobs stay in the outbox, and the
-                # caller (or the sweeper) hands them off again; the others'
-                # markers make that repeat add nothing.
+                # A cluster node was down: its rows stay in the outbox, and the
+                # sweeper relays them again; the others' markers make that
+                # repeat add nothing.
                 raise reply
         return sum(int(added) for added in replies)
 
-    def _call(self, partition: Partition, jobs: list[Job]) -> ScriptCall:
-        keys = [partition.verification(kind) for kind in KINDS]
-        args: list[str | bytes | int] = [self._marker_seconds]
-        for job in jobs:
-            keys.append(partition.handoff(job.job_id))
-            args += [KINDS.index(job.kind) + 1, job.registration_id.bytes]
-        return keys, args
+    def _call(self, row: PendingHandoff) -> ScriptCall:
+        partition = Partition(row.partition)
+        keys = [*(partition.verification(kind) for kind in KINDS),
+                partition.handoff(row.handoff_id)]
+        ids = b"".join(registration_id.bytes for registration_id in row.registration_ids)
+        return keys, [self._marker_seconds, ids]

@@ -3,8 +3,8 @@
 One transaction per batch: the states are decided (duplicate, ineligible,
 accepted), the rows copied into a staging table and inserted with
 `ON CONFLICT DO NOTHING` (a redelivered entry changes nothing), the accepted
-ones' verification jobs written to the outbox, and the funnel counters
-moved, so the counters always agree with the table.
+ones' ids written to the outbox as one row, and the funnel counters moved,
+so the counters always agree with the table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from queueing.envelope import Envelope
-from workers.handoff import Handoff, Job
+from workers.handoff import Handoff, PendingHandoff
 from workers.queries import load
 
 QUERIES: Final = load("store.sql")
@@ -36,9 +36,11 @@ _STAGING_COLUMNS: Final = (
 
 @dataclass(slots=True)
 class StoreResult:
-    """What one batch changed: the state of each newly stored registration."""
+    """What one batch changed: the state of each newly stored registration, and
+    the outbox row of the accepted ones' jobs (None when none was accepted)."""
 
     stored: dict[uuid.UUID, str] = field(default_factory=dict)
+    handoff: PendingHandoff | None = None
 
     def counts(self) -> Counter[str]:
         """Newly stored registrations by state, plus `stored` for all of them."""
@@ -104,7 +106,9 @@ async def store_batch(
             _collect(result, await connection.fetch(QUERIES["insert_lost"], lost))
         accepted = [rid for rid, state in result.stored.items() if state == ACCEPTED]
         if accepted:
-            await connection.execute(QUERIES["insert_outbox"], accepted, partition)
+            handoff_id = await connection.fetchval(QUERIES["insert_handoff"], partition,
+                                                   accepted)
+            result.handoff = PendingHandoff(handoff_id, partition, accepted)
         await add_counts(connection, shard, result.counts())
     return result
 
@@ -118,28 +122,24 @@ async def add_counts(connection: Connection, shard: int, counts: Counter[str]) -
         )
 
 
-async def hand_off(
-    connection: Connection, handoff: Handoff, registration_ids: Sequence[uuid.UUID]
-) -> int:
-    """Relay these registrations' outbox jobs, if still there; deleted once handed off."""
-    async with connection.transaction():
-        rows = await connection.fetch(QUERIES["take_outbox"], list(registration_ids))
-        # Handed off before the delete commits: a crash in between leaves the
-        # rows for the sweeper, and the repeat is a no-op in Redis.
-        return await handoff.hand_off(_jobs(rows))
+async def hand_off(connection: Connection, handoff: Handoff, pending: PendingHandoff) -> int:
+    """Relay one batch's jobs, then delete its outbox row; how many jobs were new."""
+    added = await handoff.hand_off([pending])
+    # Deleted after the relay: a crash in between leaves the row for the
+    # sweeper, and the repeat finds the marker and adds nothing.
+    await connection.execute(QUERIES["forget_handoff"], pending.handoff_id)
+    return added
 
 
 async def hand_off_stale(
     connection: Connection, handoff: Handoff, older_than: float, limit: int
 ) -> int:
-    """Relay jobs left in the outbox by a worker that died before handing them off."""
+    """Relay outbox rows left by a worker that died before handing them off."""
     async with connection.transaction():
-        rows = await connection.fetch(QUERIES["take_stale_outbox"], older_than, limit)
-        return await handoff.hand_off(_jobs(rows))
-
-
-def _jobs(rows: Iterable[asyncpg.Record]) -> list[Job]:
-    return [Job(row["registration_id"], row["kind"], row["partition"]) for row in rows]
+        rows = await connection.fetch(QUERIES["take_stale_handoffs"], older_than, limit)
+        return await handoff.hand_off([
+            PendingHandoff(row["handoff_id"], row["partition"], row["registration_ids"])
+            for row in rows])
 
 
 def _collect(result: StoreResult, rows: Iterable[asyncpg.Record]) -> None:

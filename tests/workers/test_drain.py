@@ -72,7 +72,7 @@ async def test_posted_registrations_are_stored_and_handed_off_once(
     jobs = await handed_off(redis_client, settings)
     assert {kind: sorted(found) for kind, found in jobs.items()} == {
         "email": accepted, "nik": accepted}
-    assert await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0
+    assert await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 0
     assert await funnel_counts(pg) == {"stored": 31, "accepted": 30, "duplicate": 1}
     # PostgreSQL holds no plaintext personal data: not as text, not as bytea hex.
     dump = "\n".join(row[0] for row in await pg.fetch("SELECT r::text FROM registrations r"))

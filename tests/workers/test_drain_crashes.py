@@ -33,7 +33,7 @@ from tests.workers.drain_helpers import (
     running_drain,
     wait_drained,
 )
-from workers.handoff import Handoff, Job
+from workers.handoff import Handoff
 from workers.schema import migrate
 from workers.status_queries import funnel_counts
 from workers.store import prepare_connection, store_batch
@@ -49,7 +49,7 @@ async def assert_stored_once_with_one_job_each(
     # A hand-off that failed (PostgreSQL or Redis away) is left to the outbox
     # sweeper, which runs every `outbox_sweep_seconds`: wait for it first.
     for _ in range(300):
-        if await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0:
+        if await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 0:
             break
         await asyncio.sleep(0.1)
     rows = await pg.fetch("SELECT registration_id, state::text FROM registrations")
@@ -59,7 +59,7 @@ async def assert_stored_once_with_one_job_each(
     jobs = await handed_off(redis, settings)
     for kind, found in jobs.items():
         assert sorted(found) == accepted, f"{kind} jobs are not one per accepted registration"
-    assert await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0
+    assert await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 0
     counts = await funnel_counts(pg)
     assert counts["stored"] == len(envelopes)
     assert counts["stored"] == sum(counts.get(s, 0) for s in ("accepted", "duplicate",
@@ -106,19 +106,19 @@ async def test_a_crash_after_hand_off_before_the_outbox_delete_adds_no_job(
     settings = drain_settings(test_settings)
     envelopes = seal_people(settings, [registrants.make() for _ in range(10)])
     await prepare_connection(pg)
-    await store_batch(pg, 3, 0, envelopes)
-    # The jobs reached Redis, but the transaction deleting the outbox rows never committed.
-    rows = await pg.fetch("SELECT registration_id, kind::text, partition FROM verification_outbox")
-    await Handoff(redis_client, 3600).hand_off([Job(r[0], r[1], r[2]) for r in rows])
-    await pg.execute("UPDATE verification_outbox SET created_at = now() - interval '1 hour'")
+    result = await store_batch(pg, 3, 0, envelopes)
+    assert result.handoff is not None
+    # The jobs reached Redis, but the outbox row's delete never ran.
+    assert await Handoff(redis_client, 3600).hand_off([result.handoff]) == 20
+    await pg.execute("UPDATE verification_handoffs SET created_at = now() - interval '1 hour'")
 
     async with running_drain(settings):
         for _ in range(100):  # the sweeper runs every outbox_sweep_seconds / 2
-            if not await pg.fetchval("SELECT count(*) FROM verification_outbox"):
+            if not await pg.fetchval("SELECT count(*) FROM verification_handoffs"):
                 break
             await asyncio.sleep(0.1)
 
-    assert await pg.fetchval("SELECT count(*) FROM verification_outbox") == 0
+    assert await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 0
     jobs = await handed_off(redis_client, settings)
     assert sorted(jobs["email"]) == sorted(jobs["nik"]) == sorted(ids_of(envelopes))
 
@@ -163,7 +163,7 @@ async def test_kill_9_mid_batch_then_restart_stores_everything_once(
         try:
             await wait_drained(redis_client, settings, within=120)
             for _ in range(100):  # jobs of the killed batch come via the sweeper
-                if not await pg.fetchval("SELECT count(*) FROM verification_outbox"):
+                if not await pg.fetchval("SELECT count(*) FROM verification_handoffs"):
                     break
                 await asyncio.sleep(0.1)
         finally:

@@ -42,7 +42,7 @@ async def test_concurrent_runs_apply_each_migration_once(empty_database: str) ->
         assert [row[0] for row in rows] == [m.version for m in available()]
         tables = {row[0] for row in await connection.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        assert {"registrations", "nik_blacklist", "verification_outbox", "funnel_counts",
+        assert {"registrations", "nik_blacklist", "verification_handoffs", "funnel_counts",
                 "dead_letters", "audit_log"} <= tables
     finally:
         await connection.close()

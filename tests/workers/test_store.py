@@ -47,6 +47,13 @@ def rid(envelope: Envelope) -> uuid.UUID:
     return uuid.UUID(bytes=envelope.registration_id)
 
 
+async def outbox(connection: asyncpg.Connection) -> list[tuple[uuid.UUID, int]]:
+    """Every registration waiting in the outbox, with its partition (a repeat shows twice)."""
+    rows = await connection.fetch("SELECT unnest(registration_ids), partition"
+                                  " FROM verification_handoffs")
+    return sorted((row[0], row[1]) for row in rows)
+
+
 async def test_a_batch_is_stored_accepted_with_pending_checks(
     store: asyncpg.Connection, test_settings: Settings
 ) -> None:
@@ -63,10 +70,11 @@ async def test_a_batch_is_stored_accepted_with_pending_checks(
     assert row["sealed"] == envelopes[0].sealed and row["key_id"] == envelopes[0].key_id
     assert row["nik_hash"] == envelopes[0].nik_hash
     assert row["received_at"].timestamp() * 1000 == pytest.approx(envelopes[0].received_at_ms)
-    outbox = await store.fetch("SELECT registration_id, kind::text, partition"
-                               " FROM verification_outbox")
-    assert {(r[0], r[1], r[2]) for r in outbox} == {
-        (rid(e), kind, 0) for e in envelopes for kind in KINDS}
+    # One outbox row for the batch, holding every accepted id once.
+    assert await store.fetchval("SELECT count(*) FROM verification_handoffs") == 1
+    assert await outbox(store) == sorted((rid(e), 0) for e in envelopes)
+    assert result.handoff is not None
+    assert sorted(result.handoff.registration_ids) == sorted(map(rid, envelopes))
 
 
 async def test_a_redelivered_batch_changes_nothing(
@@ -82,7 +90,8 @@ async def test_a_redelivered_batch_changes_nothing(
     after = await states(store)
     assert len(after) == 4 and all(after[key] == value for key, value in before.items())
     assert (await funnel_counts(store))["stored"] == 4
-    assert await store.fetchval("SELECT count(*) FROM verification_outbox") == 8
+    # The repeat added an outbox row for the two new ones only.
+    assert await outbox(store) == sorted((rid(e), 0) for e in envelopes)
 
 
 @pytest.mark.parametrize("same_batch", [True, False])
@@ -106,8 +115,7 @@ async def test_the_later_registration_of_a_nik_or_email_is_a_duplicate(
         rid(envelopes[1]): ("duplicate", "skipped", "skipped"),
         rid(envelopes[2]): ("duplicate", "skipped", "skipped"),
     }
-    jobs = await store.fetch("SELECT DISTINCT registration_id FROM verification_outbox")
-    assert [row[0] for row in jobs] == [rid(envelopes[0])]
+    assert [registration for registration, _ in await outbox(store)] == [rid(envelopes[0])]
 
 
 async def test_a_duplicate_does_not_make_later_ones_duplicates(
@@ -173,19 +181,21 @@ async def test_hand_off_adds_each_job_once(
     store: asyncpg.Connection, redis_client: Redis, test_settings: Settings
 ) -> None:
     envelopes = seal_people(test_settings, people(3))
-    await store_batch(store, 2, 0, envelopes)
+    result = await store_batch(store, 2, 0, envelopes)
     handoff = Handoff(redis_client, 3600)
     ids = [rid(e) for e in envelopes]
+    assert result.handoff is not None
 
-    assert await hand_off(store, handoff, ids) == 6
-    # The outbox is empty now; re-inserting its rows (a crash before the
-    # delete committed) and relaying again adds nothing.
+    assert await hand_off(store, handoff, result.handoff) == 6
+    assert await outbox(store) == []
+    # Putting its row back (a crash before the delete) and relaying it again
+    # from the sweeper adds nothing.
     await store.execute(
-        "INSERT INTO verification_outbox (registration_id, kind, partition, created_at)"
-        " SELECT id, k, 2, now() - interval '1 hour' FROM unnest($1::uuid[]) id,"
-        " unnest(enum_range(NULL::verification_kind)) k", ids)
+        "INSERT INTO verification_handoffs (handoff_id, partition, registration_ids, created_at)"
+        " OVERRIDING SYSTEM VALUE VALUES ($1, 2, $2, now() - interval '1 hour')",
+        result.handoff.handoff_id, ids)
     assert await hand_off_stale(store, handoff, 60, 100) == 0
-    assert await store.fetchval("SELECT count(*) FROM verification_outbox") == 0
+    assert await outbox(store) == []
 
     for kind in KINDS:
         jobs = await stream_range(redis_client, Partition(2).verification(kind))
@@ -196,11 +206,24 @@ async def test_a_failed_hand_off_keeps_the_jobs(
     store: asyncpg.Connection, test_settings: Settings
 ) -> None:
     envelopes = seal_people(test_settings, people(1))
-    await store_batch(store, 0, 0, envelopes)
+    result = await store_batch(store, 0, 0, envelopes)
+    assert result.handoff is not None
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     try:
         with pytest.raises(RedisError):
-            await hand_off(store, Handoff(dead, 60), [rid(envelopes[0])])
+            await hand_off(store, Handoff(dead, 60), result.handoff)
     finally:
         await dead.aclose()
-    assert await store.fetchval("SELECT count(*) FROM verification_outbox") == 2
+    assert await outbox(store) == [(rid(envelopes[0]), 0)]
+
+
+async def test_a_batch_with_nothing_accepted_writes_no_outbox_row(
+    store: asyncpg.Connection, test_settings: Settings
+) -> None:
+    envelopes = seal_people(test_settings, people(2))
+    await store_batch(store, 0, 0, envelopes)
+
+    again = await store_batch(store, 0, 0, envelopes)
+
+    assert again.stored == {} and again.handoff is None
+    assert await store.fetchval("SELECT count(*) FROM verification_handoffs") == 1

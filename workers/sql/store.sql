@@ -51,36 +51,31 @@ SELECT registration_id, received_at, 'duplicate', 'skipped', 'skipped',
     ON CONFLICT DO NOTHING
 RETURNING registration_id, state;
 
--- name: insert_outbox
-INSERT INTO verification_outbox (registration_id, kind, partition)
-SELECT registration_id, kind, $2
-  FROM unnest($1::uuid[]) AS registration_id,
-       unnest(enum_range(NULL::verification_kind)) AS kind
-    ON CONFLICT DO NOTHING;
+-- name: insert_handoff
+-- One row per batch: the accepted registrations whose jobs are still to be relayed.
+INSERT INTO verification_handoffs (partition, registration_ids)
+VALUES ($1, $2::uuid[])
+RETURNING handoff_id;
 
 -- name: add_counts
 INSERT INTO funnel_counts (name, shard, value)
 SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS c(name, value)
     ON CONFLICT (name, shard) DO UPDATE SET value = funnel_counts.value + EXCLUDED.value;
 
--- name: take_outbox
--- The jobs of these registrations still waiting for their hand-off, locked
--- until the transaction ends (deleted if it commits).
-DELETE FROM verification_outbox
- WHERE registration_id = ANY($1::uuid[])
-RETURNING registration_id, kind::text, partition;
+-- name: forget_handoff
+DELETE FROM verification_handoffs WHERE handoff_id = $1;
 
--- name: take_stale_outbox
--- Jobs whose own worker died before handing them off; SKIP LOCKED leaves
--- those another worker is handing off right now.
-DELETE FROM verification_outbox
- WHERE (registration_id, kind) IN (
-       SELECT registration_id, kind FROM verification_outbox
+-- name: take_stale_handoffs
+-- Hand-offs whose own worker died before relaying them; SKIP LOCKED leaves
+-- those another sweeper is relaying right now. Deleted if the caller commits.
+DELETE FROM verification_handoffs
+ WHERE handoff_id IN (
+       SELECT handoff_id FROM verification_handoffs
         WHERE created_at < now() - make_interval(secs => $1)
         ORDER BY created_at
         LIMIT $2
           FOR UPDATE SKIP LOCKED)
-RETURNING registration_id, kind::text, partition;
+RETURNING handoff_id, partition, registration_ids;
 
 -- name: insert_dead_letter
 INSERT INTO dead_letters (stream, entry_id, reason, deliveries, payload)
