@@ -102,7 +102,7 @@ class Expected:
 
 
 def expected_states(envelopes: Sequence[Envelope]) -> list[str]:
-    """Each envelope's state in intake order (workers.store.decide_states, no blacklist)."""
+    """Each envelope's state in intake order, as the drain decides it (no blacklist)."""
     niks: set[bytes] = set()
     emails: set[bytes] = set()
     states = []

@@ -45,7 +45,6 @@ from workers.store import (
     add_counts,
     hand_off,
     hand_off_stale,
-    prepare_connection,
     store_batch,
 )
 
@@ -111,8 +110,7 @@ def connect_worker_redis(settings: Settings) -> RedisClient:
 async def create_pool(settings: Settings, size: int) -> asyncpg.Pool:
     """The worker's PostgreSQL pool; connects lazily, so a down database is waited for."""
     pool = await asyncpg.create_pool(
-        settings.postgres.dsn, min_size=0, max_size=size, init=prepare_connection,
-        timeout=5.0, command_timeout=60.0,
+        settings.postgres.dsn, min_size=0, max_size=size, timeout=5.0, command_timeout=60.0,
     )
     assert pool is not None
     return pool

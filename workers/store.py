@@ -1,15 +1,14 @@
 """Storing a batch of queued registrations in PostgreSQL, idempotently.
 
-One transaction per batch: the states are decided (duplicate, ineligible,
-accepted), the rows copied into a staging table and inserted with
-`ON CONFLICT DO NOTHING` (a redelivered entry changes nothing), the accepted
-ones' ids written to the outbox as one row, and the funnel counters moved,
-so the counters always agree with the table.
+One transaction per batch: one INSERT of every row, in intake order, whose
+unique indexes decide what is new (a redelivered entry changes nothing) and
+what is a duplicate; the accepted ones' ids written to the outbox as one
+row; and the funnel counters moved, so the counters always agree with the
+table.
 """
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -29,9 +28,6 @@ DUPLICATE: Final = "duplicate"
 INELIGIBLE: Final = "ineligible"
 # A plain connection or one borrowed from a pool: both run the same queries.
 Connection = asyncpg.Connection | PoolConnectionProxy
-_STAGING_COLUMNS: Final = (
-    "registration_id", "received_at", "state", "nik_hash", "email_hash", "key_id", "sealed",
-)
 
 
 @dataclass(slots=True)
@@ -49,61 +45,28 @@ class StoreResult:
         return counts
 
 
-def decide_states(
-    envelopes: Sequence[Envelope],
-    first_niks: set[bytes],
-    first_emails: set[bytes],
-    blacklisted: set[bytes],
-) -> list[str]:
-    """The state of each envelope, in order of registration id (intake time).
+async def store_batch(
+    connection: Connection, partition: int, shard: int, envelopes: Sequence[Envelope]
+) -> StoreResult:
+    """Store the envelopes in one transaction (a redelivered one changes nothing).
 
     A registration is a duplicate when an earlier one that is not itself a
     duplicate has its NIK or email hash (duplicate is decided before
     ineligible); otherwise ineligible when its NIK is blacklisted.
     """
-    niks, emails = set(first_niks), set(first_emails)
-    states = []
-    for envelope in envelopes:
-        if envelope.nik_hash in niks or envelope.email_hash in emails:
-            states.append(DUPLICATE)
-            continue
-        niks.add(envelope.nik_hash)
-        emails.add(envelope.email_hash)
-        states.append(INELIGIBLE if envelope.nik_hash in blacklisted else ACCEPTED)
-    return states
-
-
-async def prepare_connection(connection: Connection) -> None:
-    """Per-connection setup for the pool: the staging table."""
-    await connection.execute(QUERIES["create_staging"])
-
-
-async def store_batch(
-    connection: Connection, partition: int, shard: int, envelopes: Sequence[Envelope]
-) -> StoreResult:
-    """Store the envelopes in one transaction (a redelivered one changes nothing)."""
-    ordered = sorted(envelopes, key=lambda envelope: envelope.registration_id)
+    ids = [uuid.UUID(bytes=envelope.registration_id) for envelope in envelopes]
     result = StoreResult()
     async with connection.transaction():
-        niks = [envelope.nik_hash for envelope in ordered]
-        emails = [envelope.email_hash for envelope in ordered]
-        found: dict[str, set[bytes]] = {"nik": set(), "email": set(), "blacklist": set()}
-        for row in await connection.fetch(QUERIES["first_registrations"], niks, emails):
-            found[row["kind"]].add(row["hash"])
-        states = decide_states(ordered, found["nik"], found["email"], found["blacklist"])
-        await connection.copy_records_to_table(
-            "store_staging", records=_staging_rows(ordered, states), columns=_STAGING_COLUMNS
-        )
-        _collect(result, await connection.fetch(QUERIES["insert_staged"]))
-        lost = [
-            uuid.UUID(bytes=envelope.registration_id)
-            for envelope in ordered
-            if uuid.UUID(bytes=envelope.registration_id) not in result.stored
-        ]
-        if lost:
-            # Redelivered entries conflict again on the key and add nothing;
-            # those that lost a race on a NIK or email are stored as duplicates.
-            _collect(result, await connection.fetch(QUERIES["insert_lost"], lost))
+        _collect(result, await connection.fetch(QUERIES["insert_batch"],
+                                                *_columns(ids, envelopes)))
+        if len(result.stored) < len(envelopes):
+            # Left out: redelivered (they conflict on the key again and add
+            # nothing), or a later registration of a NIK or email: a duplicate.
+            lost = [index for index, registration_id in enumerate(ids)
+                    if registration_id not in result.stored]
+            _collect(result, await connection.fetch(
+                QUERIES["insert_duplicates"],
+                *_columns([ids[i] for i in lost], [envelopes[i] for i in lost])))
         accepted = [rid for rid, state in result.stored.items() if state == ACCEPTED]
         if accepted:
             handoff_id = await connection.fetchval(QUERIES["insert_handoff"], partition,
@@ -147,18 +110,13 @@ def _collect(result: StoreResult, rows: Iterable[asyncpg.Record]) -> None:
         result.stored[row["registration_id"]] = row["state"]
 
 
-def _staging_rows(
-    envelopes: Sequence[Envelope], states: Sequence[str]
-) -> list[tuple[object, ...]]:
-    return [
-        (
-            uuid.UUID(bytes=envelope.registration_id),
-            datetime.datetime.fromtimestamp(envelope.received_at_ms / 1000, datetime.UTC),
-            state,
-            envelope.nik_hash,
-            envelope.email_hash,
-            envelope.key_id,
-            envelope.sealed,
-        )
-        for envelope, state in zip(envelopes, states, strict=True)
-    ]
+def _columns(ids: Sequence[uuid.UUID], envelopes: Sequence[Envelope]) -> tuple[list[object], ...]:
+    """The arrays insert_batch and insert_duplicates unnest, one per column."""
+    return (
+        list(ids),
+        [envelope.received_at_ms for envelope in envelopes],
+        [envelope.nik_hash for envelope in envelopes],
+        [envelope.email_hash for envelope in envelopes],
+        [envelope.key_id for envelope in envelopes],
+        [envelope.sealed for envelope in envelopes],
+    )

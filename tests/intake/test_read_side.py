@@ -17,7 +17,7 @@ from loadtest.registrants import RegistrantFactory
 from queueing.envelope import Envelope
 from tests.intake.door_helpers import DoorUnderTest, running_door
 from tests.support import leaked, seal_people
-from workers.store import prepare_connection, store_batch
+from workers.store import store_batch
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -41,7 +41,6 @@ async def test_stored_registrations_answer_their_states_and_nothing_personal(
     envelopes = seal_people(test_settings, people)
     await pg.execute("INSERT INTO nik_blacklist (nik_hash, reason) VALUES ($1, 'test')",
                      envelopes[2].nik_hash)
-    await prepare_connection(pg)
     await store_batch(pg, 0, 0, envelopes)
 
     answers = [await get_status(door_under_test, rid(e)) for e in envelopes]
@@ -118,7 +117,6 @@ async def test_funnel_agrees_with_the_table_and_the_streams(
     envelopes = seal_people(test_settings, people)
     await pg.execute("INSERT INTO nik_blacklist (nik_hash, reason) VALUES ($1, 'test')",
                      envelopes[-1].nik_hash)
-    await prepare_connection(pg)
     await store_batch(pg, 0, 0, envelopes[:3])
     await store_batch(pg, 1, 5, envelopes[3:])
     for _ in range(3):  # queued, not yet stored

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import asyncpg
+
 from config.settings import Settings
 from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.keys import STORE_GROUP, partition_for_digest, partitions
@@ -77,6 +79,20 @@ async def wait_drained(redis: RedisClient, settings: Settings, within: float = 3
         if time.monotonic() > deadline:
             raise AssertionError(f"not drained in time: {await backlog(redis, settings)}")
         await asyncio.sleep(0.05)
+
+
+async def wait_outbox_empty(dsn: str, within: float = 30.0) -> None:
+    """Until the outbox holds no row: a row a crash or an outage left behind is
+    relayed by a running worker's sweeper, every `outbox_sweep_seconds / 2`."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + within
+        while left := await connection.fetchval("SELECT count(*) FROM verification_handoffs"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{left} outbox rows not relayed in time")
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
 
 
 async def handed_off(redis: RedisClient, settings: Settings) -> dict[str, list[uuid.UUID]]:

@@ -32,11 +32,12 @@ from tests.workers.drain_helpers import (
     handed_off,
     running_drain,
     wait_drained,
+    wait_outbox_empty,
 )
 from workers.handoff import Handoff
 from workers.schema import migrate
 from workers.status_queries import funnel_counts
-from workers.store import prepare_connection, store_batch
+from workers.store import store_batch
 
 
 def ids_of(envelopes: list[Envelope]) -> set[uuid.UUID]:
@@ -46,12 +47,6 @@ def ids_of(envelopes: list[Envelope]) -> set[uuid.UUID]:
 async def assert_stored_once_with_one_job_each(
     pg: asyncpg.Connection, redis: Redis, settings: Settings, envelopes: list[Envelope]
 ) -> None:
-    # A hand-off that failed (PostgreSQL or Redis away) is left to the outbox
-    # sweeper, which runs every `outbox_sweep_seconds`: wait for it first.
-    for _ in range(300):
-        if await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 0:
-            break
-        await asyncio.sleep(0.1)
     rows = await pg.fetch("SELECT registration_id, state::text FROM registrations")
     assert len(rows) == len(envelopes)
     assert {row[0] for row in rows} == ids_of(envelopes)
@@ -87,7 +82,6 @@ async def test_a_crash_after_commit_before_hand_off_and_ack_completes_once(
     await enqueue(redis_client, settings, envelopes)
     await read_as_ghost(redis_client, settings)
     # The ghost committed its batches, then died: no hand-off, no XACK.
-    await prepare_connection(pg)
     count = settings.queue.partitions
     for index in range(count):
         mine = [e for e in envelopes if partition_for_digest(e.nik_hash, count) == index]
@@ -95,6 +89,8 @@ async def test_a_crash_after_commit_before_hand_off_and_ack_completes_once(
 
     async with running_drain(settings, name="heir"):
         await wait_drained(redis_client, settings, within=15)
+        # The ghost's outbox rows are relayed by the heir's sweeper.
+        await wait_outbox_empty(settings.postgres.dsn)
 
     await assert_stored_once_with_one_job_each(pg, redis_client, settings, envelopes)
 
@@ -105,7 +101,6 @@ async def test_a_crash_after_hand_off_before_the_outbox_delete_adds_no_job(
 ) -> None:
     settings = drain_settings(test_settings)
     envelopes = seal_people(settings, [registrants.make() for _ in range(10)])
-    await prepare_connection(pg)
     result = await store_batch(pg, 3, 0, envelopes)
     assert result.handoff is not None
     # The jobs reached Redis, but the outbox row's delete never ran.
@@ -162,10 +157,8 @@ async def test_kill_9_mid_batch_then_restart_stores_everything_once(
         second = start_worker(config, tmp_path / "worker.log")
         try:
             await wait_drained(redis_client, settings, within=120)
-            for _ in range(100):  # jobs of the killed batch come via the sweeper
-                if not await pg.fetchval("SELECT count(*) FROM verification_handoffs"):
-                    break
-                await asyncio.sleep(0.1)
+            # The killed batch's outbox row, if it committed, comes via the sweeper.
+            await wait_outbox_empty(settings.postgres.dsn)
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(20) == 0
@@ -216,6 +209,8 @@ async def test_postgres_stopped_and_restarted_mid_drain_loses_and_doubles_nothin
         started = time.monotonic()
         await wait_drained(redis_client, settings, within=60)
         recovery = time.monotonic() - started
+        # A hand-off cut off by the outage leaves its row to the sweeper.
+        await wait_outbox_empty(settings.postgres.dsn)
     connection = await asyncpg.connect(own_postgres.dsn)
     try:
         await assert_stored_once_with_one_job_each(connection, redis_client, settings,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -19,15 +18,7 @@ from queueing.keys import Partition
 from tests.support import seal_people, stream_range
 from workers.handoff import KINDS, Handoff
 from workers.status_queries import funnel_counts
-from workers.store import hand_off, hand_off_stale, prepare_connection, store_batch
-
-
-@pytest.fixture
-async def store(pg: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
-    """The test's connection, prepared as the worker's pool prepares its own."""
-    await prepare_connection(pg)
-    yield pg
-
+from workers.store import hand_off, hand_off_stale, store_batch
 
 FACTORY = RegistrantFactory()
 
@@ -55,48 +46,48 @@ async def outbox(connection: asyncpg.Connection) -> list[tuple[uuid.UUID, int]]:
 
 
 async def test_a_batch_is_stored_accepted_with_pending_checks(
-    store: asyncpg.Connection, test_settings: Settings
+    pg: asyncpg.Connection, test_settings: Settings
 ) -> None:
     envelopes = seal_people(test_settings, people(3))
 
-    result = await store_batch(store, 0, 0, envelopes)
+    result = await store_batch(pg, 0, 0, envelopes)
 
     assert result.stored == dict.fromkeys(map(rid, envelopes), "accepted")
-    assert await states(store) == dict.fromkeys(map(rid, envelopes),
+    assert await states(pg) == dict.fromkeys(map(rid, envelopes),
                                                 ("accepted", "pending", "pending"))
-    row = await store.fetchrow("SELECT * FROM registrations WHERE registration_id = $1",
+    row = await pg.fetchrow("SELECT * FROM registrations WHERE registration_id = $1",
                                rid(envelopes[0]))
     assert row is not None
     assert row["sealed"] == envelopes[0].sealed and row["key_id"] == envelopes[0].key_id
     assert row["nik_hash"] == envelopes[0].nik_hash
     assert row["received_at"].timestamp() * 1000 == pytest.approx(envelopes[0].received_at_ms)
     # One outbox row for the batch, holding every accepted id once.
-    assert await store.fetchval("SELECT count(*) FROM verification_handoffs") == 1
-    assert await outbox(store) == sorted((rid(e), 0) for e in envelopes)
+    assert await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 1
+    assert await outbox(pg) == sorted((rid(e), 0) for e in envelopes)
     assert result.handoff is not None
     assert sorted(result.handoff.registration_ids) == sorted(map(rid, envelopes))
 
 
 async def test_a_redelivered_batch_changes_nothing(
-    store: asyncpg.Connection, test_settings: Settings
+    pg: asyncpg.Connection, test_settings: Settings
 ) -> None:
     envelopes = seal_people(test_settings, people(4))
-    await store_batch(store, 0, 0, envelopes[:2])
-    before = await states(store)
+    await store_batch(pg, 0, 0, envelopes[:2])
+    before = await states(pg)
 
-    again = await store_batch(store, 0, 1, envelopes)
+    again = await store_batch(pg, 0, 1, envelopes)
 
     assert set(again.stored) == {rid(envelopes[2]), rid(envelopes[3])}
-    after = await states(store)
+    after = await states(pg)
     assert len(after) == 4 and all(after[key] == value for key, value in before.items())
-    assert (await funnel_counts(store))["stored"] == 4
+    assert (await funnel_counts(pg))["stored"] == 4
     # The repeat added an outbox row for the two new ones only.
-    assert await outbox(store) == sorted((rid(e), 0) for e in envelopes)
+    assert await outbox(pg) == sorted((rid(e), 0) for e in envelopes)
 
 
 @pytest.mark.parametrize("same_batch", [True, False])
 async def test_the_later_registration_of_a_nik_or_email_is_a_duplicate(
-    store: asyncpg.Connection, test_settings: Settings, same_batch: bool
+    pg: asyncpg.Connection, test_settings: Settings, same_batch: bool
 ) -> None:
     first, third = people(2)
     same_nik = FACTORY.same_nik_as(first)
@@ -105,21 +96,21 @@ async def test_the_later_registration_of_a_nik_or_email_is_a_duplicate(
     envelopes = seal_people(test_settings, [first, same_nik, same_email])
 
     if same_batch:
-        await store_batch(store, 0, 0, list(reversed(envelopes)))
+        await store_batch(pg, 0, 0, list(reversed(envelopes)))
     else:
-        await store_batch(store, 0, 0, envelopes[:1])
-        await store_batch(store, 1, 0, envelopes[1:])
+        await store_batch(pg, 0, 0, envelopes[:1])
+        await store_batch(pg, 1, 0, envelopes[1:])
 
-    assert await states(store) == {
+    assert await states(pg) == {
         rid(envelopes[0]): ("accepted", "pending", "pending"),
         rid(envelopes[1]): ("duplicate", "skipped", "skipped"),
         rid(envelopes[2]): ("duplicate", "skipped", "skipped"),
     }
-    assert [registration for registration, _ in await outbox(store)] == [rid(envelopes[0])]
+    assert [registration for registration, _ in await outbox(pg)] == [rid(envelopes[0])]
 
 
 async def test_a_duplicate_does_not_make_later_ones_duplicates(
-    store: asyncpg.Connection, test_settings: Settings
+    pg: asyncpg.Connection, test_settings: Settings
 ) -> None:
     first, third = people(2)
     # second repeats first's NIK (a duplicate); third repeats only second's email,
@@ -128,74 +119,73 @@ async def test_a_duplicate_does_not_make_later_ones_duplicates(
     third = dataclasses.replace(third, email=second.email)
     envelopes = seal_people(test_settings, [first, second, third])
 
-    await store_batch(store, 0, 0, envelopes)
+    await store_batch(pg, 0, 0, envelopes)
 
-    assert [(await states(store))[rid(e)][0] for e in envelopes] == [
+    assert [(await states(pg))[rid(e)][0] for e in envelopes] == [
         "accepted", "duplicate", "accepted"]
 
 
 async def test_a_blacklisted_nik_is_ineligible_unless_a_duplicate(
-    store: asyncpg.Connection, test_settings: Settings
+    pg: asyncpg.Connection, test_settings: Settings
 ) -> None:
     banned, fine = people(2)
     again = FACTORY.same_nik_as(banned)
     envelopes = seal_people(test_settings, [banned, again, fine])
-    await store.execute("INSERT INTO nik_blacklist (nik_hash, reason) VALUES ($1, 'test')",
+    await pg.execute("INSERT INTO nik_blacklist (nik_hash, reason) VALUES ($1, 'test')",
                         envelopes[0].nik_hash)
 
-    await store_batch(store, 0, 0, envelopes)
+    await store_batch(pg, 0, 0, envelopes)
 
-    assert [(await states(store))[rid(e)] for e in envelopes] == [
+    assert [(await states(pg))[rid(e)] for e in envelopes] == [
         ("ineligible", "skipped", "skipped"),
         ("duplicate", "skipped", "skipped"),
         ("accepted", "pending", "pending"),
     ]
-    assert await funnel_counts(store) == {"stored": 3, "accepted": 1, "duplicate": 1,
+    assert await funnel_counts(pg) == {"stored": 3, "accepted": 1, "duplicate": 1,
                                           "ineligible": 1}
 
 
 async def test_batches_racing_in_two_partitions_store_one_accepted(
-    migrated_dsn: str, store: asyncpg.Connection, test_settings: Settings
+    migrated_dsn: str, pg: asyncpg.Connection, test_settings: Settings
 ) -> None:
     batch_a = people(50)
     batch_b = [FACTORY.same_nik_as(person) for person in batch_a]
     envelopes_a = seal_people(test_settings, batch_a)
     envelopes_b = seal_people(test_settings, batch_b)
     other = await asyncpg.connect(migrated_dsn)
-    await prepare_connection(other)
     try:
-        await asyncio.gather(store_batch(store, 0, 0, envelopes_a),
+        await asyncio.gather(store_batch(pg, 0, 0, envelopes_a),
                              store_batch(other, 1, 1, envelopes_b))
     finally:
         await other.close()
 
-    rows = await states(store)
+    rows = await states(pg)
     assert len(rows) == 100
     for a, b in zip(envelopes_a, envelopes_b, strict=True):
         assert sorted((rows[rid(a)][0], rows[rid(b)][0])) == ["accepted", "duplicate"]
-    counts = await funnel_counts(store)
+    counts = await funnel_counts(pg)
     assert counts == {"stored": 100, "accepted": 50, "duplicate": 50}
 
 
 async def test_hand_off_adds_each_job_once(
-    store: asyncpg.Connection, redis_client: Redis, test_settings: Settings
+    pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings
 ) -> None:
     envelopes = seal_people(test_settings, people(3))
-    result = await store_batch(store, 2, 0, envelopes)
+    result = await store_batch(pg, 2, 0, envelopes)
     handoff = Handoff(redis_client, 3600)
     ids = [rid(e) for e in envelopes]
     assert result.handoff is not None
 
-    assert await hand_off(store, handoff, result.handoff) == 6
-    assert await outbox(store) == []
+    assert await hand_off(pg, handoff, result.handoff) == 6
+    assert await outbox(pg) == []
     # Putting its row back (a crash before the delete) and relaying it again
     # from the sweeper adds nothing.
-    await store.execute(
+    await pg.execute(
         "INSERT INTO verification_handoffs (handoff_id, partition, registration_ids, created_at)"
         " OVERRIDING SYSTEM VALUE VALUES ($1, 2, $2, now() - interval '1 hour')",
         result.handoff.handoff_id, ids)
-    assert await hand_off_stale(store, handoff, 60, 100) == 0
-    assert await outbox(store) == []
+    assert await hand_off_stale(pg, handoff, 60, 100) == 0
+    assert await outbox(pg) == []
 
     for kind in KINDS:
         jobs = await stream_range(redis_client, Partition(2).verification(kind))
@@ -203,27 +193,27 @@ async def test_hand_off_adds_each_job_once(
 
 
 async def test_a_failed_hand_off_keeps_the_jobs(
-    store: asyncpg.Connection, test_settings: Settings
+    pg: asyncpg.Connection, test_settings: Settings
 ) -> None:
     envelopes = seal_people(test_settings, people(1))
-    result = await store_batch(store, 0, 0, envelopes)
+    result = await store_batch(pg, 0, 0, envelopes)
     assert result.handoff is not None
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     try:
         with pytest.raises(RedisError):
-            await hand_off(store, Handoff(dead, 60), result.handoff)
+            await hand_off(pg, Handoff(dead, 60), result.handoff)
     finally:
         await dead.aclose()
-    assert await outbox(store) == [(rid(envelopes[0]), 0)]
+    assert await outbox(pg) == [(rid(envelopes[0]), 0)]
 
 
 async def test_a_batch_with_nothing_accepted_writes_no_outbox_row(
-    store: asyncpg.Connection, test_settings: Settings
+    pg: asyncpg.Connection, test_settings: Settings
 ) -> None:
     envelopes = seal_people(test_settings, people(2))
-    await store_batch(store, 0, 0, envelopes)
+    await store_batch(pg, 0, 0, envelopes)
 
-    again = await store_batch(store, 0, 0, envelopes)
+    again = await store_batch(pg, 0, 0, envelopes)
 
     assert again.stored == {} and again.handoff is None
-    assert await store.fetchval("SELECT count(*) FROM verification_handoffs") == 1
+    assert await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 1

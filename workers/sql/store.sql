@@ -1,53 +1,38 @@
 -- Queries of the drain (workers/store.py). Each starts with `-- name: <name>`.
 
--- name: create_staging
--- One per connection; emptied at every commit.
-CREATE TEMP TABLE IF NOT EXISTS store_staging (
-    registration_id    uuid               NOT NULL,
-    received_at        timestamptz        NOT NULL,
-    state              registration_state NOT NULL,
-    nik_hash           bytea              NOT NULL,
-    email_hash         bytea              NOT NULL,
-    key_id             text               NOT NULL,
-    sealed             bytea              NOT NULL
-) ON COMMIT DELETE ROWS;
-
--- name: first_registrations
--- Which of these NIK and email hashes already have a registration that is not
--- a duplicate, and which NIKs are blacklisted: three index probes per hash.
-SELECT 'nik' AS kind, nik_hash AS hash FROM registrations
- WHERE nik_hash = ANY($1::bytea[]) AND state <> 'duplicate'
-UNION ALL
-SELECT 'email', email_hash FROM registrations
- WHERE email_hash = ANY($2::bytea[]) AND state <> 'duplicate'
-UNION ALL
-SELECT 'blacklist', nik_hash FROM nik_blacklist
- WHERE nik_hash = ANY($1::bytea[]);
-
--- name: insert_staged
--- A redelivered entry conflicts on the primary key and changes nothing; an
--- entry that lost a race with a concurrent batch on a NIK or email conflicts
--- on a partial unique index, and is stored as a duplicate by insert_lost.
+-- name: insert_batch
+-- One statement per batch, rows in intake order (registration ids are
+-- UUIDv7). It lets the indexes decide: a redelivered entry conflicts on the
+-- primary key; a registration whose NIK or email an earlier one that is not
+-- a duplicate already has (stored before, or earlier in this batch, or by a
+-- concurrent batch) conflicts on a partial unique index. Either is left out
+-- by ON CONFLICT DO NOTHING and is not returned; insert_duplicates stores
+-- the second kind. A blacklisted NIK is ineligible.
 INSERT INTO registrations (
     registration_id, received_at, state, email_verification, nik_verification,
     nik_hash, email_hash, key_id, sealed)
-SELECT registration_id, received_at, state,
-       CASE WHEN state = 'accepted' THEN 'pending' ELSE 'skipped' END::email_verification,
-       CASE WHEN state = 'accepted' THEN 'pending' ELSE 'skipped' END::nik_verification,
-       nik_hash, email_hash, key_id, sealed
-  FROM store_staging
- ORDER BY registration_id
+SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000),
+       CASE WHEN b.nik_hash IS NULL THEN 'accepted' ELSE 'ineligible' END::registration_state,
+       CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::email_verification,
+       CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::nik_verification,
+       r.nik_hash, r.email_hash, r.key_id, r.sealed
+  FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
+       AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed)
+  LEFT JOIN nik_blacklist AS b ON b.nik_hash = r.nik_hash
+ ORDER BY r.registration_id
     ON CONFLICT DO NOTHING
 RETURNING registration_id, state;
 
--- name: insert_lost
+-- name: insert_duplicates
+-- The entries insert_batch left out; redelivered ones conflict on the key again.
 INSERT INTO registrations (
     registration_id, received_at, state, email_verification, nik_verification,
     nik_hash, email_hash, key_id, sealed)
-SELECT registration_id, received_at, 'duplicate', 'skipped', 'skipped',
-       nik_hash, email_hash, key_id, sealed
-  FROM store_staging
- WHERE registration_id = ANY($1::uuid[])
+SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000), 'duplicate', 'skipped',
+       'skipped', r.nik_hash, r.email_hash, r.key_id, r.sealed
+  FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
+       AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed)
+ ORDER BY r.registration_id
     ON CONFLICT DO NOTHING
 RETURNING registration_id, state;
 
