@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import asyncpg
+from asyncpg.pgproto.pgproto import UUID as WireUUID
 from asyncpg.pool import PoolConnectionProxy
 
 from queueing.envelope import Envelope
@@ -54,7 +55,9 @@ async def store_batch(
     duplicate has its NIK or email hash (duplicate is decided before
     ineligible); otherwise ineligible when its NIK is blacklisted.
     """
-    ids = [uuid.UUID(bytes=envelope.registration_id) for envelope in envelopes]
+    # asyncpg's own uuid.UUID subclass: built from the 16 bytes in C, written
+    # to the wire without a conversion (uuid.UUID cost the drain ~1 us a row).
+    ids: list[uuid.UUID] = [WireUUID(envelope.registration_id) for envelope in envelopes]
     result = StoreResult()
     async with connection.transaction():
         _collect(result, await connection.fetch(QUERIES["insert_batch"],
