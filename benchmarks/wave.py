@@ -118,15 +118,20 @@ def applicants(settings: Settings, count: int) -> list[bytes]:
             for _ in range(count)]
 
 
-def admitted_mask(client: redis.Redis, keys: list[str], partition_count: int) -> list[bool]:
+def admitted_mask(client: redis.Redis, keys: list[str], partition_count: int,
+                  ttl: int) -> list[bool]:
     """Which Idempotency-Keys the door admitted: their records exist (kept a day)."""
     found: list[bool] = []
-    for start in range(0, len(keys), 5000):
+    now = time.time()
+    for start in range(0, len(keys), 2500):
         with client.pipeline(transaction=False) as pipe:
-            for key in keys[start:start + 5000]:
-                pipe.exists(Partition(partition_for_idempotency_key(
-                    key, partition_count)).idempotency(key))
-            found += [bool(answer) for answer in pipe.execute()]
+            for key in keys[start:start + 2500]:
+                record = Partition(partition_for_idempotency_key(
+                    key, partition_count)).idempotency(key, ttl, now)
+                pipe.hexists(record.current, record.field)
+                pipe.hexists(record.previous, record.field)
+            answers = pipe.execute()
+            found += [bool(a or b) for a, b in zip(answers[::2], answers[1::2], strict=True)]
     return found
 
 
@@ -187,6 +192,7 @@ def send(args: argparse.Namespace, settings: Settings, bodies: list[bytes], star
     prefix = uuid.uuid4().hex[:16]
     keys = [f"{prefix}-{index}" for index in range(len(bodies))]
     client = redis.Redis.from_url(settings.redis.url)
+    ttl = settings.queue.idempotency_ttl_seconds
     sending = Sending()
     todo = list(range(len(bodies)))
     rate = args.count / args.arrival_seconds
@@ -224,10 +230,10 @@ def send(args: argparse.Namespace, settings: Settings, bodies: list[bytes], star
                          f"{sending.last_answer_s:.1f} s: {dict(result.statuses)}, errors "
                          f"{result.errors}, unfinished {result.unfinished}")
             found = admitted_mask(client, [keys[i] for i in indices],
-                                  settings.queue.partitions)
+                                  settings.queue.partitions, ttl)
             sending.passes[-1]["admitted"] = sum(found)
             todo = [i for i, admitted in zip(indices, found, strict=True) if not admitted]
-        sending.admitted = sum(admitted_mask(client, keys, settings.queue.partitions))
+        sending.admitted = sum(admitted_mask(client, keys, settings.queue.partitions, ttl))
     finally:
         client.close()
     return sending

@@ -13,13 +13,14 @@ exactly burst + rate * t. See docs/admission.md for the bounds.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from queueing.errors import QueueUnavailable
-from queueing.keys import Partition
+from queueing.keys import Partition, idempotency_expiry
 from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, ScriptCall, script_source
 
@@ -64,6 +65,7 @@ class PartitionShare:
     rate_per_second: float
     capacity: float
     high_water: int
+    idempotency_ttl: int
     args: tuple[str, ...]
 
     @classmethod
@@ -80,9 +82,8 @@ class PartitionShare:
             str(high_water),
             "1" if policy.enabled else "0",
             "1" if policy.open else "0",
-            str(idempotency_ttl),
         )
-        return cls(rate, capacity, high_water, args)
+        return cls(rate, capacity, high_water, idempotency_ttl, args)
 
 
 # Candidate, Decision and GroupResult are made per request: not frozen, for the
@@ -157,15 +158,17 @@ def _script_call(
     partition: Partition, share: PartitionShare, group: Sequence[Candidate]
 ) -> ScriptCall:
     keys: list[str] = [partition.stream, partition.bucket]
-    args: list[str | bytes | int] = [*share.args, len(group)]
+    now = time.time()
+    ttl = share.idempotency_ttl
+    args: list[str | bytes | int] = [*share.args, idempotency_expiry(ttl, now), len(group)]
     for candidate in group:
         if candidate.idempotency_key is None:
-            args.append(0)
+            args += (0, b"")
         else:
-            keys.append(partition.idempotency(candidate.idempotency_key))
-            args.append(len(keys))
-        args.append(candidate.registration_id)
-        args.append(candidate.envelope)
+            record = partition.idempotency(candidate.idempotency_key, ttl, now)
+            keys += (record.current, record.previous)
+            args += (len(keys) - 1, record.field)
+        args += (candidate.registration_id, candidate.envelope)
     return keys, args
 
 

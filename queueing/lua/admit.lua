@@ -8,16 +8,18 @@
 --
 -- KEYS[1]  stream of admitted registrations
 -- KEYS[2]  token bucket hash {tokens, ts}
--- KEYS[3…] idempotency records named by the items below
+-- KEYS[3…] hashes of idempotency records named by the items below
 -- ARGV[1]  refill rate, tokens per second (this partition's share)
 -- ARGV[2]  bucket capacity (this partition's share, >= 1)
 -- ARGV[3]  backlog high-water mark (this partition's share)
 -- ARGV[4]  "1" when rate limiting is enabled
 -- ARGV[5]  "1" when intake is open
--- ARGV[6]  idempotency record lifetime, seconds
--- ARGV[7]  number of items n; then n triples from ARGV[8]:
---          index into KEYS of the item's idempotency record (0: none),
---          registration id (16 bytes), envelope (msgpack bytes)
+-- ARGV[6]  when the hash a record is written to expires (Unix seconds)
+-- ARGV[7]  number of items n; then n quadruples from ARGV[8]:
+--          index into KEYS of the hash the item's idempotency record goes to
+--          (0: none; the next key is the previous period's hash, also read),
+--          the record's field (the key's digest), registration id (16
+--          bytes), envelope (msgpack bytes)
 --
 -- Returns n replies, then the whole tokens left:
 --   {1}                      admitted
@@ -31,7 +33,7 @@ local capacity = tonumber(ARGV[2])
 local high_water = tonumber(ARGV[3])
 local limiting = ARGV[4] == '1'
 local open = ARGV[5] == '1'
-local ttl = ARGV[6]
+local expire_at = ARGV[6]
 local n = tonumber(ARGV[7])
 
 -- One clock for every door process: the Redis server's.
@@ -52,10 +54,14 @@ local taken = 0
 local waiting = 0
 
 for i = 1, n do
-  local at = 8 + (i - 1) * 3
+  local at = 8 + (i - 1) * 4
   local record = tonumber(ARGV[at])
+  local field = ARGV[at + 1]
   local prior = false
-  if record > 0 then prior = redis.call('GET', KEYS[record]) end
+  if record > 0 then
+    prior = redis.call('HGET', KEYS[record], field)
+      or redis.call('HGET', KEYS[record + 1], field)
+  end
 
   if prior then
     replies[i] = {2, prior}
@@ -74,9 +80,12 @@ for i = 1, n do
       tokens = tokens - 1
       taken = taken + 1
     end
-    redis.call('XADD', KEYS[1], '*', 'm', ARGV[at + 2])
+    redis.call('XADD', KEYS[1], '*', 'm', ARGV[at + 3])
     backlog = backlog + 1
-    if record > 0 then redis.call('SET', KEYS[record], ARGV[at + 1], 'EX', ttl) end
+    if record > 0 then
+      redis.call('HSET', KEYS[record], field, ARGV[at + 2])
+      redis.call('EXPIREAT', KEYS[record], expire_at)
+    end
     replies[i] = {1}
   end
 end

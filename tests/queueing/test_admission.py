@@ -120,8 +120,24 @@ async def test_concurrent_same_key_requests_get_one_id(redis_client: RedisClient
 async def test_idempotency_record_expires(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy())
     await admitter.admit(0, _candidates(1, key="ttl")[0])
-    ttl = await redis_client.ttl(partitions(PARTS)[0].idempotency("ttl"))
-    assert 86_000 < ttl <= 86_400
+    record = partitions(PARTS)[0].idempotency("ttl", 86_400, time.time())
+    assert await redis_client.hexists(record.current, record.field)
+    # Its hash lives to the end of the next day: the record is kept 24 to 48 h.
+    ttl = await redis_client.ttl(record.current)
+    assert 86_400 < ttl <= 2 * 86_400
+
+
+async def test_a_record_of_the_previous_period_still_replays(redis_client: RedisClient) -> None:
+    first = _candidates(1, key="old")[0]
+    part = partitions(PARTS)[1]
+    record = part.idempotency("old", 86_400, time.time())
+    await redis_client.hset(record.previous, record.field, first.registration_id)
+
+    again = await _admitter(redis_client, _policy()).admit(1, _candidates(1, key="old")[0])
+
+    assert again.outcome is Outcome.REPLAYED
+    assert again.registration_id == first.registration_id
+    assert await redis_client.xlen(part.stream) == 0
 
 
 async def test_backlog_high_water_sheds(redis_client: RedisClient) -> None:
