@@ -308,6 +308,7 @@ def measure(args: argparse.Namespace, run: harness.BenchRun, payloads: list[byte
     memory["drained"] = streams.used_memory(client)
     memory["job_streams"] = streams.jobs_memory(client, args.partitions)
     results["redis_commands"] = streams.command_stats(client, total)
+    memory["markers"] = streams.markers_memory(client)  # after the stats: it adds commands
     aof_after = streams.aof_state(client)
     # A rewrite during the drain compacts the file, so its growth then means nothing.
     results["aof_rewrites"] = aof_after[1] - aof_before[1]
@@ -327,9 +328,7 @@ def measure(args: argparse.Namespace, run: harness.BenchRun, payloads: list[byte
             "queued_per_registration": (memory["queued"] - memory["empty"]) / total,
             "after_drain_per_registration": (memory["drained"] - memory["empty"]) / total,
             "jobs_per_accepted": memory["job_streams"] / expected.accepted,
-            # The rest is the hand-off markers (heartbeats and the like are a few KB).
-            "markers_per_accepted": (memory["drained"] - memory["empty"]
-                                     - memory["job_streams"]) / expected.accepted},
+            "markers_per_accepted": memory["markers"] / expected.accepted},
     )
     if args.profile:
         results["drain_statements"] = asyncio.run(database.statement_stats(postgres))
@@ -515,7 +514,7 @@ def _memory(results: dict[str, Any]) -> list[str]:
             f"registration; after the drain {memory['after_drain_per_registration']:.0f} "
             "bytes per registration: per accepted one, its two verification jobs "
             f"{memory['jobs_per_accepted']:.0f} and its share of the hand-off markers "
-            f"{memory['markers_per_accepted']:.0f}."]
+            f"{memory['markers_per_accepted']:.1f}."]
 
 
 if __name__ == "__main__":

@@ -65,6 +65,12 @@ def jobs_memory(client: redis.Redis, count: int) -> int:
                for partition in partitions(count) for kind in KINDS)
 
 
+def markers_memory(client: redis.Redis) -> int:
+    """Bytes the drain's hand-off markers take (MEMORY USAGE of each)."""
+    return sum(int(client.memory_usage(key, samples=0) or 0)
+               for key in client.scan_iter(match="gelombang:*:handoff:*", count=1000))
+
+
 def jobs(client: redis.Redis, count: int) -> dict[str, int]:
     """Verification jobs handed off, by kind (counted only)."""
     found = dict.fromkeys(KINDS, 0)
