@@ -16,7 +16,7 @@ from typing import Final
 
 import asyncpg
 
-# pg_advisory_xact_lock key: "gelombang" as an int, any fixed number would do.
+# The advisory lock key: "gelombang" as an int, any fixed number would do.
 _LOCK_KEY: Final = 0x67656C6F6D62
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
@@ -57,17 +57,19 @@ async def migrate(dsn: str) -> list[Migration]:
     connection = await asyncpg.connect(dsn)
     applied: list[Migration] = []
     try:
-        async with connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            await connection.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       version    integer     PRIMARY KEY,
-                       name       text        NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
+        # Held for the whole run (released when the connection closes): with
+        # a lock per migration, concurrent runs could interleave, each
+        # applying some of them; now one applies all and the others find
+        # nothing left to do.
+        await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await connection.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer     PRIMARY KEY,
+                   name       text        NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
         for migration in available():
             async with connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
                 if migration.version in await applied_versions(connection):
                     continue
                 await connection.execute(migration.sql)
