@@ -62,7 +62,9 @@ TRANSIENT: Final = (
 )
 # Funnel counters are spread over this many rows so batches do not queue on one lock.
 COUNTER_SHARDS: Final = 64
-STALE_OUTBOX_LIMIT: Final = 1000
+# Outbox rows relayed per sweeper transaction: each holds a batch's ids
+# (drain.batch_size, 500 by default), so 20 rows are ~20,000 jobs at most.
+STALE_HANDOFF_LIMIT: Final = 20
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
@@ -358,7 +360,7 @@ class DrainWorker:
             try:
                 async with self.pool.acquire() as connection:
                     while await hand_off_stale(connection, self._handoff, age,
-                                               STALE_OUTBOX_LIMIT) and not self.stopping.is_set():
+                                               STALE_HANDOFF_LIMIT) and not self.stopping.is_set():
                         pass
             except TRANSIENT as exc:
                 log.warning("outbox sweep failed (%s)", type(exc).__name__)

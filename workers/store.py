@@ -100,12 +100,17 @@ async def hand_off(connection: Connection, handoff: Handoff, pending: PendingHan
 async def hand_off_stale(
     connection: Connection, handoff: Handoff, older_than: float, limit: int
 ) -> int:
-    """Relay outbox rows left by a worker that died before handing them off."""
+    """Relay up to `limit` outbox rows a worker left behind; how many rows were taken.
+
+    Rows, not new jobs: a row whose jobs had arrived before its worker died
+    adds none, and the caller must still go on to the next rows.
+    """
     async with connection.transaction():
         rows = await connection.fetch(QUERIES["take_stale_handoffs"], older_than, limit)
-        return await handoff.hand_off([
+        await handoff.hand_off([
             PendingHandoff(row["handoff_id"], row["partition"], row["registration_ids"])
             for row in rows])
+        return len(rows)
 
 
 def _collect(result: StoreResult, rows: Iterable[asyncpg.Record]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -53,3 +54,33 @@ async def test_registrations_hold_no_plaintext_columns(pg: asyncpg.Connection) -
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'registrations'")}
     assert not columns & {"nik", "full_name", "name", "email", "phone", "birth_date"}
     assert {"nik_hash", "email_hash", "sealed", "key_id"} <= columns
+
+
+async def test_the_batch_outbox_migration_carries_over_the_old_outbox(
+    empty_database: str,
+) -> None:
+    # A database as version 3 left it, with jobs still waiting in the old outbox.
+    connection = await asyncpg.connect(empty_database)
+    try:
+        await connection.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())")
+        for migration in available()[:3]:
+            await connection.execute(migration.sql)
+            await connection.execute("INSERT INTO schema_migrations VALUES ($1, $2)",
+                                     migration.version, migration.name)
+        ids = [uuid.uuid4() for _ in range(3)]
+        await connection.execute(
+            "INSERT INTO verification_outbox (registration_id, kind, partition)"
+            " SELECT id, kind, p FROM unnest($1::uuid[], $2::smallint[]) AS o(id, p),"
+            " unnest(enum_range(NULL::verification_kind)) AS kind", ids, [2, 2, 5])
+
+        assert [m.version for m in await migrate(empty_database)] == [4]
+
+        rows = await connection.fetch(
+            "SELECT partition, registration_ids FROM verification_handoffs ORDER BY partition")
+        assert [(row[0], sorted(row[1])) for row in rows] == [
+            (2, sorted(ids[:2])), (5, [ids[2]])]
+        assert await connection.fetchval("SELECT to_regclass('verification_outbox')") is None
+    finally:
+        await connection.close()
