@@ -25,8 +25,6 @@ from workers.queries import load
 
 QUERIES: Final = load("store.sql")
 ACCEPTED: Final = "accepted"
-DUPLICATE: Final = "duplicate"
-INELIGIBLE: Final = "ineligible"
 # A plain connection or one borrowed from a pool: both run the same queries.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
