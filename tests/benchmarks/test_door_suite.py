@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import door, stack
+from benchmarks import door
 from benchmarks.baselines import nginx
 from benchmarks.door import AIOHTTP, DOOR, NAIVE, NGINX, Layout, WrkResult, parse_wrk
+from tests.benchmarks import tiny
 
 # Debian's wrk 4.1, as captured against the plain aiohttp baseline.
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:45123
@@ -138,10 +137,7 @@ def test_the_nginx_config_is_accepted_by_nginx_and_keeps_to_its_folder(tmp_path:
 def test_a_tiny_door_run_measures_every_contender_and_writes_its_results(
         tmp_path: Path) -> None:
     out = tmp_path / "door"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "door", "--tiny", "--out",
-                           str(out)], cwd=stack.REPO_ROOT, capture_output=True, text=True,
-                          timeout=90, env={**os.environ}, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = tiny.run_tiny("door", out, timeout=90)
     assert "round 1/1: gelombang door" in done.stderr  # progress is shown
     result = json.loads((out / "results.json").read_text())
     assert result["size"] == "tiny"

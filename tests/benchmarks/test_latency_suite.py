@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import stack
+from tests.benchmarks import tiny
 
 
 @pytest.mark.slow
 def test_the_tiny_latency_suite_writes_results_a_plot_and_the_target(tmp_path: Path) -> None:
     out = tmp_path / "latency"
-    finished = subprocess.run([sys.executable, "-m", "benchmarks", "latency", "--tiny",
-                               "--out", str(out)], cwd=stack.REPO_ROOT, capture_output=True,
-                              text=True, timeout=60)
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    document = json.loads((out / "results.json").read_text())
+    document = tiny.results_of("latency", out, timeout=60)
     assert document["suite"] == "latency"
     assert document["size"] == "tiny"
     # Every tiny rate was measured (and the knee search probed at least its two ends).

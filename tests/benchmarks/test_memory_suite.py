@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import stack
+from tests.benchmarks import tiny
 
 
 def run_suite(folder: Path) -> dict[str, Any]:
-    """Run the suite at --tiny into `folder`; its results.json."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "memory", "--tiny", "--out",
-                           str(folder)], cwd=stack.REPO_ROOT, capture_output=True, text=True,
-                          timeout=100, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, Any] = json.loads((folder / "results.json").read_text())
-    return result
+    return tiny.results_of("memory", folder, timeout=100)
 
 
 @pytest.mark.slow

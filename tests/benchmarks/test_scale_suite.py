@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import scale, stack
+from benchmarks import scale
 from benchmarks.harness import BenchRun
 from benchmarks.scale import ScaleLayout
+from tests.benchmarks import tiny
 
 # /proc/net/tcp: two processes listen on 8080 (0x1F90), one on 8081; one connection to 8080.
 PROC_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid
@@ -67,10 +66,7 @@ def test_admitted_per_minute_and_the_speedup_over_one_process(tmp_path: Path) ->
 def test_a_tiny_scale_run_measures_each_process_count_and_writes_its_results(
         tmp_path: Path) -> None:
     out = tmp_path / "scale"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "scale", "--tiny", "--out",
-                           str(out)], cwd=stack.REPO_ROOT, capture_output=True, text=True,
-                          timeout=90, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = tiny.run_tiny("scale", out, timeout=90)
     assert "round 1/1: 2 door process(es)" in done.stderr  # progress is shown
     result = json.loads((out / "results.json").read_text())
     assert result["size"] == "tiny"

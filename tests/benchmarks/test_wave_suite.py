@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import stack
+from tests.benchmarks import tiny
 
 
 def run_suite(folder: Path, *options: str) -> dict[str, Any]:
-    """Run the suite at --tiny into `folder`; its results.json."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "wave", "--tiny", "--out",
-                           str(folder), *options], cwd=stack.REPO_ROOT,
-                          capture_output=True, text=True, timeout=110, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, Any] = json.loads((folder / "results.json").read_text())
-    return result
+    return tiny.results_of("wave", folder, *options, timeout=110)
 
 
 @pytest.mark.slow
