@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
-from redis.asyncio import Redis
 
 from loadtest.registrants import PROVINCES, Registrant
+from queueing.redis_client import RedisClient
 from tests.support import leaked_kinds, stream_range
 
 
@@ -20,7 +20,7 @@ class UnscannedType(Exception):
     """A Redis key of a type the dump does not read: it would go unscanned."""
 
 
-async def redis_full_dump(redis: Redis) -> bytes:
+async def redis_full_dump(redis: RedisClient) -> bytes:
     """Every key with every value of every type, stream entries and group names included.
 
     Values are read as commands return them, not through DUMP, whose RDB encoding may

@@ -213,30 +213,6 @@ def personal_values_by_kind(people: Sequence[Registrant]) -> list[tuple[str, byt
     return values
 
 
-def personal_values(people: Sequence[Registrant]) -> list[bytes]:
-    """Every submitted personal value, as it could appear in storage or logs."""
-    return [value for _, value in personal_values_by_kind(people)]
-
-
-async def redis_dump(redis: RedisClient) -> bytes:
-    """Every key and value in Redis, concatenated (streams, strings, hashes)."""
-    chunks: list[bytes] = []
-    async for key in redis.scan_iter(count=1000):
-        chunks.append(key)
-        kind = await redis.type(key)
-        if kind == b"stream":
-            for entry_id, fields in await stream_range(redis, key):
-                chunks += [entry_id, *fields.keys(), *fields.values()]
-        elif kind == b"string":
-            chunks.append(cast(bytes | None, await redis.get(key)) or b"")
-        elif kind == b"hash":
-            for name, value in cast(dict[bytes, bytes], await redis.hgetall(key)).items():
-                chunks += [name, value]
-        else:
-            chunks.append(await redis.dump(key) or b"")
-    return b"\n".join(chunks)
-
-
 def leaked_kinds(haystack: bytes, people: Sequence[Registrant], *,
                  as_hex: bool = False) -> dict[str, int]:
     """Submitted personal values found in the clear, counted by kind (never the values).
