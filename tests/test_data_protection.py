@@ -5,6 +5,7 @@ PostgreSQL and every log line. One hit fails. Failures report counts, never valu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from config.settings import Settings
 from gelombang.services import start_redis
 from tests.intake.door_helpers import with_admission
 from tests.pii import files_text, hit_kinds, hits, postgres_dump, redis_full_dump, shaped_hits
-from tests.support import door_processes, run_load
+from tests.support import MIN_SEARCHED_BYTES, door_processes, run_load
 from tests.workers.drain_helpers import drain_settings, running_drain, wait_drained
 from tests.workers.verification_helpers import (
     email_settings,
@@ -104,7 +105,10 @@ def test_the_scanners_find_a_single_planted_value() -> None:
     # The positive control of the scans above, on each form the data could take.
     from loadtest.registrants import RegistrantFactory
 
-    person = RegistrantFactory().make()
+    factory = RegistrantFactory()
+    person = factory.make()
+    while len(person.full_name.encode()) < MIN_SEARCHED_BYTES:
+        person = factory.make()
     clean = b"sealed \x00\x01 blob and ids 0190f3c2-7b1e-7c3a-9d2e-4f5a6b7c8d9e"
     assert hits(clean, [person]) == 0
     for planted in (person.nik.encode(), person.full_name.encode(),
@@ -126,3 +130,11 @@ def test_the_log_guard_names_a_file_with_a_hit(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "worker.planted").write_text(f"stored nik {person.nik}\n")
     assert scan_logs([tmp_path], "*.planted") == {"sub/worker.planted": {"nik (line 1)": 1}}
+
+
+def test_names_too_short_to_tell_from_chance_are_not_searched() -> None:
+    from loadtest.registrants import RegistrantFactory
+
+    person = dataclasses.replace(RegistrantFactory().make(), full_name="Adi")
+    assert hits(b"\x07Adi\x00 ciphertext", [person]) == 0  # three random bytes could be that
+    assert hits(person.nik.encode(), [person]) == 1  # the person is still searched for
