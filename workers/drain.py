@@ -43,7 +43,7 @@ from workers.store import (
     QUERIES,
     Connection,
     add_counts,
-    hand_off,
+    forget_handoffs,
     hand_off_stale,
     store_batch,
 )
@@ -133,6 +133,10 @@ class DrainWorker:
         slots = self.settings.concurrency or len(self.partitions)
         self._slots = asyncio.Semaphore(slots)
         self._handoff = Handoff(redis, self.settings.handoff_marker_seconds)
+        # Outbox rows whose jobs reached Redis: deleted by the next batch's
+        # statement (no round trip or commit of their own), or when idle. One
+        # left behind by a crash is relayed again by a sweeper, adding nothing.
+        self._relayed: list[int] = []
 
     async def run(self) -> None:
         """Drain until `stopping` is set; the batch in hand is finished first."""
@@ -149,6 +153,7 @@ class DrainWorker:
             for task in (*loops, *helpers):
                 task.cancel()
             await asyncio.gather(*loops, *helpers, return_exceptions=True)
+            await self._forget_relayed()
             await self._forget_heartbeat()
         log.info("drain worker %s stopped", self.name)
 
@@ -184,6 +189,8 @@ class DrainWorker:
                         next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
                     if not entries and not dead:
                         entries = await self._read(partition, consumer)
+                    if not entries and not dead:
+                        await self._forget_relayed()
                 except TRANSIENT as exc:
                     log.warning("partition %d: read failed (%s)", partition.index,
                                 type(exc).__name__)
@@ -281,18 +288,26 @@ class DrainWorker:
             if dead:
                 await self._dead_letter(connection, partition, dead)
             if envelopes:
-                result = await store_batch(connection, partition.index,
-                                           random.randrange(COUNTER_SHARDS), envelopes)
+                relayed, self._relayed = self._relayed, []
+                try:
+                    result = await store_batch(connection, partition.index,
+                                               random.randrange(COUNTER_SHARDS), envelopes,
+                                               relayed)
+                except BaseException:
+                    self._relayed.extend(relayed)  # not deleted: the next batch tries
+                    raise
                 self.stats.batches += 1
-                self.stats.stored += len(result.stored)
+                self.stats.stored += result.stored
                 if result.handoff is None:
                     return
                 try:
-                    await hand_off(connection, self._handoff, result.handoff)
+                    await self._handoff.hand_off([result.handoff])
                 except TRANSIENT as exc:
                     # The jobs are safe in the outbox; the sweeper relays them.
                     log.warning("partition %d: hand-off deferred (%s)", partition.index,
                                 type(exc).__name__)
+                else:
+                    self._relayed.append(result.handoff.handoff_id)
 
     async def _store_singly(self, partition: Partition, batch: list[tuple[bytes, Envelope]],
                             dead: list[DeadLetter]) -> None:
@@ -342,6 +357,22 @@ class DrainWorker:
             _ = pipe.xack(partition.stream, STORE_GROUP, *ids)
             _ = pipe.xdel(partition.stream, *ids)
             await pipe.execute()
+
+    async def _forget_relayed(self) -> None:
+        """Delete the relayed outbox rows no batch has deleted yet (idle, or stopping)."""
+        if not self._relayed:
+            return
+        relayed, self._relayed = self._relayed, []
+        try:
+            async with self.pool.acquire() as connection:
+                await forget_handoffs(connection, relayed)
+        except BaseException as exc:
+            self._relayed.extend(relayed)
+            if not isinstance(exc, TRANSIENT):
+                raise
+            # Kept for the next try; if this worker stops first, a sweeper
+            # relays the rows again (adding nothing) and deletes them.
+            log.warning("relayed outbox rows not deleted yet (%s)", type(exc).__name__)
 
     async def _touch(self, partition: Partition, consumer: str, entry_ids: list[bytes]) -> None:
         """Reset the entries' idle time (JUSTID adds no delivery), so nobody reclaims them."""

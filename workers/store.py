@@ -1,18 +1,18 @@
 """Storing a batch of queued registrations in PostgreSQL, idempotently.
 
-One transaction per batch: one INSERT of every row, in intake order, whose
-unique indexes decide what is new (a redelivered entry changes nothing) and
-what is a duplicate; the accepted ones' ids written to the outbox as one
-row; and the funnel counters moved, so the counters always agree with the
-table.
+One statement per batch (`store_batch` in workers/sql/store.sql), so one
+round trip and one commit: every row inserted in intake order, the unique
+indexes deciding what is new (a redelivered entry changes nothing) and what
+is a duplicate; the accepted ones' ids written to the outbox as one row; the
+funnel counters moved, so they always agree with the table; and the outbox
+rows the worker relayed since its previous batch deleted.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
@@ -24,57 +24,60 @@ from workers.handoff import Handoff, PendingHandoff
 from workers.queries import load
 
 QUERIES: Final = load("store.sql")
-ACCEPTED: Final = "accepted"
+STATES: Final = ("accepted", "ineligible", "duplicate")
 # A plain connection or one borrowed from a pool: both run the same queries.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class StoreResult:
-    """What one batch changed: the state of each newly stored registration, and
-    the outbox row of the accepted ones' jobs (None when none was accepted)."""
+    """What one batch changed: how many registrations it newly stored in each
+    state, and the outbox row of the accepted ones' jobs (None when none was)."""
 
-    stored: dict[uuid.UUID, str] = field(default_factory=dict)
-    handoff: PendingHandoff | None = None
+    counts: Counter[str]
+    handoff: PendingHandoff | None
 
-    def counts(self) -> Counter[str]:
-        """Newly stored registrations by state, plus `stored` for all of them."""
-        counts = Counter(self.stored.values())
-        counts["stored"] = len(self.stored)
-        return counts
+    @property
+    def stored(self) -> int:
+        """Registrations newly stored, in any state."""
+        return sum(self.counts[state] for state in STATES)
 
 
 async def store_batch(
-    connection: Connection, partition: int, shard: int, envelopes: Sequence[Envelope]
+    connection: Connection, partition: int, shard: int, envelopes: Sequence[Envelope],
+    relayed: Sequence[int] = (),
 ) -> StoreResult:
-    """Store the envelopes in one transaction (a redelivered one changes nothing).
+    """Store the envelopes in one statement (a redelivered one changes nothing).
 
     A registration is a duplicate when an earlier one that is not itself a
     duplicate has its NIK or email hash (duplicate is decided before
-    ineligible); otherwise ineligible when its NIK is blacklisted.
+    ineligible); otherwise ineligible when its NIK is blacklisted. `relayed`:
+    outbox rows whose jobs are in Redis, deleted in the same transaction.
     """
-    # asyncpg's own uuid.UUID subclass: built from the 16 bytes in C, written
-    # to the wire without a conversion (uuid.UUID cost the drain ~1 us a row).
-    ids: list[uuid.UUID] = [WireUUID(envelope.registration_id) for envelope in envelopes]
-    result = StoreResult()
-    async with connection.transaction():
-        _collect(result, await connection.fetch(QUERIES["insert_batch"],
-                                                *_columns(ids, envelopes)))
-        if len(result.stored) < len(envelopes):
-            # Left out: redelivered (they conflict on the key again and add
-            # nothing), or a later registration of a NIK or email: a duplicate.
-            lost = [index for index, registration_id in enumerate(ids)
-                    if registration_id not in result.stored]
-            _collect(result, await connection.fetch(
-                QUERIES["insert_duplicates"],
-                *_columns([ids[i] for i in lost], [envelopes[i] for i in lost])))
-        accepted = [rid for rid, state in result.stored.items() if state == ACCEPTED]
-        if accepted:
-            handoff_id = await connection.fetchval(QUERIES["insert_handoff"], partition,
-                                                   accepted)
-            result.handoff = PendingHandoff(handoff_id, partition, accepted)
-        await add_counts(connection, shard, result.counts())
-    return result
+    row = await connection.fetchrow(
+        QUERIES["store_batch"],
+        # asyncpg's own uuid.UUID subclass: built from the 16 bytes in C, written
+        # to the wire without a conversion (uuid.UUID cost the drain ~1 us a row).
+        [WireUUID(envelope.registration_id) for envelope in envelopes],
+        [envelope.received_at_ms for envelope in envelopes],
+        [envelope.nik_hash for envelope in envelopes],
+        [envelope.email_hash for envelope in envelopes],
+        [envelope.key_id for envelope in envelopes],
+        [envelope.sealed for envelope in envelopes],
+        partition, shard, relayed)
+    assert row is not None  # the statement always returns its one row
+    counts = Counter({state: row[state] for state in STATES if row[state]})
+    if counts:
+        counts["stored"] = sum(counts.values())
+    handoff = (PendingHandoff(row["handoff_id"], partition, row["accepted_ids"])
+               if row["handoff_id"] is not None else None)
+    return StoreResult(counts, handoff)
+
+
+async def forget_handoffs(connection: Connection, handoff_ids: Sequence[int]) -> None:
+    """Delete outbox rows whose jobs are in Redis (when no next batch will)."""
+    if handoff_ids:
+        await connection.execute(QUERIES["forget_handoffs"], handoff_ids)
 
 
 async def add_counts(connection: Connection, shard: int, counts: Counter[str]) -> None:
@@ -84,15 +87,6 @@ async def add_counts(connection: Connection, shard: int, counts: Counter[str]) -
         await connection.execute(
             QUERIES["add_counts"], shard, list(moved), list(moved.values())
         )
-
-
-async def hand_off(connection: Connection, handoff: Handoff, pending: PendingHandoff) -> int:
-    """Relay one batch's jobs, then delete its outbox row; how many jobs were new."""
-    added = await handoff.hand_off([pending])
-    # Deleted after the relay: a crash in between leaves the row for the
-    # sweeper, and the repeat finds the marker and adds nothing.
-    await connection.execute(QUERIES["forget_handoff"], pending.handoff_id)
-    return added
 
 
 async def hand_off_stale(
@@ -109,20 +103,3 @@ async def hand_off_stale(
             PendingHandoff(row["handoff_id"], row["partition"], row["registration_ids"])
             for row in rows])
         return len(rows)
-
-
-def _collect(result: StoreResult, rows: Iterable[asyncpg.Record]) -> None:
-    for row in rows:
-        result.stored[row["registration_id"]] = row["state"]
-
-
-def _columns(ids: Sequence[uuid.UUID], envelopes: Sequence[Envelope]) -> tuple[list[object], ...]:
-    """The arrays insert_batch and insert_duplicates unnest, one per column."""
-    return (
-        list(ids),
-        [envelope.received_at_ms for envelope in envelopes],
-        [envelope.nik_hash for envelope in envelopes],
-        [envelope.email_hash for envelope in envelopes],
-        [envelope.key_id for envelope in envelopes],
-        [envelope.sealed for envelope in envelopes],
-    )

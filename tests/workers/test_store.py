@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections import Counter
 
 import asyncpg
 import pytest
@@ -18,7 +19,7 @@ from queueing.keys import Partition
 from tests.support import seal_people, stream_range
 from workers.handoff import KINDS, Handoff
 from workers.status_queries import funnel_counts
-from workers.store import hand_off, hand_off_stale, store_batch
+from workers.store import forget_handoffs, hand_off_stale, store_batch
 
 FACTORY = RegistrantFactory()
 
@@ -52,7 +53,7 @@ async def test_a_batch_is_stored_accepted_with_pending_checks(
 
     result = await store_batch(pg, 0, 0, envelopes)
 
-    assert result.stored == dict.fromkeys(map(rid, envelopes), "accepted")
+    assert result.counts == Counter(stored=3, accepted=3) and result.stored == 3
     assert await states(pg) == dict.fromkeys(map(rid, envelopes),
                                                 ("accepted", "pending", "pending"))
     row = await pg.fetchrow("SELECT * FROM registrations WHERE registration_id = $1",
@@ -65,7 +66,7 @@ async def test_a_batch_is_stored_accepted_with_pending_checks(
     assert await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 1
     assert await outbox(pg) == sorted((rid(e), 0) for e in envelopes)
     assert result.handoff is not None
-    assert sorted(result.handoff.registration_ids) == sorted(map(rid, envelopes))
+    assert sorted(result.handoff.uuids()) == sorted(map(rid, envelopes))
 
 
 async def test_a_redelivered_batch_changes_nothing(
@@ -77,7 +78,9 @@ async def test_a_redelivered_batch_changes_nothing(
 
     again = await store_batch(pg, 0, 1, envelopes)
 
-    assert set(again.stored) == {rid(envelopes[2]), rid(envelopes[3])}
+    assert again.counts == Counter(stored=2, accepted=2)
+    assert again.handoff is not None
+    assert again.handoff.uuids() == sorted([rid(envelopes[2]), rid(envelopes[3])])
     after = await states(pg)
     assert len(after) == 4 and all(after[key] == value for key, value in before.items())
     assert (await funnel_counts(pg))["stored"] == 4
@@ -176,7 +179,8 @@ async def test_hand_off_adds_each_job_once(
     ids = [rid(e) for e in envelopes]
     assert result.handoff is not None
 
-    assert await hand_off(pg, handoff, result.handoff) == 6
+    assert await handoff.hand_off([result.handoff]) == 6
+    await forget_handoffs(pg, [result.handoff.handoff_id])
     assert await outbox(pg) == []
     # Putting its row back (a crash before the delete) and relaying it again
     # from the sweeper adds nothing.
@@ -201,7 +205,7 @@ async def test_a_failed_hand_off_keeps_the_jobs(
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     try:
         with pytest.raises(RedisError):
-            await hand_off(pg, Handoff(dead, 60), result.handoff)
+            await Handoff(dead, 60).hand_off([result.handoff])
     finally:
         await dead.aclose()
     assert await outbox(pg) == [(rid(envelopes[0]), 0)]
@@ -215,5 +219,34 @@ async def test_a_batch_with_nothing_accepted_writes_no_outbox_row(
 
     again = await store_batch(pg, 0, 0, envelopes)
 
-    assert again.stored == {} and again.handoff is None
+    assert again.counts == Counter() and again.handoff is None
     assert await pg.fetchval("SELECT count(*) FROM verification_handoffs") == 1
+
+
+async def test_the_next_batch_deletes_the_outbox_rows_already_relayed(
+    pg: asyncpg.Connection, test_settings: Settings
+) -> None:
+    first, second = (seal_people(test_settings, people(2)) for _ in range(2))
+    earlier = await store_batch(pg, 0, 0, first)
+    assert earlier.handoff is not None
+
+    # Its jobs reached Redis: the worker passes its row to the next statement.
+    await store_batch(pg, 1, 0, second, [earlier.handoff.handoff_id])
+
+    assert await outbox(pg) == sorted((rid(e), 1) for e in second)
+
+
+async def test_a_batch_that_fails_deletes_no_outbox_row(
+    pg: asyncpg.Connection, test_settings: Settings
+) -> None:
+    envelopes = seal_people(test_settings, people(2))
+    earlier = await store_batch(pg, 0, 0, envelopes[:1])
+    assert earlier.handoff is not None
+    # PostgreSQL refuses a time this far out (timestamp out of range).
+    broken = [dataclasses.replace(envelopes[1], received_at_ms=2**62)]
+
+    with pytest.raises(asyncpg.PostgresError):
+        await store_batch(pg, 0, 0, broken, [earlier.handoff.handoff_id])
+
+    assert await outbox(pg) == [(rid(envelopes[0]), 0)]
+    assert (await funnel_counts(pg))["stored"] == 1

@@ -1,58 +1,96 @@
 -- Queries of the drain (workers/store.py). Each starts with `-- name: <name>`.
 
--- name: insert_batch
--- One statement per batch, rows in intake order (registration ids are
--- UUIDv7). It lets the indexes decide: a redelivered entry conflicts on the
--- primary key; a registration whose NIK or email an earlier one that is not
--- a duplicate already has (stored before, or earlier in this batch, or by a
--- concurrent batch) conflicts on a partial unique index. Either is left out
--- by ON CONFLICT DO NOTHING and is not returned; insert_duplicates stores
--- the second kind. A blacklisted NIK is ineligible.
-INSERT INTO registrations (
-    registration_id, received_at, state, email_verification, nik_verification,
-    nik_hash, email_hash, key_id, sealed)
-SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000),
-       CASE WHEN b.nik_hash IS NULL THEN 'accepted' ELSE 'ineligible' END::registration_state,
-       CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::email_verification,
-       CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::nik_verification,
-       r.nik_hash, r.email_hash, r.key_id, r.sealed
-  FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
-       AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed)
-  LEFT JOIN nik_blacklist AS b ON b.nik_hash = r.nik_hash
- ORDER BY r.registration_id
-    ON CONFLICT DO NOTHING
-RETURNING registration_id, state;
-
--- name: insert_duplicates
--- The entries insert_batch left out; redelivered ones conflict on the key again.
-INSERT INTO registrations (
-    registration_id, received_at, state, email_verification, nik_verification,
-    nik_hash, email_hash, key_id, sealed)
-SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000), 'duplicate', 'skipped',
-       'skipped', r.nik_hash, r.email_hash, r.key_id, r.sealed
-  FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
-       AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed)
- ORDER BY r.registration_id
-    ON CONFLICT DO NOTHING
-RETURNING registration_id, state;
-
--- name: insert_handoff
--- One row per batch: the accepted registrations whose jobs are still to be relayed.
-INSERT INTO verification_handoffs (partition, registration_ids)
-VALUES ($1, $2::uuid[])
-RETURNING handoff_id;
+-- name: store_batch
+-- A whole batch in one statement (one round trip, one commit), rows in
+-- intake order (registration ids are UUIDv7). `first` lets the indexes
+-- decide: a redelivered entry conflicts on the primary key; a registration
+-- whose NIK or email an earlier one that is not a duplicate already has
+-- (stored before, or earlier in this batch, or by a concurrent batch)
+-- conflicts on a partial unique index. Either is left out by ON CONFLICT DO
+-- NOTHING; `later` inserts the left-out ones again as duplicates, and the
+-- redelivered ones conflict on the key again. A blacklisted NIK is
+-- ineligible. Then one outbox row holds the accepted ids, the funnel
+-- counters move by what was inserted, and the outbox rows this worker has
+-- relayed since its last batch ($9) are deleted.
+--
+-- `later` reads `first`'s output, so `first` has inserted every row before
+-- `later` inserts one (the sub-statements of one WITH see one snapshot, but
+-- the unique checks see the rows this transaction inserted).
+WITH input AS (
+    SELECT *
+      FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
+           AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed)
+), first AS (
+    INSERT INTO registrations (
+        registration_id, received_at, state, email_verification, nik_verification,
+        nik_hash, email_hash, key_id, sealed)
+    SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000),
+           CASE WHEN b.nik_hash IS NULL THEN 'accepted' ELSE 'ineligible' END::registration_state,
+           CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::email_verification,
+           CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::nik_verification,
+           r.nik_hash, r.email_hash, r.key_id, r.sealed
+      FROM input AS r
+      LEFT JOIN nik_blacklist AS b ON b.nik_hash = r.nik_hash
+     ORDER BY r.registration_id
+        ON CONFLICT DO NOTHING
+    RETURNING registration_id, state
+), later AS (
+    INSERT INTO registrations (
+        registration_id, received_at, state, email_verification, nik_verification,
+        nik_hash, email_hash, key_id, sealed)
+    SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000), 'duplicate',
+           'skipped', 'skipped', r.nik_hash, r.email_hash, r.key_id, r.sealed
+      FROM input AS r
+     WHERE r.registration_id NOT IN (SELECT registration_id FROM first)
+     ORDER BY r.registration_id
+        ON CONFLICT DO NOTHING
+    RETURNING registration_id
+), accepted AS (
+    SELECT registration_id FROM first WHERE state = 'accepted'
+), handoff AS (
+    INSERT INTO verification_handoffs (partition, registration_ids)
+    SELECT $7::smallint, array_agg(registration_id ORDER BY registration_id)
+      FROM accepted
+    HAVING count(*) > 0
+    RETURNING handoff_id
+), tally AS (
+    SELECT count(*) FILTER (WHERE state = 'accepted') AS accepted,
+           count(*) FILTER (WHERE state = 'ineligible') AS ineligible,
+           (SELECT count(*) FROM later) AS duplicate
+      FROM first
+), moved AS (
+    INSERT INTO funnel_counts (name, shard, value)
+    SELECT c.name, $8::smallint, c.value
+      FROM tally AS t,
+           LATERAL (VALUES ('stored', t.accepted + t.ineligible + t.duplicate),
+                           ('accepted', t.accepted), ('ineligible', t.ineligible),
+                           ('duplicate', t.duplicate)) AS c (name, value)
+     WHERE c.value > 0
+        ON CONFLICT (name, shard) DO UPDATE SET value = funnel_counts.value + EXCLUDED.value
+), forgotten AS (
+    DELETE FROM verification_handoffs WHERE handoff_id = ANY($9::bigint[])
+)
+SELECT (SELECT handoff_id FROM handoff) AS handoff_id,
+       -- The ids as the hand-off script takes them: 16 bytes each, concatenated.
+       (SELECT string_agg(uuid_send(registration_id), ''::bytea ORDER BY registration_id)
+          FROM accepted) AS accepted_ids,
+       t.accepted, t.ineligible, t.duplicate
+  FROM tally AS t;
 
 -- name: add_counts
 INSERT INTO funnel_counts (name, shard, value)
 SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS c(name, value)
     ON CONFLICT (name, shard) DO UPDATE SET value = funnel_counts.value + EXCLUDED.value;
 
--- name: forget_handoff
-DELETE FROM verification_handoffs WHERE handoff_id = $1;
+-- name: forget_handoffs
+-- Outbox rows whose jobs are in Redis (normally deleted by the next batch's store_batch).
+DELETE FROM verification_handoffs WHERE handoff_id = ANY($1::bigint[]);
 
 -- name: take_stale_handoffs
--- Hand-offs whose own worker died before relaying them; SKIP LOCKED leaves
--- those another sweeper is relaying right now. Deleted if the caller commits.
+-- Hand-offs whose own worker died before relaying them, or before deleting
+-- them after the relay; SKIP LOCKED leaves those another sweeper is relaying
+-- right now. Deleted if the caller commits. The ids come out as the hand-off
+-- script takes them.
 DELETE FROM verification_handoffs
  WHERE handoff_id IN (
        SELECT handoff_id FROM verification_handoffs
@@ -60,7 +98,9 @@ DELETE FROM verification_handoffs
         ORDER BY created_at
         LIMIT $2
           FOR UPDATE SKIP LOCKED)
-RETURNING handoff_id, partition, registration_ids;
+RETURNING handoff_id, partition,
+          (SELECT string_agg(uuid_send(id), ''::bytea ORDER BY n)
+             FROM unnest(registration_ids) WITH ORDINALITY AS u (id, n)) AS registration_ids;
 
 -- name: insert_dead_letter
 INSERT INTO dead_letters (stream, entry_id, reason, deliveries, payload)
