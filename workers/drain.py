@@ -37,6 +37,7 @@ from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.errors import EnvelopeError
 from queueing.keys import HEARTBEATS, STORE_GROUP, Partition, heartbeat_details, partitions
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
+from queueing.scripts import PipelinedScript, script_source
 from workers import audit_archive
 from workers.handoff import Handoff
 from workers.store import (
@@ -133,6 +134,7 @@ class DrainWorker:
         slots = self.settings.concurrency or len(self.partitions)
         self._slots = asyncio.Semaphore(slots)
         self._handoff = Handoff(redis, self.settings.handoff_marker_seconds)
+        self._ack_script = PipelinedScript(redis, script_source("ack"))
         # Outbox rows whose jobs reached Redis: deleted by the next batch's
         # statement (no round trip or commit of their own), or when idle. One
         # left behind by a crash is relayed again by a sweeper, adding nothing.
@@ -350,13 +352,13 @@ class DrainWorker:
         dead.clear()
 
     async def _ack(self, partition: Partition, ids: list[bytes]) -> None:
-        """Acknowledge and delete in one step: stored entries leave Redis memory."""
+        """Acknowledge, and trim what is done with: stored entries leave Redis memory."""
         if not ids:
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            _ = pipe.xack(partition.stream, STORE_GROUP, *ids)
-            _ = pipe.xdel(partition.stream, *ids)
-            await pipe.execute()
+        [reply] = await self._ack_script.run_all(
+            [([partition.stream], [STORE_GROUP, b" ".join(ids)])])
+        if isinstance(reply, BaseException):
+            raise reply  # a cluster node is down: retried like any Redis outage
 
     async def _forget_relayed(self) -> None:
         """Delete the relayed outbox rows no batch has deleted yet (idle, or stopping)."""
