@@ -23,7 +23,8 @@ async def read(redis: RedisClient, consumer: str, count: int) -> list[bytes]:
 
 
 async def remaining(redis: RedisClient) -> list[bytes]:
-    return [entry_id for entry_id, _ in await redis.xrange(STREAM)]
+    entries: Any = await redis.xrange(STREAM)
+    return [entry_id for entry_id, _ in entries]
 
 
 async def test_entries_leave_only_when_everything_older_is_acknowledged(
