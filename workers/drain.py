@@ -37,8 +37,8 @@ from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.errors import EnvelopeError
 from queueing.keys import HEARTBEATS, STORE_GROUP, Partition, heartbeat_details, partitions
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
-from queueing.scripts import PipelinedScript, script_source
 from workers import audit_archive
+from workers.acknowledge import Acknowledger
 from workers.handoff import Handoff
 from workers.store import (
     QUERIES,
@@ -134,7 +134,8 @@ class DrainWorker:
         slots = self.settings.concurrency or len(self.partitions)
         self._slots = asyncio.Semaphore(slots)
         self._handoff = Handoff(redis, self.settings.handoff_marker_seconds)
-        self._ack_script = PipelinedScript(redis, script_source("ack"))
+        # Stored entries leave Redis memory once acknowledged (trimmed).
+        self._acknowledger = Acknowledger(redis)
         # Outbox rows whose jobs reached Redis: deleted by the next batch's
         # statement (no round trip or commit of their own), or when idle. One
         # left behind by a crash is relayed again by a sweeper, adding nothing.
@@ -260,7 +261,7 @@ class DrainWorker:
                     await self._store_singly(partition, batch, dead)
                 else:
                     await self._store(partition, [envelope for _, envelope in batch], dead)
-                await self._ack(partition, entry_ids)
+                await self._acknowledger.acknowledge(partition, entry_ids)
                 return
             except TRANSIENT as exc:
                 log.warning("partition %d: batch of %d not stored yet (%s); retrying in %.1f s",
@@ -350,15 +351,6 @@ class DrainWorker:
         self.stats.dead_letters += len(dead)
         log.warning("partition %d: %d entries dead-lettered", partition.index, len(dead))
         dead.clear()
-
-    async def _ack(self, partition: Partition, ids: list[bytes]) -> None:
-        """Acknowledge, and trim what is done with: stored entries leave Redis memory."""
-        if not ids:
-            return
-        [reply] = await self._ack_script.run_all(
-            [([partition.stream], [STORE_GROUP, b" ".join(ids)])])
-        if isinstance(reply, BaseException):
-            raise reply  # a cluster node is down: retried like any Redis outage
 
     async def _forget_relayed(self) -> None:
         """Delete the relayed outbox rows no batch has deleted yet (idle, or stopping)."""

@@ -1,4 +1,4 @@
-"""The drain's acknowledgement script: XACK, then trim up to the oldest pending entry."""
+"""The drain's acknowledgement: XACK, then trim up to the oldest pending entry."""
 
 from __future__ import annotations
 
@@ -6,15 +6,13 @@ from typing import Any
 
 from queueing.keys import STORE_GROUP, Partition
 from queueing.redis_client import RedisClient
-from queueing.scripts import PipelinedScript, script_source
+from workers.acknowledge import Acknowledger
 
 STREAM = Partition(0).stream
 
 
 async def ack(redis: RedisClient, ids: list[bytes]) -> int:
-    [acked] = await PipelinedScript(redis, script_source("ack")).run_all(
-        [([STREAM], [STORE_GROUP, b" ".join(ids)])])
-    return int(acked)
+    return await Acknowledger(redis).acknowledge(Partition(0), ids)
 
 
 async def read(redis: RedisClient, consumer: str, count: int) -> list[bytes]:

@@ -1,0 +1,30 @@
+"""Acknowledging a stored batch: XACK, then trim what the store group is done with.
+
+One script call (`queueing/lua/ack.lua`) per batch, the entry ids in one
+space-joined argument; see the script for why it trims by MINID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from queueing.keys import STORE_GROUP, Partition
+from queueing.redis_client import RedisClient
+from queueing.scripts import PipelinedScript, script_source
+
+
+class Acknowledger:
+    """Acknowledges and trims batches of a partition's intake stream."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self._script = PipelinedScript(redis, script_source("ack"))
+
+    async def acknowledge(self, partition: Partition, entry_ids: Sequence[bytes]) -> int:
+        """How many of the entries were pending (and are acknowledged now)."""
+        if not entry_ids:
+            return 0
+        [reply] = await self._script.run_all(
+            [([partition.stream], [STORE_GROUP, b" ".join(entry_ids)])])
+        if isinstance(reply, BaseException):
+            raise reply  # a cluster node is down: retried like any Redis outage
+        return int(reply)
