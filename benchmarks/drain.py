@@ -6,7 +6,11 @@ the rows the drain would write, in batches of the same size, into the same
 table with the same indexes. Then the tables are emptied, the envelopes are
 appended to the partition streams as the door appends them, and phase B runs
 `gelombang worker store` processes until every stream is empty and nothing is
-pending. Scratch Redis (AOF) and PostgreSQL (fsync on) are started for the run.
+pending. Phase C, the floor: the same entries queued again, read, handed off
+and acknowledged with no PostgreSQL at all (benchmarks/stream_floor.py); its
+CPU per registration added to the COPY's bounds the ratio any drain of these
+streams can reach here. Scratch Redis (AOF) and PostgreSQL (fsync on) are
+started for the run.
 
     python -m benchmarks drain [--count 1000000] [--rounds 1] [--envelopes FILE]
                                [--out DIR] [--tiny] [options below]
@@ -38,10 +42,11 @@ from typing import Any
 
 import redis
 
-from benchmarks import cpu, database, harness, profiles, stack, streams, workload
+from benchmarks import cpu, database, harness, profiles, stack, stream_floor, streams, workload
 from config.settings import Settings
 from gelombang.devstate import render_toml
 from gelombang.services import PostgresServer, RedisServer, start_postgres, start_redis
+from queueing.envelope import Envelope
 from workers.handoff import KINDS
 from workers.schema import migrate
 
@@ -57,6 +62,7 @@ class Phase:
     name: str
     rows: int
     seconds: float
+    kind: str = "copy"  # copy (the ceiling), drain, or floor (phase C)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     machine_busy_share: float = 0.0
     # Processes outside the benchmark that used the most CPU meanwhile (seconds).
@@ -66,6 +72,11 @@ class Phase:
     def rows_per_second(self) -> float:
         """Rows written per wall-clock second."""
         return self.rows / self.seconds
+
+    def cpu_per_row(self) -> float:
+        """CPU seconds per row of the measured processes (the client's, PostgreSQL's, Redis's)."""
+        return sum(seconds for group, seconds in self.cpu_seconds.items()
+                   if group != "other") / self.rows
 
 
 class Meter:
@@ -190,7 +201,7 @@ def run_drain(args: argparse.Namespace, client: redis.Redis, meter: Meter, confi
                 raise RuntimeError(f"not drained in {args.timeout} s: {length} left, "
                                    f"{pending} pending")
             time.sleep(0.05)
-        phase = meter.stop(Phase(name, total, elapsed))
+        phase = meter.stop(Phase(name, total, elapsed, kind="drain"))
     finally:
         if spy is not None:
             _stop(spy, signal.SIGINT, 60)  # py-spy writes its output on SIGINT
@@ -249,6 +260,57 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.count = TINY_COUNT
     args.partitions = Settings.load().queue.partitions
     return args
+
+
+def floor(args: argparse.Namespace, run: harness.BenchRun, payloads: list[bytes],
+          redis_server: RedisServer, meter: Meter, results: dict[str, Any]) -> Phase:
+    """Phase C: the entries queued again and drained with no PostgreSQL (stream_floor).
+
+    Measured from a freshly rewritten AOF, so a rewrite caused by the queueing
+    does not land in the floor (a floor errs low, never high).
+    """
+    envelopes = [Envelope.decode(payload) for payload in payloads]
+    accepted = frozenset(envelope.registration_id for envelope, state
+                         in zip(envelopes, workload.expected_states(envelopes), strict=True)
+                         if state == "accepted")
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    streams.enqueue(client, payloads, args.partitions)
+    streams.rewrite_aof(client)
+    client.config_resetstat()
+    rewrites = streams.aof_state(client)[1]
+    run.progress("phase C: the streams alone: read, hand off, acknowledge ...")
+    meter.workers = []
+    meter.start()
+    started = time.perf_counter()
+    read = _uvloop_run(stream_floor.drain_streams(redis_server.url, args.partitions,
+                                                  args.batch_size, accepted))
+    phase = meter.stop(Phase("streams only (no PostgreSQL)", read,
+                             time.perf_counter() - started, kind="floor"))
+    results["floor_redis_commands"] = streams.command_stats(client, read)
+    results["floor_aof_rewrites"] = streams.aof_state(client)[1] - rewrites
+    # It did the drain's Redis work, all of it: every entry gone, every job there.
+    left, jobs = streams.backlog(client, args.partitions), streams.jobs(client, args.partitions)
+    results["floor_failures"] = [
+        f"floor: {name} {found}, expected {wanted}" for name, found, wanted in
+        [("entries read", read, len(payloads)), ("entries left, pending", left, (0, 0)),
+         *((f"{kind} jobs", count, len(accepted)) for kind, count in jobs.items())]
+        if found != wanted]
+    client.close()
+    run.progress(f"  {phase.rows_per_second:,.0f} entries/s")
+    return phase
+
+
+def bound(ceiling: Phase, least: Phase, cores: int) -> dict[str, float]:
+    """The best drain/COPY ratio the floor leaves, at the COPY's busy share and at 100 %.
+
+    A drain writes the COPY's rows (no cheaper way into the table than COPY)
+    and does the floor's Redis work, so it spends at least the sum per row.
+    """
+    cpu = ceiling.cpu_per_row() + least.cpu_per_row()
+    return {"copy_cpu_us": ceiling.cpu_per_row() * 1e6, "floor_cpu_us": least.cpu_per_row() * 1e6,
+            "at_copy_busy_share": ceiling.cpu_per_row() / cpu,
+            "at_full_machine": cores / cpu / ceiling.rows_per_second}
 
 
 def verify(found: dict[str, int], expected: workload.Expected, total: int) -> list[str]:
@@ -317,12 +379,16 @@ def measure(args: argparse.Namespace, run: harness.BenchRun, payloads: list[byte
     found = asyncio.run(database.stored(dsn))
     found.update(streams.jobs(client, args.partitions))
     client.close()
+    least = floor(args, run, payloads, redis_server, meter, results)
+    best = max(copies, key=lambda copy: copy.rows_per_second)
     results.update(
         phases=[asdict(phase) | {"rows_per_second": phase.rows_per_second}
-                for phase in (*copies, drain.phase)],
+                for phase in (*copies, drain.phase, least)],
+        bound=bound(best, least, stack.machine()["cores"]),
         ratio=drain.phase.rows_per_second / max(copy.rows_per_second for copy in copies),
         first_ack_seconds=drain.first_ack_seconds, worker_exit_codes=drain.exit_codes,
-        expected=asdict(expected), found=found, failures=verify(found, expected, total),
+        expected=asdict(expected), found=found,
+        failures=verify(found, expected, total) + results["floor_failures"],
         sizes=asyncio.run(database.sizes(dsn, total)), drain_timeline=drain.timeline,
         redis_memory=memory | {
             "queued_per_registration": (memory["queued"] - memory["empty"]) / total,
@@ -418,7 +484,8 @@ def plot(rounds: list[dict[str, Any]], path: Path) -> None:
     figure.clear()  # two panels instead of the one new_figure made
     bars, progress = figure.subplots(1, 2)
     names = [phase["name"].split(" (")[0].replace("raw ", "").replace("connection", "conn.")
-             .removesuffix("s") for phase in rounds[0]["phases"]]
+             .removesuffix("s").replace("streams only", "streams\nonly")
+             for phase in rounds[0]["phases"]]
     width = 0.8 / len(rounds)
     for index, result in enumerate(rounds):
         bars.bar([position + index * width for position in range(len(names))],
@@ -447,13 +514,13 @@ def markdown(results: dict[str, Any]) -> str:
              "| Redis CPU µs/row | other CPU s | machine busy | note |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     best = max(phase["rows_per_second"] for phase in results["phases"]
-               if not phase["name"].startswith("drain"))
+               if phase["kind"] == "copy")
+    notes = {"drain": f"{results['ratio']:.2f} x COPY", "floor": "floor, not a drain"}
     for phase in results["phases"]:
         spent = phase["cpu_seconds"]
-        drain = phase["name"].startswith("drain")
+        drain = phase["kind"] == "drain"
         client = spent["workers"] if drain else spent["benchmark"]
-        note = (f"{results['ratio']:.2f} x COPY" if drain
-                else "ceiling" if phase["rows_per_second"] == best else "")
+        note = notes.get(phase["kind"], "ceiling" if phase["rows_per_second"] == best else "")
         lines.append(
             f"| {phase['name']} | {phase['rows_per_second']:,.0f} | {phase['seconds']:.1f} | "
             f"{client / total * 1e6:.0f} | {spent['postgres'] / total * 1e6:.0f} | "
@@ -467,6 +534,13 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"\nDuring {phase['name']}, {phase['cpu_seconds']['other']:.1f} CPU s "
                          "went to other processes or to kernel work no process is charged "
                          f"for (busiest other processes: {busiest or 'none left'}).")
+    limit = results["bound"]
+    lines += ["", f"The floor: reading, handing off and acknowledging the entries alone cost "
+              f"{limit['floor_cpu_us']:.1f} µs of CPU per registration (client and Redis), the "
+              f"COPY {limit['copy_cpu_us']:.1f}. A drain spends at least their sum per row, so "
+              f"it reaches at most **{limit['at_copy_busy_share']:.2f} x** the COPY at the "
+              f"COPY's machine busy share, {limit['at_full_machine']:.2f} x keeping every core "
+              "busy."]
     lines += ["", f"{total:,} registrations, batches of {results['batch_size']}, "
               f"{results['partitions']} partitions, Redis appendfsync "
               f"{results['appendfsync']}; checks: "
@@ -477,10 +551,11 @@ def markdown(results: dict[str, Any]) -> str:
     aof = (f"AOF grew {results['aof_bytes_per_registration']:.0f} bytes per registration"
            if not results["aof_rewrites"]
            else f"the AOF was rewritten {results['aof_rewrites']} time(s)")
-    lines += ["", f"Redis during the drain: {aof}.", "",
-              "| Redis command | calls | µs per registration |", "|---|---:|---:|"]
-    lines += [f"| {row['command']} | {row['calls']:,} | {row['usec_per_registration']:.1f} |"
-              for row in results["redis_commands"]]
+    lines += ["", f"Redis during the drain: {aof}.", ""]
+    lines += _command_table("Redis command, drain", results["redis_commands"])
+    lines += ["", "Redis during the floor (phase C, from a freshly rewritten AOF; rewrites "
+              f"during it: {results['floor_aof_rewrites']}):", ""]
+    lines += _command_table("Redis command, floor", results["floor_redis_commands"])
     if "worker_profile" in results:
         lines += ["", "| worker self time, by package | share |", "|---|---:|"]
         lines += [f"| {name} | {share:.1%} |"
@@ -495,6 +570,12 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"| `{row['query']}` | {row['calls']} | {row['ms']:.0f} | "
                       f"{row['share']:.1%} |" for row in results[f"{phase}_statements"]]
     return "\n".join(lines) + "\n"
+
+
+def _command_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    return [f"| {title} | calls | µs per registration |", "|---|---:|---:|",
+            *(f"| {row['command']} | {row['calls']:,} | {row['usec_per_registration']:.1f} |"
+              for row in rows)]
 
 
 def _sizes(results: dict[str, Any]) -> list[str]:

@@ -22,10 +22,11 @@ def test_two_rounds_alternate_copy_and_drain_and_store_every_registration(
     results = run_suite(folder, "--rounds", "2")
     assert (results["suite"], results["size"]) == ("drain", "tiny")
     assert results["parameters"]["count"] == 2_000
-    # A B C A B C: each round takes both COPY runs, then the drain.
+    # Each round takes both COPY runs, then the drain, then the streams alone.
     assert [(m["round"], m["contender"]) for m in results["measurements"]] == [
         (number, name) for number in (1, 2)
-        for name in ("raw COPY, 1 connection", "raw COPY, 2 connections", "drain")]
+        for name in ("raw COPY, 1 connection", "raw COPY, 2 connections", "drain",
+                     "streams only")]
     assert all(m["figures"]["rows_per_second"] > 0 for m in results["measurements"])
     summary = results["summary"]
     assert summary["failures"] == []
@@ -40,6 +41,13 @@ def test_two_rounds_alternate_copy_and_drain_and_store_every_registration(
                                                 / max(copies))
         # The drain's progress ends with every row drained.
         assert result["drain_timeline"][-1][1] == 2_000
+        # The floor read every entry, and its bound adds its CPU to the COPY's.
+        least = result["phases"][3]
+        assert (least["kind"], least["rows"]) == ("floor", 2_000)
+        limit = result["bound"]
+        assert limit["at_copy_busy_share"] == pytest.approx(
+            limit["copy_cpu_us"] / (limit["copy_cpu_us"] + limit["floor_cpu_us"]))
+        assert 0 < limit["at_copy_busy_share"] < 1
     [target] = results["targets"]
     assert target["value"] == pytest.approx(
         statistics.median(r["ratio"] for r in summary["rounds"]))
@@ -50,3 +58,4 @@ def test_two_rounds_alternate_copy_and_drain_and_store_every_registration(
     assert "| round | raw COPY, 1 connection, rows/s |" in text
     assert "checks: all passed" in text
     assert "drain rows/s / raw COPY ceiling" in text
+    assert "| Redis command, floor | calls |" in text
