@@ -59,17 +59,24 @@ def aof_state(client: redis.Redis) -> tuple[int, int]:
     return int(info.get("aof_current_size", 0)), int(info.get("aof_rewrites", 0))
 
 
-def rewrite_aof(client: redis.Redis, timeout: float = 120.0) -> None:
+def rewrite_aof(client: redis.Redis, timeout: float = 300.0) -> None:
     """Rewrite the append-only file now and wait for it: a phase then starts from a
     compact file, and no rewrite its own writes would not have caused lands in it."""
-    client.bgrewriteaof()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def rewriting() -> bool:
         info = client.info("persistence")
-        if not int(info["aof_rewrite_in_progress"]) and not int(info["aof_rewrite_scheduled"]):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"the AOF rewrite took over {timeout} s")
+        return bool(int(info["aof_rewrite_in_progress"]) or int(info["aof_rewrite_scheduled"]))
+
+    def wait() -> None:
+        while rewriting():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the AOF rewrite took over {timeout} s")
+            time.sleep(0.1)
+
+    wait()  # one Redis started by itself (the file had grown) goes first
+    client.bgrewriteaof()
+    wait()
 
 
 def jobs_memory(client: redis.Redis, count: int) -> int:
