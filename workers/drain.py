@@ -214,30 +214,32 @@ class DrainWorker:
     ) -> tuple[list[StreamEntry], list[DeadLetter]]:
         """Take over entries idle too long with another consumer (a dead worker's)."""
         idle_ms = int(self.settings.claim_idle_seconds * 1000)
-        pending: Any = await self.redis.xpending_range(
-            partition.stream, STORE_GROUP, min="-", max="+", count=self.settings.batch_size,
-            idle=idle_ms,
-        )
-        if not pending:
-            return [], []
-        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        # XCLAIM checks the idle time again, so two workers never both take one.
-        claimed: Any = await self.redis.xclaim(
+        # XAUTOCLAIM checks the idle time as it claims, so two workers never
+        # both take one; it scans the group's pending list from the start (at
+        # most ten times COUNT ids per call) and counts a delivery for each.
+        reply: Any = await self.redis.xautoclaim(
             partition.stream, STORE_GROUP, consumer, min_idle_time=idle_ms,
-            message_ids=list(deliveries),
+            start_id="0-0", count=self.settings.batch_size,
         )
+        # Entries trimmed meanwhile come back only as ids (and leave the
+        # pending list): nothing is left of them to store.
+        claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
+        if not claimed:
+            return [], []
+        log.info("partition %d: reclaimed %d idle entries", partition.index, len(claimed))
+        pending: Any = await self.redis.xpending_range(
+            partition.stream, STORE_GROUP, min=claimed[0][0], max=claimed[-1][0],
+            count=len(claimed), consumername=consumer,
+        )
+        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
         entries, dead = [], []
         for entry_id, fields in claimed:
-            if fields is None:  # deleted meanwhile: nothing left to store
-                continue
-            times = deliveries.get(entry_id, 0) + 1
+            times = deliveries.get(entry_id, 1)
             if times > self.settings.max_deliveries:
                 dead.append(DeadLetter(entry_id, f"delivered {times - 1} times without being "
                                        "stored", times - 1, fields.get(STREAM_FIELD)))
             else:
                 entries.append((entry_id, fields))
-        if claimed:
-            log.info("partition %d: reclaimed %d idle entries", partition.index, len(claimed))
         return entries, dead
 
     async def _handle(self, partition: Partition, consumer: str,
