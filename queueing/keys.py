@@ -111,6 +111,11 @@ class Partition:
                                  digest)
 
     @property
+    def drain_lease(self) -> str:
+        """The name of the drain worker that alone stores this partition's entries now."""
+        return f"{PREFIX}:{self.tag}:drain:lease"
+
+    @property
     def dead_letters(self) -> str:
         """Entries of the intake stream that could not be stored, with the reason."""
         return f"{PREFIX}:{self.tag}:dead"

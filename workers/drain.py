@@ -18,6 +18,7 @@ letters with its reason and never blocks its partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -40,6 +41,7 @@ from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from workers import audit_archive
 from workers.acknowledge import Acknowledger
 from workers.handoff import Handoff
+from workers.leases import PartitionLeases
 from workers.store import (
     QUERIES,
     Connection,
@@ -136,6 +138,9 @@ class DrainWorker:
         self._handoff = Handoff(redis, self.settings.handoff_marker_seconds)
         # Stored entries leave Redis memory once acknowledged (trimmed).
         self._acknowledger = Acknowledger(redis)
+        # One worker at a time stores a partition's batches, in order.
+        self._leases = PartitionLeases(redis, self.name, len(self.partitions),
+                                       self.settings.claim_idle_seconds)
         # Outbox rows whose jobs reached Redis: deleted by the next batch's
         # statement (no round trip or commit of their own), or when idle. One
         # left behind by a crash is relayed again by a sweeper, adding nothing.
@@ -157,6 +162,7 @@ class DrainWorker:
                 task.cancel()
             await asyncio.gather(*loops, *helpers, return_exceptions=True)
             await self._forget_relayed()
+            await self._give_up_leases()
             await self._forget_heartbeat()
         log.info("drain worker %s stopped", self.name)
 
@@ -182,13 +188,29 @@ class DrainWorker:
     async def _drain(self, partition: Partition) -> None:
         consumer = f"{self.name}-p{partition.index}"
         next_claim = 0.0
+        leased = False
         while not self.stopping.is_set():
+            try:
+                held = await self._leases.hold(partition)
+            except TRANSIENT as exc:
+                log.warning("partition %d: lease unknown (%s)", partition.index,
+                            type(exc).__name__)
+                held = False
+            if not held:
+                leased = False
+                await self._sleep_or_stop(self.settings.block_ms / 1000)
+                continue
+            # Just taken (at start, or from a worker that stopped or died):
+            # what its last holder left pending is stored first, idle or not,
+            # so the partition's entries are stored in order.
+            taken_over, leased = not leased, True
             async with self._slots:
                 try:
                     entries: list[StreamEntry] = []
                     dead: list[DeadLetter] = []
-                    if time.monotonic() >= next_claim:
-                        entries, dead = await self._reclaim(partition, consumer)
+                    if taken_over or time.monotonic() >= next_claim:
+                        entries, dead = await self._reclaim(partition, consumer,
+                                                            any_idle=taken_over)
                         next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
                     if not entries and not dead:
                         entries = await self._read(partition, consumer)
@@ -210,10 +232,11 @@ class DrainWorker:
         return list(reply[0][1]) if reply else []
 
     async def _reclaim(
-        self, partition: Partition, consumer: str
+        self, partition: Partition, consumer: str, *, any_idle: bool = False
     ) -> tuple[list[StreamEntry], list[DeadLetter]]:
-        """Take over entries idle too long with another consumer (a dead worker's)."""
-        idle_ms = int(self.settings.claim_idle_seconds * 1000)
+        """Take over entries idle too long with another consumer (a dead worker's);
+        with `any_idle`, every pending entry (the partition's lease was just taken)."""
+        idle_ms = 0 if any_idle else int(self.settings.claim_idle_seconds * 1000)
         # XAUTOCLAIM checks the idle time as it claims, so two workers never
         # both take one; it scans the group's pending list from the start (at
         # most ten times COUNT ids per call) and counts a delivery for each.
@@ -286,6 +309,8 @@ class DrainWorker:
             if time.monotonic() - touched > self.settings.claim_idle_seconds / 3:
                 touched = time.monotonic()
                 await self._touch(partition, consumer, entry_ids)
+                with contextlib.suppress(*TRANSIENT):
+                    await self._leases.renew(partition)
 
     async def _store(self, partition: Partition, envelopes: list[Envelope],
                      dead: list[DeadLetter]) -> None:
@@ -370,6 +395,13 @@ class DrainWorker:
             # relays the rows again (adding nothing) and deletes them.
             log.warning("relayed outbox rows not deleted yet (%s)", type(exc).__name__)
 
+    async def _give_up_leases(self) -> None:
+        """Let other workers take this one's partitions now, not when the leases expire."""
+        try:
+            await self._leases.give_up_all()
+        except TRANSIENT as exc:
+            log.warning("leases not given up (%s); they expire", type(exc).__name__)
+
     async def _touch(self, partition: Partition, consumer: str, entry_ids: list[bytes]) -> None:
         """Reset the entries' idle time (JUSTID adds no delivery), so nobody reclaims them."""
         try:
@@ -419,7 +451,9 @@ class DrainWorker:
                         "stored": self.stats.stored, "dead_letters": self.stats.dead_letters,
                     })
                     _ = pipe.expire(details, int(every * 3) + 1)
-                    await pipe.execute()
+                    _ = pipe.zcount(HEARTBEATS, time.time() - every * 3, "+inf")
+                    *_, live = await pipe.execute()
+                self._leases.set_live_workers(int(live))
             except TRANSIENT as exc:
                 log.warning("heartbeat failed (%s)", type(exc).__name__)
             if await self._sleep_or_stop(every):

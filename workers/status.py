@@ -8,7 +8,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from config.settings import Settings
-from queueing.keys import HEARTBEATS, STORE_GROUP, heartbeat_details, partitions
+from queueing.keys import HEARTBEATS, STORE_GROUP, Partition, heartbeat_details, partitions
 from queueing.redis_client import RedisClient, connect
 
 
@@ -17,8 +17,7 @@ async def drain_status(settings: Settings) -> dict[str, Any]:
     redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds,
                     decode_responses=True)
     try:
-        rows = [await _partition_status(redis, partition.index, partition.stream,
-                                        partition.dead_letters)
+        rows = [await _partition_status(redis, partition)
                 for partition in partitions(settings.queue.partitions)]
         workers = await _live_workers(redis, settings.drain.heartbeat_seconds)
     finally:
@@ -26,12 +25,14 @@ async def drain_status(settings: Settings) -> dict[str, Any]:
     return {"partitions": rows, "workers": workers}
 
 
-async def _partition_status(redis: RedisClient, index: int, stream: str,
-                            dead_stream: str) -> dict[str, Any]:
+async def _partition_status(redis: RedisClient, partition: Partition) -> dict[str, Any]:
+    stream = partition.stream
     row: dict[str, Any] = {
-        "partition": index, "stream": stream, "length": await redis.xlen(stream),
+        "partition": partition.index, "stream": stream, "length": await redis.xlen(stream),
         "lag": None, "pending": 0, "consumers": 0,
-        "dead_letters": await redis.xlen(dead_stream),
+        "dead_letters": await redis.xlen(partition.dead_letters),
+        # The worker storing this partition now (workers/leases.py), if any.
+        "lease": await redis.get(partition.drain_lease),
     }
     try:
         groups: Any = await redis.xinfo_groups(stream)
@@ -63,11 +64,11 @@ async def _live_workers(redis: RedisClient, heartbeat_seconds: float) -> list[di
 def render_status(status: dict[str, Any]) -> str:
     """The status as aligned text tables."""
     lines = [f"{'partition':>9} {'backlog':>9} {'lag':>9} {'pending':>9} {'consumers':>9} "
-             f"{'dead':>6}"]
+             f"{'dead':>6}  stored by"]
     for row in status["partitions"]:
         lag = "-" if row["lag"] is None else str(row["lag"])
         lines.append(f"{row['partition']:>9} {row['length']:>9} {lag:>9} {row['pending']:>9} "
-                     f"{row['consumers']:>9} {row['dead_letters']:>6}")
+                     f"{row['consumers']:>9} {row['dead_letters']:>6}  {row['lease'] or '-'}")
     lines.append("")
     if not status["workers"]:
         lines.append("no drain worker has a heartbeat")

@@ -227,6 +227,8 @@ async def test_worker_status_shows_partitions_dead_letters_and_live_workers(
     assert set(rows) == set(range(settings.queue.partitions))
     assert rows[1]["dead_letters"] == 1 and rows[1]["length"] == 0 and rows[1]["pending"] == 0
     assert rows[1]["lag"] == 0
+    # The one worker stores every partition (it holds their leases).
+    assert {row["lease"] for row in rows.values()} == {"status-test"}
     (worker,) = status["workers"]
     assert worker["name"] == "status-test" and worker["alive"]
     assert b"status-test: alive" in text.stdout
