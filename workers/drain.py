@@ -190,39 +190,48 @@ class DrainWorker:
         next_claim = 0.0
         leased = False
         while not self.stopping.is_set():
-            try:
-                held = await self._leases.hold(partition)
-            except TRANSIENT as exc:
-                log.warning("partition %d: lease unknown (%s)", partition.index,
-                            type(exc).__name__)
-                held = False
-            if not held:
-                leased = False
-                await self._sleep_or_stop(self.settings.block_ms / 1000)
-                continue
-            # Just taken (at start, or from a worker that stopped or died):
-            # what its last holder left pending is stored first, idle or not,
-            # so the partition's entries are stored in order.
-            taken_over, leased = not leased, True
             async with self._slots:
+                # The lease is checked with a slot in hand, right before the
+                # read: a wait for a slot can outlast it.
                 try:
-                    entries: list[StreamEntry] = []
-                    dead: list[DeadLetter] = []
-                    if taken_over or time.monotonic() >= next_claim:
-                        entries, dead = await self._reclaim(partition, consumer,
-                                                            any_idle=taken_over)
-                        next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
-                    if not entries and not dead:
-                        entries = await self._read(partition, consumer)
-                    if not entries and not dead:
-                        await self._forget_relayed()
+                    held = await self._leases.hold(partition)
                 except TRANSIENT as exc:
-                    log.warning("partition %d: read failed (%s)", partition.index,
+                    log.warning("partition %d: lease unknown (%s)", partition.index,
                                 type(exc).__name__)
-                    await self._sleep_or_stop(1.0)
+                    held = False
+                if held:
+                    # Just taken (at start, or from a worker that stopped or
+                    # died): what its last holder left pending is stored
+                    # first, idle or not, so the entries are stored in order.
+                    taken_over, leased = not leased, True
+                    claim = await self._drain_once(partition, consumer, next_claim, taken_over)
+                    # None: Redis failed; a retry takes over again, as if just leased.
+                    leased, next_claim = claim is not None, claim or 0.0
                     continue
-                if entries or dead:
-                    await self._handle(partition, consumer, entries, dead)
+            leased = False
+            await self._sleep_or_stop(self.settings.block_ms / 1000)
+
+    async def _drain_once(self, partition: Partition, consumer: str, next_claim: float,
+                          taken_over: bool) -> float | None:
+        """Reclaim (when due) or read one batch, and store it; the next reclaim's
+        time, or None when Redis failed (after a pause)."""
+        try:
+            entries: list[StreamEntry] = []
+            dead: list[DeadLetter] = []
+            if taken_over or time.monotonic() >= next_claim:
+                entries, dead = await self._reclaim(partition, consumer, any_idle=taken_over)
+                next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
+            if not entries and not dead:
+                entries = await self._read(partition, consumer)
+            if not entries and not dead:
+                await self._forget_relayed()
+        except TRANSIENT as exc:
+            log.warning("partition %d: read failed (%s)", partition.index, type(exc).__name__)
+            await self._sleep_or_stop(1.0)
+            return None
+        if entries or dead:
+            await self._handle(partition, consumer, entries, dead)
+        return next_claim
 
     async def _read(self, partition: Partition, consumer: str) -> list[StreamEntry]:
         reply: Any = await self.redis.xreadgroup(
