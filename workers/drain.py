@@ -1,16 +1,20 @@
 """The drain: intake streams into PostgreSQL, exactly once.
 
 One consumer group (`store`) per partition stream. Each partition has a
-loop in every worker process; the loops share `concurrency` slots, and a
-loop takes a slot before it reads, so a process never holds more batches
-than it can store. A batch is stored in one transaction (workers/store.py),
-its verification jobs handed off, and only then acknowledged and deleted
-from the stream, so Redis memory stays bounded by the backlog.
+loop in every worker process, which reads only while its process holds the
+partition's lease (workers/leases.py), so one process at a time stores a
+partition, in order; the loops share `concurrency` slots, and a loop takes
+a slot before it reads, so a process never holds more batches than it can
+store. A batch is stored in one statement (workers/store.py), its
+verification jobs handed off, and only then acknowledged and trimmed from
+the stream (workers/acknowledge.py), so Redis memory stays bounded by the
+backlog.
 
 Failures: while PostgreSQL or Redis is down the batch stays in hand and is
-retried with back-off (its entries stay pending, and their idle time is
-reset so no other worker takes them over meanwhile). Entries a dead worker
-left pending are reclaimed after `claim_idle_seconds`; one delivered
+retried with back-off (its entries stay pending, and their idle time and
+the lease are renewed so no other worker takes them over meanwhile).
+Entries a dead worker left pending are taken by the next holder of its
+partition's lease, and reclaimed after `claim_idle_seconds` anyway; one delivered
 `max_deliveries` times, or one that cannot be decoded, goes to the dead
 letters with its reason and never blocks its partition.
 """
@@ -253,8 +257,8 @@ class DrainWorker:
             partition.stream, STORE_GROUP, consumer, min_idle_time=idle_ms,
             start_id="0-0", count=self.settings.batch_size,
         )
-        # Entries trimmed meanwhile come back only as ids (and leave the
-        # pending list): nothing is left of them to store.
+        # Entries trimmed meanwhile leave the pending list without their
+        # fields (Redis 7 lists their ids apart): nothing is left to store.
         claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
         if not claimed:
             return [], []
