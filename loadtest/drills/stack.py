@@ -97,8 +97,18 @@ class DrillStack:
         # In start order, whatever order the restarts left them in: stopped in reverse.
         live.sort(key=lambda service: SERVICE_NAMES.index(service.name))
         stop_services(self.state, live)
+        self._reap_the_rest()
         if not keep:
             self._clear_leftovers()
+
+    def _reap_the_rest(self) -> None:
+        """Wait for every process this stack started that the stop did not: one that
+        exited by itself (never waited for, it would stay a zombie and its Popen
+        warn when collected), or one a restart replaced and left running (killed)."""
+        for service in self._services:
+            if service.proc is not None and service.proc.poll() is None:
+                kill_group(service.pid)
+                service.proc.wait(10.0)
 
     def _clear_leftovers(self) -> None:
         """Kill what a run that died left running in this folder, and delete it."""
