@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import Counter
@@ -17,6 +16,7 @@ from queueing.keys import STORE_GROUP, Partition, partitions
 from queueing.redis_client import RedisClient
 from tests.support import seal_people
 from tests.workers.drain_helpers import drain_settings, enqueue, running_drain, wait_drained
+from tests.workers.verification_helpers import eventually
 
 # Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
 pytestmark = pytest.mark.both_redis
@@ -26,15 +26,6 @@ async def holders(redis: RedisClient, settings: Settings) -> list[str | None]:
     """Who holds each partition's lease."""
     found = [await redis.get(p.drain_lease) for p in partitions(settings.queue.partitions)]
     return [value.decode() if isinstance(value, bytes) else value for value in found]
-
-
-async def wait_for(condition_name: str, check: object, within: float = 10.0) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in time: {condition_name}")
-        await asyncio.sleep(0.05)
 
 
 async def states_in_order(pg: asyncpg.Connection, envelopes: list[Envelope]) -> list[str]:
@@ -50,20 +41,20 @@ async def test_two_workers_split_the_partitions_and_store_each_entry_once(
     settings = drain_settings(test_settings)
     count = settings.queue.partitions
     async with running_drain(settings, name="first"):
-        await wait_for("the first worker holds every partition", lambda: _all_held_by(
-            redis_client, settings, {"first"}))
+        await eventually(lambda: _all_held_by(redis_client, settings, {"first"}), 10,
+                         "the first worker holds every partition")
         async with running_drain(settings, name="second"):
             # Within a heartbeat the first gives up its share, the second takes it.
             async def split() -> bool:
                 return Counter(await holders(redis_client, settings)) == {
                     "first": count // 2, "second": count - count // 2}
-            await wait_for("the partitions split in two", split)
+            await eventually(split, 10, "the partitions split in two")
             envelopes = seal_people(settings, [registrants.make() for _ in range(300)])
             await enqueue(redis_client, settings, envelopes)
             await wait_drained(redis_client, settings)
         # The second gave its leases up as it stopped; the first takes them back.
-        await wait_for("the first worker holds every partition again",
-                       lambda: _all_held_by(redis_client, settings, {"first"}))
+        await eventually(lambda: _all_held_by(redis_client, settings, {"first"}), 10,
+                         "the first worker holds every partition again")
 
     assert await pg.fetchval("SELECT count(*) FROM registrations") == 300
     assert await holders(redis_client, settings) == [None] * count
