@@ -52,6 +52,13 @@ class PipelinedScript:
             await self._redis.script_load(self._source)
             return await self._evalsha_all(calls)
 
+    async def run(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+        """One call's reply; a cluster node that is down raises, as one server does."""
+        [reply] = await self.run_all([(keys, args)])
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
     async def _evalsha_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
         # redis-py's Script objects ask SCRIPT EXISTS before every pipeline, an
         # extra round trip; plain EVALSHA with the retry above avoids it.

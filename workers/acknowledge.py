@@ -23,8 +23,5 @@ class Acknowledger:
         """How many of the entries were pending (and are acknowledged now)."""
         if not entry_ids:
             return 0
-        [reply] = await self._script.run_all(
-            [([partition.stream], [STORE_GROUP, b" ".join(entry_ids)])])
-        if isinstance(reply, BaseException):
-            raise reply  # a cluster node is down: retried like any Redis outage
-        return int(reply)
+        return int(await self._script.run([partition.stream],
+                                          [STORE_GROUP, b" ".join(entry_ids)]))

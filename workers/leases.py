@@ -74,8 +74,5 @@ class PartitionLeases:
             await self.give_up(Partition(index))
 
     async def _call(self, partition: Partition, *, take: bool) -> bool:
-        [reply] = await self._script.run_all(
-            [([partition.drain_lease], [self._worker, self._milliseconds, int(take)])])
-        if isinstance(reply, BaseException):
-            raise reply  # a cluster node is down: like any Redis outage
-        return bool(int(reply))
+        return bool(int(await self._script.run(
+            [partition.drain_lease], [self._worker, self._milliseconds, int(take)])))

@@ -34,7 +34,7 @@ class SharedRateLimit:
         waits out Redis outages too."""
         while True:
             try:
-                [wait_us] = await self._script.run_all([((self._key,), self._args)])
+                wait_us = await self._script.run((self._key,), self._args)
                 break
             except TRANSIENT as exc:
                 log.warning("%s rate limit: Redis unavailable (%s); waiting",
