@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 
 from queueing.envelope import STREAM_FIELD
 from queueing.keys import STORE_GROUP, Partition, partitions
-from workers.acknowledge import Acknowledger
 from workers.handoff import Handoff, PendingHandoff
+from workers.runtime.acknowledge import Acknowledger
 
 CONSUMER = "floor"
 MARKER_SECONDS = 3600

@@ -224,9 +224,15 @@ class EmailSettings(_Section):
     from_address: str
     # Outbound messages per second over all email workers (a Redis bucket).
     rate_per_second: float = Field(gt=0)
+    # Batches of jobs each worker process has in hand at once.
     concurrency: int = Field(ge=1, le=1024)
+    # Jobs read, loaded, sent and recorded together.
+    batch_size: int = Field(default=100, ge=1, le=10_000)
     # SMTP connections each worker keeps open and reuses.
     connections: int = Field(ge=1, le=100)
+    # PostgreSQL connections of each worker process (one query per batch loads
+    # its rows, one statement records its outcomes).
+    pg_connections: int = Field(default=2, ge=1, le=32)
     max_attempts: int = Field(ge=1)
     retry_base_seconds: float = Field(gt=0)
     retry_max_seconds: float = Field(gt=0)
@@ -247,7 +253,13 @@ class NikSettings(_Section):
     # The ministry's capacity, shared by every NIK worker (a Redis bucket).
     rate_per_second: float = Field(gt=0)
     burst: int = Field(ge=1)
-    concurrency: int = Field(ge=1, le=1024)
+    # Calls in flight at once per worker process.
+    concurrency: int = Field(ge=1, le=4096)
+    # Jobs read, loaded and recorded together, and batches in hand per process.
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    batches_in_hand: int = Field(default=8, ge=1, le=1024)
+    # PostgreSQL connections of each worker process, whatever the calls in flight.
+    pg_connections: int = Field(default=2, ge=1, le=32)
     max_attempts: int = Field(ge=1)
     retry_base_seconds: float = Field(gt=0)
     retry_max_seconds: float = Field(gt=0)

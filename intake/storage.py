@@ -20,7 +20,7 @@ import asyncpg
 from config.settings import Settings
 from workers.audit_archive import archived_page
 from workers.status_queries import funnel_counts
-from workers.verification_store import EmailOutcome, verify_email
+from workers.verification.store import EmailOutcome, verify_email
 
 # The failures that mean "PostgreSQL cannot answer now".
 _UNAVAILABLE: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,

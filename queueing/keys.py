@@ -36,8 +36,17 @@ def outbound_bucket(service: str) -> str:
 
 
 def heartbeat_details(consumer: str) -> str:
-    """The hash describing one live drain consumer."""
+    """The hash describing one live worker process (any role)."""
     return f"{PREFIX}:workers:consumer:{consumer}"
+
+
+def role_heartbeats(role: str) -> str:
+    """The heartbeat sorted set of one worker role ("drain", "email", "nik").
+
+    The drain keeps the name it always had (HEARTBEATS), which the health
+    check and `worker status` read.
+    """
+    return HEARTBEATS if role == "drain" else f"{PREFIX}:workers:{role}:heartbeats"
 
 
 # Hashes of idempotency records per partition and period: at the 2020 opening
@@ -113,7 +122,11 @@ class Partition:
     @property
     def drain_lease(self) -> str:
         """The name of the drain worker that alone stores this partition's entries now."""
-        return f"{PREFIX}:{self.tag}:drain:lease"
+        return self.lease("drain")
+
+    def lease(self, role: str) -> str:
+        """The name of the worker process of `role` that alone reads this partition now."""
+        return f"{PREFIX}:{self.tag}:{role}:lease"
 
     @property
     def dead_letters(self) -> str:
@@ -123,6 +136,15 @@ class Partition:
     def verification(self, kind: str) -> str:
         """The stream of verification jobs of one kind (`email`, `nik`)."""
         return f"{PREFIX}:{self.tag}:verify:{kind}"
+
+    def verification_outcomes(self, kind: str) -> str:
+        """Outcomes an outside service gave that PostgreSQL has not recorded yet (a hash).
+
+        A worker stopping while PostgreSQL is down leaves them here, so its
+        successor records them instead of sending the mail or asking the
+        ministry a second time.
+        """
+        return f"{PREFIX}:{self.tag}:verify:{kind}:outcomes"
 
     def handoff(self, handoff_id: int) -> str:
         """The marker that an outbox row's jobs were handed off (makes a repeat a no-op)."""

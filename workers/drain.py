@@ -28,7 +28,6 @@ import os
 import random
 import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,12 +40,17 @@ from config.settings import DrainSettings, Settings
 from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.errors import EnvelopeError
 from queueing.keys import HEARTBEATS, STORE_GROUP, Partition, heartbeat_details, partitions
-from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
+from queueing.redis_client import RedisClient
 from workers import audit_archive
-from workers.acknowledge import Acknowledger
 from workers.handoff import Handoff
-from workers.leases import PartitionLeases
+from workers.runtime.acknowledge import Acknowledger
+from workers.runtime.connections import (
+    TRANSIENT,
+    consumer_name,
+)
+from workers.runtime.leases import PartitionLeases
 from workers.store import (
+    COUNTER_SHARDS,
     QUERIES,
     Connection,
     add_counts,
@@ -57,18 +61,6 @@ from workers.store import (
 
 log = logging.getLogger("gelombang.drain")
 
-# Errors that say "try again later", not "this entry is bad".
-TRANSIENT: Final = (
-    *REDIS_UNAVAILABLE,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,  # a connection broken mid-operation
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, starting up
-    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-)
-# Funnel counters are spread over this many rows so batches do not queue on one lock.
-COUNTER_SHARDS: Final = 64
 # Outbox rows relayed per sweeper transaction: each holds a batch's ids
 # (drain.batch_size, 500 by default), so 20 rows are ~20,000 jobs at most.
 STALE_HANDOFF_LIMIT: Final = 20
@@ -94,35 +86,6 @@ class DrainStats:
     stored: int = 0
     dead_letters: int = 0
     started_at: float = field(default_factory=time.time)
-
-
-def consumer_name() -> str:
-    """Unique per process: a restarted worker never inherits a dead one's entries."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def connect_worker_redis(settings: Settings) -> RedisClient:
-    """A client whose socket timeout outlasts a blocking read.
-
-    On a cluster each partition's loop reads its own stream (one XREADGROUP
-    per partition, never several streams in one call), so every read goes to
-    the node that owns that partition.
-    """
-    timeout = settings.redis.timeout_seconds
-    return connect(
-        settings.redis,
-        socket_timeout=settings.drain.block_ms / 1000 + timeout + 1.0,
-        socket_connect_timeout=timeout,
-    )
-
-
-async def create_pool(settings: Settings, size: int) -> asyncpg.Pool:
-    """The worker's PostgreSQL pool; connects lazily, so a down database is waited for."""
-    pool = await asyncpg.create_pool(
-        settings.postgres.dsn, min_size=0, max_size=size, timeout=5.0, command_timeout=60.0,
-    )
-    assert pool is not None
-    return pool
 
 
 class DrainWorker:

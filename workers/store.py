@@ -25,6 +25,8 @@ from workers.queries import load
 
 QUERIES: Final = load("store.sql")
 STATES: Final = ("accepted", "ineligible", "duplicate")
+# Funnel counters are spread over this many rows so batches do not queue on one lock.
+COUNTER_SHARDS: Final = 64
 # A plain connection or one borrowed from a pool: both run the same queries.
 Connection = asyncpg.Connection | PoolConnectionProxy
 

@@ -15,11 +15,12 @@ import orjson
 import uvloop
 
 from config.settings import Settings
-from workers.drain import DrainWorker, connect_worker_redis, create_pool
+from workers.drain import DrainWorker
+from workers.runtime.connections import connect_worker_redis, create_pool
 from workers.status import drain_status, render_status
 
 # Other worker roles, each a module with `register_role(roles)` adding its parser.
-ROLE_MODULES = ("workers.email_worker", "workers.nik_worker")
+ROLE_MODULES = ("workers.verification.roles",)
 
 
 def register(subparsers: Any) -> None:

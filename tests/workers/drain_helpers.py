@@ -16,8 +16,9 @@ from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.keys import STORE_GROUP, partition_for_digest, partitions
 from queueing.redis_client import RedisClient
 from tests.support import stream_range
-from workers.drain import DrainWorker, connect_worker_redis, create_pool
+from workers.drain import DrainWorker
 from workers.handoff import JOB_FIELD, KINDS
+from workers.runtime.connections import connect_worker_redis, create_pool
 
 # Quick enough for tests: short reads, fast reclaim, two tries before dead letters.
 FAST_DRAIN: dict[str, Any] = {

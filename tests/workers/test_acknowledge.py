@@ -6,7 +6,7 @@ from typing import Any
 
 from queueing.keys import STORE_GROUP, Partition
 from queueing.redis_client import RedisClient
-from workers.acknowledge import Acknowledger
+from workers.runtime.acknowledge import Acknowledger
 
 STREAM = Partition(0).stream
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from workers.email_message import VerificationEmails, verification_link
+from workers.verification.email_message import VerificationEmails, verification_link
 
 SENDER = "Kartu Prakerja <no-reply@prakerja.example>"
 

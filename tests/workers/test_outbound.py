@@ -9,9 +9,9 @@ import time
 from redis.asyncio import Redis
 
 from gelombang.services import RedisServer
-from workers.breaker import BreakerState, CircuitBreaker
-from workers.rate_limit import SharedRateLimit
-from workers.retry import backoff_seconds
+from workers.runtime.retry import backoff_seconds
+from workers.verification.breaker import BreakerState, CircuitBreaker
+from workers.verification.rate_limit import SharedRateLimit
 
 
 class Clock:

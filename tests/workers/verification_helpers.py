@@ -23,14 +23,12 @@ from config.settings import Settings
 from gelombang.processes import free_port
 from queueing.keys import partitions
 from tests.support import stream_range
-from workers.drain import connect_worker_redis, create_pool
-from workers.email_worker import EmailVerifier, email_consumer
-from workers.jobs import JobConsumer
-from workers.nik_worker import NikVerifier, nik_parts, run_consumer
-from workers.rate_limit import SharedRateLimit
+from workers.runtime.consumer import PartitionConsumer
 from workers.sandbox.mail_sink import MaildirHandler, start_mail_sink
 from workers.sandbox.nik_sim import build_app
-from workers.smtp_pool import SmtpPool
+from workers.verification.email import EmailVerifier
+from workers.verification.nik import NikVerifier
+from workers.verification.roles import RunningRole, consume, running_role
 
 # Retries in tenths of seconds, reclaim after a second.
 FAST_EMAIL: dict[str, Any] = {
@@ -62,29 +60,27 @@ async def mail_sink(maildir: Path, port: int = 0, reject: Iterable[str] = (),
 @dataclass
 class EmailWorkerUnderTest:
     verifier: EmailVerifier
-    consumer: JobConsumer
+    consumer: PartitionConsumer
+
+
+@contextlib.asynccontextmanager
+async def running_verifier(settings: Settings, role: str) -> AsyncIterator[RunningRole]:
+    """A verification worker of `role` in this process until the block ends (then stopped)."""
+    async with running_role(settings, role) as running:
+        task = asyncio.create_task(consume(running))
+        try:
+            yield running
+        finally:
+            running.consumer.stopping.set()
+            await asyncio.wait_for(task, 10)
 
 
 @contextlib.asynccontextmanager
 async def running_email_worker(settings: Settings) -> AsyncIterator[EmailWorkerUnderTest]:
     """An email worker in this process until the block ends (then stopped gracefully)."""
-    redis = connect_worker_redis(settings)
-    pool = await create_pool(settings, settings.email.concurrency + 1)
-    smtp = SmtpPool(settings.email)
-    limit = SharedRateLimit(redis, "smtp", settings.email.rate_per_second,
-                            max(1, int(settings.email.rate_per_second)))
-    verifier = EmailVerifier(settings, pool, smtp, limit)
-    consumer = email_consumer(settings, redis, verifier)
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield EmailWorkerUnderTest(verifier, consumer)
-    finally:
-        consumer.stopping.set()
-        verifier.stopping.set()
-        await asyncio.wait_for(task, 10)
-        await smtp.close()
-        await pool.close()
-        await redis.aclose()
+    async with running_verifier(settings, "email") as running:
+        assert isinstance(running.verifier, EmailVerifier)
+        yield EmailWorkerUnderTest(running.verifier, running.consumer)
 
 
 @dataclass(frozen=True)
@@ -207,17 +203,6 @@ async def nik_simulator(settings: Settings) -> AsyncIterator[SimulatorUnderTest]
 @contextlib.asynccontextmanager
 async def running_nik_worker(settings: Settings) -> AsyncIterator[NikVerifier]:
     """A NIK worker in this process until the block ends (then stopped gracefully)."""
-    redis = connect_worker_redis(settings)
-    pool = await create_pool(settings, settings.nik.concurrency + 1)
-    verifier, consumer = nik_parts(settings, redis, pool)
-    task = asyncio.create_task(run_consumer(redis, verifier, consumer))
-    try:
-        yield verifier
-    finally:
-        consumer.stopping.set()
-        verifier.stopping.set()
-        await asyncio.wait_for(task, 10)
-        await verifier.client.close()
-        await pool.close()
-        await redis.aclose()
-
+    async with running_verifier(settings, "nik") as running:
+        assert isinstance(running.verifier, NikVerifier)
+        yield running.verifier

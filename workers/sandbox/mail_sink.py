@@ -46,6 +46,14 @@ class MaildirHandler:
         self.defer_domains = {d.lower() for d in defer_domains}
         self.received = 0
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        # aiosmtpd reads commands one line at a time from its stream, so
+        # pipelined commands (RFC 2920) are answered in order: say so, as a
+        # real relay (Postfix) does, and senders may pipeline.
+        session.host_name = hostname
+        return [responses[0], "250-PIPELINING", *responses[1:]]
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         domain = address.rpartition("@")[2].lower()

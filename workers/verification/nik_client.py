@@ -20,7 +20,7 @@ from typing import Final
 import aiohttp
 
 from config.settings import NikSettings
-from workers.verification_store import NikOutcome
+from workers.verification.store import NikOutcome
 
 VERIFY_PATH: Final = "/api/v1/nik/verify"
 _OUTCOMES: Final[dict[str, NikOutcome]] = {

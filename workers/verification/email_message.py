@@ -6,10 +6,11 @@ import email.policy
 import html
 import secrets
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+
+from workers.verification.smtp import OutgoingMail
 
 SUBJECT = "Verifikasi alamat email pendaftaran Kartu Prakerja"
 # Placeholders in the prebuilt message: ASCII, short, and in no real text.
@@ -56,18 +57,6 @@ abaikan email ini.</p>
 def verification_link(public_base_url: str, token: str) -> str:
     """The link in the email: always the configured base URL, never a request's Host."""
     return f"{public_base_url.rstrip('/')}/v1/verify-email?token={token}"
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMail:
-    """A message ready for SMTP: envelope sender and recipient, and its bytes."""
-
-    sender: str
-    recipient: str
-    data: bytes
-
-    def __repr__(self) -> str:
-        return f"OutgoingMail({len(self.data)} bytes, <recipient redacted>)"
 
 
 class VerificationEmails:

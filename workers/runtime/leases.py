@@ -1,4 +1,4 @@
-"""Partition leases: one drain worker process at a time stores a partition's entries.
+"""Partition leases: one worker process of a role at a time reads a partition's stream.
 
 Two processes storing batches of one partition at once could store a later
 registration before an earlier one with the same NIK, making the earlier one
@@ -8,8 +8,11 @@ batch is retried): two worker processes drained 100,000 registrations at
 half the rate of one. With a lease, a partition's batches are stored one
 after another, in the order they were read.
 
-A lease is `gelombang:{pN}:drain:lease`, holding the worker's name, set for
-`drain.claim_idle_seconds` and renewed before every read. A worker holds at
+A lease is `gelombang:{pN}:<role>:lease` (the drain's: `…:drain:lease`),
+holding the worker's name, set for the role's `claim_idle_seconds` and
+renewed before every read. The verification workers take leases too: one
+process reads a partition's jobs, so N processes make N blocking reads per
+partition no more, and a partition's jobs are spread over the processes. A worker holds at
 most its fair share, the partitions divided by the live workers (by their
 heartbeats), so another process takes over half of them within a
 heartbeat; a stopping worker gives its leases up, a dead one's expire.
@@ -28,8 +31,9 @@ class PartitionLeases:
     """The partitions one worker may drain, taken and renewed in Redis."""
 
     def __init__(self, redis: RedisClient, worker: str, partition_count: int,
-                 seconds: float) -> None:
+                 seconds: float, role: str = "drain") -> None:
         self._script = PipelinedScript(redis, script_source("lease"))
+        self._role = role
         self._worker = worker
         self._partition_count = partition_count
         self._milliseconds = max(1, int(seconds * 1000))
@@ -75,4 +79,4 @@ class PartitionLeases:
 
     async def _call(self, partition: Partition, *, take: bool) -> bool:
         return bool(int(await self._script.run(
-            [partition.drain_lease], [self._worker, self._milliseconds, int(take)])))
+            [partition.lease(self._role)], [self._worker, self._milliseconds, int(take)])))

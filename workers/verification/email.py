@@ -1,0 +1,202 @@
+"""Email verification: a batch of jobs becomes a batch of messages on reused SMTP sessions.
+
+Per batch: one query loads the registrations (and their tries so far); the
+sealed addresses are opened in memory only; each message is the prebuilt
+template with its link filled in (workers/verification/email_message.py);
+tokens of the deployment-wide bucket (`email.rate_per_second`) are
+reserved for the whole batch in one script call; the messages go out over
+`email.connections` sessions, pipelined (workers/verification/smtp.py); one
+statement records every outcome; one script call acknowledges.
+
+Outcomes: sent (`pending → sent`); 5xx for the message (`failed`, no retry);
+4xx for the message (a try counted; again after back-off, `failed` and
+dead-lettered after `email.max_attempts`); the relay away or a session
+broken (nothing counted: the batch waits with back-off and goes on when the
+relay is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from asyncpg.pgproto.pgproto import UUID as WireUUID
+
+from config.settings import Settings
+from queueing.envelope import open_sealed
+from queueing.errors import EnvelopeError, SealingError
+from queueing.redis_client import RedisClient
+from queueing.sealing import Sealer
+from queueing.tokens import TokenSigner
+from workers.runtime.consumer import Batch, BatchStopped
+from workers.runtime.retry import backoff_seconds
+from workers.store import Connection
+from workers.verification.email_message import VerificationEmails, verification_link
+from workers.verification.jobs import DeadJob, Job, Verifier, counter_shard, decode_jobs
+from workers.verification.rate_limit import SharedRateLimit
+from workers.verification.smtp import OutgoingMail, SendResult, SmtpPool
+from workers.verification.store import QUERIES
+
+log = logging.getLogger("gelombang.email")
+
+SENT = b"sent"
+# Stands for a message sent by a worker that stopped before recording it.
+EMPTY = OutgoingMail("", "", b"")
+
+
+@dataclass(slots=True)
+class Message:
+    """One job's message, and how often it was tried before."""
+
+    job: Job
+    mail: OutgoingMail
+    attempts: int
+
+
+class EmailVerifier(Verifier):
+    """The email role's batch work."""
+
+    role = "email"
+
+    def __init__(self, settings: Settings, redis: RedisClient, pool: asyncpg.Pool,
+                 smtp: SmtpPool, limit: SharedRateLimit) -> None:
+        super().__init__(redis, pool)
+        self.settings = settings.email
+        self.base_url = settings.public.base_url
+        self.smtp = smtp
+        self.limit = limit
+        self.sealer = Sealer(settings.keys.sealing_key_bytes(),
+                             settings.keys.active_sealing_key_id)
+        self.signer = TokenSigner(settings.keys.token_key_bytes())
+        self.emails = VerificationEmails(settings.email.from_address)
+
+    @property
+    def sent(self) -> int:
+        """Messages the relay took."""
+        return self.counts.get("sent", 0)
+
+    async def handle(self, batch: Batch) -> None:
+        """Send the batch's messages and record what became of them."""
+        jobs, dead = decode_jobs(batch)
+        rows = await self.load(QUERIES["email_jobs"], jobs)
+        done: list[bytes] = []
+        messages: list[Message] = []
+        left = await self.left_outcomes(batch, jobs)
+        already_sent: list[Job] = []
+        for job in jobs:
+            row = rows.get(job.registration_id)
+            if row is None:
+                dead.append(DeadJob(job.entry_id, "registration not stored", job.registration_id))
+            elif row["state"] != "accepted" or row["email_verification"] != "pending":
+                done.append(job.entry_id)  # done before (a repeated job), or never to be sent
+            elif left.get(job.registration_id) == SENT:
+                already_sent.append(job)
+            else:
+                message = self._message(job, row)
+                if message is None:
+                    dead.append(DeadJob(job.entry_id, "sealed data cannot be opened",
+                                        job.registration_id))
+                else:
+                    messages.append(message)
+        if already_sent:
+            await self._record(batch, [(Message(job, EMPTY, 0), "sent", "")
+                                       for job in already_sent])
+            await self.forget_outcomes(batch, [job.registration_id for job in already_sent])
+            done += [job.entry_id for job in already_sent]
+        await self.finish(batch, done, dead)
+        await self._send_until_done(batch, messages)
+
+    def _message(self, job: Job, row: asyncpg.Record) -> Message | None:
+        try:
+            person = open_sealed(self.sealer, job.registration_id, row["key_id"], row["sealed"])
+        except (SealingError, EnvelopeError):
+            return None  # a key id this process does not know, or a damaged blob
+        expires_at = int(time.time() + self.settings.token_ttl_hours * 3600)
+        rid = row["registration_id"]
+        link = verification_link(self.base_url, self.signer.issue(rid, expires_at))
+        try:
+            mail = self.emails.make(person.email, rid, link, expires_at)
+        except ValueError:
+            return None
+        return Message(job, mail, row["attempts"])
+
+    async def _send_until_done(self, batch: Batch, messages: list[Message]) -> None:
+        """Send; record; acknowledge what is final; wait and send the rest again."""
+        round_number = 0
+        while messages:
+            results = await self._send(messages)
+            tried: list[tuple[Message, str, str]] = []  # message, new state, error
+            finished, dead, again = [], [], []
+            for message, result in zip(messages, results, strict=True):
+                if result.outcome == "unsent":
+                    again.append(message)  # the relay's fault, not the message's
+                    continue
+                message.attempts += 1
+                if result.outcome == "sent":
+                    tried.append((message, "sent", ""))
+                    finished.append(message.job.entry_id)
+                elif result.outcome == "refused":
+                    tried.append((message, "failed", result.detail))
+                    finished.append(message.job.entry_id)
+                elif message.attempts >= self.settings.max_attempts:
+                    tried.append((message, "failed", result.detail))
+                    dead.append(DeadJob(message.job.entry_id,
+                                        f"email not sent after {message.attempts} tries: "
+                                        f"{result.detail}", message.job.registration_id))
+                else:
+                    tried.append((message, "deferred", result.detail))
+                    again.append(message)
+            if tried:
+                await self._record(batch, tried)
+            await self.finish(batch, finished, dead)
+            if not again:
+                return
+            round_number += 1
+            delay = backoff_seconds(round_number, self.settings.retry_base_seconds,
+                                    self.settings.retry_max_seconds)
+            log.info("email: %d messages again in %.1f s (%d not sent: relay unavailable)",
+                     len(again), delay, sum(r.outcome == "unsent" for r in results))
+            if await self.runtime.sleep_or_stop(delay):
+                raise BatchStopped
+            messages = again
+
+    async def _send(self, messages: Sequence[Message]) -> list[SendResult]:
+        """Reserve the tokens, then send each group of messages as its tokens fall due."""
+        results: list[SendResult] = []
+        most = self.limit.most_per_reservation()
+        for start in range(0, len(messages), most):
+            group = messages[start:start + most]
+            delays = await self.limit.reserve(len(group))
+            # The group goes when its last token is due: at most a quarter of a
+            # second's worth, so the bucket's bound holds within that.
+            if delays[-1] > 0 and await self.runtime.sleep_or_stop(delays[-1]):
+                raise BatchStopped
+            results += await self.smtp.send([message.mail for message in group])
+        return results
+
+    async def _record(self, batch: Batch, tried: Sequence[tuple[Message, str, str]]) -> None:
+        """One statement for every try of this round (and the counter)."""
+        ids = [WireUUID(message.job.registration_id) for message, _, _ in tried]
+        states = [state for _, state, _ in tried]
+        errors = [error[:200] or None for _, _, error in tried]
+
+        async def write(connection: Connection) -> None:
+            await connection.fetchrow(QUERIES["record_email_outcomes"], ids, states, errors,
+                                      counter_shard())
+
+        await self.record(batch, write, {message.job.registration_id: SENT
+                                         for message, state, _ in tried if state == "sent"})
+        self.count("sent", states.count("sent"))
+        self.count("failed", states.count("failed"))
+
+
+async def close_quietly(smtp: SmtpPool) -> None:
+    """Close the SMTP sessions, bounded."""
+    try:
+        await asyncio.wait_for(smtp.close(), 5.0)
+    except TimeoutError:
+        pass

@@ -1,0 +1,168 @@
+"""`gelombang worker email|nik`: the verification roles, each on the worker runtime.
+
+Each process: one Redis client, a PostgreSQL pool of `pg_connections` (a
+small fixed number, whatever the calls in flight), the role's outside
+client (SMTP sessions, or one HTTP session to the ministry), and a
+`PartitionConsumer` (workers/runtime/consumer.py) feeding batches to the
+verifier. SIGTERM or SIGINT: no new batch is read; messages and calls in
+flight finish and are recorded; what is left stays pending and is taken
+over at once by the next worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvloop
+
+from config.settings import Settings
+from queueing import breaker_reports
+from queueing.keys import Partition
+from queueing.redis_client import RedisClient
+from workers.runtime.connections import TRANSIENT, connect_worker_redis, create_pool
+from workers.runtime.consumer import ConsumerSettings, PartitionConsumer
+from workers.verification.breaker import CircuitBreaker
+from workers.verification.email import EmailVerifier, close_quietly
+from workers.verification.jobs import Verifier
+from workers.verification.nik import NikVerifier
+from workers.verification.nik_client import NikClient
+from workers.verification.rate_limit import SharedRateLimit
+from workers.verification.smtp import SmtpPool
+
+log = logging.getLogger("gelombang.verification")
+
+# Back-off ceiling while PostgreSQL or Redis is away.
+RETRY_MAX_SECONDS = 10.0
+
+
+def register_role(roles: Any) -> None:
+    """Add `worker email` and `worker nik`."""
+    email = roles.add_parser("email", help="send the verification emails")
+    email.add_argument("--concurrency", type=int, default=None,
+                       help="batches in hand at once (default: email.concurrency)")
+    email.set_defaults(handler=run_role, role="email")
+    nik = roles.add_parser("nik", help="check NIKs with the ministry's API")
+    nik.add_argument("--concurrency", type=int, default=None,
+                     help="calls in flight at once (default: nik.concurrency)")
+    nik.set_defaults(handler=run_role, role="nik")
+
+
+def run_role(args: argparse.Namespace) -> int:
+    """Verify until SIGTERM or SIGINT."""
+    from workers.worker_command import configure_logging
+
+    overrides: dict[str, Any] = {}
+    if args.concurrency is not None:
+        overrides[args.role] = {"concurrency": args.concurrency}
+    settings = Settings.load(**overrides)
+    settings.keys.require()
+    configure_logging(settings)
+    uvloop.run(serve(settings, args.role))
+    return 0
+
+
+@dataclass
+class RunningRole:
+    """A verification role's parts, for the runner and the tests."""
+
+    verifier: Verifier
+    consumer: PartitionConsumer
+
+
+def consumer_settings(settings: Settings, role: str) -> ConsumerSettings:
+    """How the role consumes its streams."""
+    if role == "email":
+        email = settings.email
+        return ConsumerSettings(
+            role="email", group="verify-email", batch_size=email.batch_size,
+            block_ms=settings.drain.block_ms, claim_idle_seconds=email.claim_idle_seconds,
+            slots=email.concurrency, heartbeat_seconds=settings.drain.heartbeat_seconds,
+            retry_max_seconds=RETRY_MAX_SECONDS)
+    nik = settings.nik
+    return ConsumerSettings(
+        role="nik", group="verify-nik", batch_size=nik.batch_size,
+        block_ms=settings.drain.block_ms, claim_idle_seconds=nik.claim_idle_seconds,
+        slots=nik.batches_in_hand, heartbeat_seconds=settings.drain.heartbeat_seconds,
+        retry_max_seconds=RETRY_MAX_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def running_role(settings: Settings, role: str) -> AsyncIterator[RunningRole]:
+    """The role's verifier and consumer, connected; closed after the block."""
+    redis = connect_worker_redis(settings)
+    pool = await create_pool(settings, getattr(settings, role).pg_connections)
+    verifier: Verifier
+    smtp: SmtpPool | None = None
+    client: NikClient | None = None
+    if role == "email":
+        smtp = SmtpPool(settings.email)
+        limit = SharedRateLimit(redis, "smtp", settings.email.rate_per_second,
+                                max(1, int(settings.email.rate_per_second)))
+        verifier = EmailVerifier(settings, redis, pool, smtp, limit)
+    else:
+        nik = settings.nik
+        client = NikClient(nik)
+        verifier = NikVerifier(settings, redis, pool, client,
+                               SharedRateLimit(redis, "nik", nik.rate_per_second, nik.burst),
+                               CircuitBreaker(nik.breaker_failures, nik.breaker_open_seconds))
+    consumer = PartitionConsumer(redis, consumer_settings(settings, role),
+                                 lambda partition: Partition.verification(partition, role),
+                                 verifier, settings.queue.partitions)
+    verifier.bind(consumer)
+    try:
+        yield RunningRole(verifier, consumer)
+    finally:
+        if smtp is not None:
+            await close_quietly(smtp)
+        if client is not None:
+            await client.close()
+        await pool.close()
+        await redis.aclose()
+
+
+async def consume(running: RunningRole) -> None:
+    """Run the consumer until stopped (the NIK role publishes its breaker meanwhile)."""
+    verifier, consumer = running.verifier, running.consumer
+    if not isinstance(verifier, NikVerifier):
+        await consumer.run()
+        return
+    reporting = asyncio.create_task(report_breaker(verifier.redis, verifier.breaker,
+                                                   consumer.name))
+    try:
+        await consumer.run()
+    finally:
+        reporting.cancel()
+        await asyncio.gather(reporting, return_exceptions=True)
+        with contextlib.suppress(*TRANSIENT):
+            await breaker_reports.withdraw(verifier.redis, "nik", consumer.name)
+
+
+async def serve(settings: Settings, role: str) -> None:
+    """Run one verification worker until SIGTERM/SIGINT."""
+    async with running_role(settings, role) as running:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, running.consumer.stopping.set)
+        name = "NIK" if role == "nik" else role
+        log.info("%s worker %s started", name, running.consumer.name)
+        await consume(running)
+        log.info("%s worker stopped: %s", name,
+                 ", ".join(f"{what} {count}" for what, count in
+                           sorted(running.verifier.counts.items())) or "nothing done")
+
+
+async def report_breaker(redis: RedisClient, breaker: CircuitBreaker, worker: str) -> None:
+    """Publish the breaker's state every few seconds, for /metrics and the ops views."""
+    while True:
+        try:
+            await breaker_reports.report(redis, "nik", worker, breaker.current_state().value)
+        except TRANSIENT:
+            pass  # Redis away: the report goes stale, and the views say so
+        await asyncio.sleep(breaker_reports.REPORT_SECONDS)
