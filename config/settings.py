@@ -9,7 +9,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +26,9 @@ from pydantic_settings import (
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 CONFIG_ENV = "GELOMBANG_CONFIG"
+# The worker processes that export their own metrics (workers/metrics.py).
+WorkerRole = Literal["drain", "email", "nik"]
+WORKER_ROLES: tuple[WorkerRole, ...] = ("drain", "email", "nik")
 
 
 class ConfigError(Exception):
@@ -292,6 +302,48 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
+class WorkerMetricsSettings(_Section):
+    """Each worker process's own GET /metrics listener (workers/metrics.py)."""
+
+    enabled: bool
+    host: str
+    # The first port of each role's range; 0 turns that role's listener off.
+    drain_port: int = Field(ge=0, le=65535)
+    email_port: int = Field(ge=0, le=65535)
+    nik_port: int = Field(ge=0, le=65535)
+    # Worker processes of one role on one machine: each takes the first free
+    # port of [<role>_port, <role>_port + ports_per_role).
+    ports_per_role: int = Field(ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _ranges_fit_and_stay_apart(self) -> WorkerMetricsSettings:
+        taken: list[tuple[WorkerRole, range]] = []
+        for role in WORKER_ROLES:
+            first = self.first_port(role)
+            if first == 0:
+                continue
+            if first + self.ports_per_role > 65536:
+                raise ValueError(f"{role}_port + ports_per_role runs past port 65535")
+            ports = range(first, first + self.ports_per_role)
+            for other, other_ports in taken:
+                if ports.start < other_ports.stop and other_ports.start < ports.stop:
+                    raise ValueError(f"the {role} and {other} port ranges overlap"
+                                     f" (ports_per_role = {self.ports_per_role})")
+            taken.append((role, ports))
+        return self
+
+    def first_port(self, role: WorkerRole) -> int:
+        """The first port of a role's range as configured (0: off)."""
+        return {"drain": self.drain_port, "email": self.email_port, "nik": self.nik_port}[role]
+
+    def ports(self, role: WorkerRole) -> range:
+        """The ports a process of this role may listen on; empty when its metrics are off."""
+        first = self.first_port(role)
+        if not self.enabled or first == 0:
+            return range(0)
+        return range(first, first + self.ports_per_role)
+
+
 class Settings(BaseSettings):
     """Every setting of a Gelombang process."""
 
@@ -316,6 +368,7 @@ class Settings(BaseSettings):
     keys: KeySettings
     door: DoorSettings
     logging: LoggingSettings
+    worker_metrics: WorkerMetricsSettings
 
     @classmethod
     def settings_customise_sources(

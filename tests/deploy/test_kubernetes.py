@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from config.settings import ConfigError, Settings
+from config.settings import ConfigError, Settings, WorkerRole
 from gelombang.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,8 +219,27 @@ def test_workers_have_liveness_and_time_to_finish(manifests: list[Manifest]) -> 
     for worker in workers:
         container = _container(worker)
         assert container["livenessProbe"]["exec"]["command"] == ["gelombang", "healthcheck"]
-        assert "ports" not in container
         assert _pod(worker)["terminationGracePeriodSeconds"] >= 60
+
+
+def test_each_worker_declares_its_roles_first_metrics_port_and_listens_for_other_pods(
+        manifests: list[Manifest], config_data: dict[str, str],
+        secret_data: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_with(monkeypatch, config_data, _real_secrets(secret_data))
+    roles: dict[str, WorkerRole] = {"store": "drain", "email": "email", "nik": "nik"}
+    deployments = _named(manifests, "Deployment")
+    for command, role in roles.items():
+        worker = deployments[f"gelombang-worker-{command}"]
+        container = _container(worker)
+        assert container["args"] == ["worker", command]
+        # One process per pod: it takes the first port of its role's range.
+        assert container["ports"] == [
+            {"name": "metrics", "containerPort": settings.worker_metrics.ports(role)[0]}]
+        # prometheus.yml keeps pods by this label and that port name.
+        component = worker["spec"]["template"]["metadata"]["labels"][
+            "app.kubernetes.io/component"]
+        assert re.fullmatch(r"worker-(store|email|nik)", component)
+    assert settings.worker_metrics.enabled and settings.worker_metrics.host == "0.0.0.0"
 
 
 def _selects(selector: Manifest, labels: dict[str, str]) -> bool:

@@ -1,4 +1,5 @@
-"""deploy/monitoring/: every metric the rules and dashboard use is one the door exports."""
+"""deploy/monitoring/: every metric the rules and dashboard use is one the door or a worker
+exports."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.settings import WORKER_ROLES, WorkerRole
+from gelombang.processes import free_port
 from queueing import breaker_reports
 from tests.intake.door_helpers import DoorUnderTest
+from workers.metrics import WorkerMetrics, serve_metrics
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 # Series Prometheus makes itself, not the door.
 PROMETHEUS_SERIES = {"up"}
-# The door's metric names all start so; PromQL functions and keywords never do.
+# The metric names all start so; PromQL functions and keywords never do.
 _METRIC = re.compile(r"\b(gelombang_[a-z0-9_]+|up)\b(?!\s*\()")
 _OUTCOMES = re.compile(r'outcome=~?"([a-z_|]+)"')
 _JOB = re.compile(r'job="([a-z-]+)"')
@@ -51,21 +56,35 @@ async def scraped(door_under_test: DoorUnderTest) -> dict[str, set[str]]:
     await breaker_reports.report(door_under_test.door.redis, "nik", "worker-1", "closed")
     response = await door_under_test.admin.get("/metrics")
     assert response.status == 200
+    texts = [await response.text(), *[await _worker_scrape(role) for role in WORKER_ROLES]]
     names: set[str] = set()
     outcomes: set[str] = set()
-    for family in text_string_to_metric_families(await response.text()):
-        for sample in family.samples:
-            names.add(sample.name)
-            if "outcome" in sample.labels:
-                outcomes.add(sample.labels["outcome"])
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                names.add(sample.name)
+                if "outcome" in sample.labels:
+                    outcomes.add(sample.labels["outcome"])
     return {"names": names, "outcomes": outcomes}
+
+
+async def _worker_scrape(role: WorkerRole) -> str:
+    """What a fresh worker process of the role answers on its own /metrics."""
+    metrics = WorkerMetrics(role)
+    port = free_port()
+    async with await serve_metrics(metrics, "127.0.0.1", range(port, port + 1)) as server:
+        assert server.url is not None
+        async with aiohttp.ClientSession() as session, session.get(server.url) as response:
+            assert response.status == 200
+            return await response.text()
 
 
 def test_rules_file_is_alerting_rules_with_the_asked_for_alerts() -> None:
     rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
     alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
-    assert {"GelombangDoorDown", "GelombangAdmissionShedding", "GelombangBacklogGrowing"} <= set(
-        alerts)
+    assert {"GelombangDoorDown", "GelombangAdmissionShedding", "GelombangBacklogGrowing",
+            "GelombangVerificationStalled", "GelombangVerificationBacklogOld",
+            "GelombangWorkerDeadLettersIncreasing", "GelombangNikWorkerBreakerOpen"} <= set(alerts)
     for name, rule in alerts.items():
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name
@@ -76,6 +95,7 @@ def test_scrape_config_loads_the_rules_and_names_the_job() -> None:
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert {"gelombang-door", "gelombang-workers"} <= jobs
     for where, expr in _expressions():
         assert set(_JOB.findall(expr)) <= jobs, where
 
