@@ -185,7 +185,8 @@ class PartitionConsumer:
     # -- the loops ---------------------------------------------------------
 
     async def _ensure_groups(self) -> None:
-        while not self.stopping.is_set():
+        # Even when told to stop at once: the groups exist after any run.
+        while True:
             try:
                 for partition in self.partitions:
                     try:
@@ -201,7 +202,8 @@ class PartitionConsumer:
             except TRANSIENT as exc:
                 log.warning("%s: cannot create consumer groups yet (%s)", self.settings.role,
                             type(exc).__name__)
-                await self.sleep_or_stop(1.0)
+                if await self.sleep_or_stop(1.0):
+                    return
 
     async def _consume(self, partition: Partition) -> None:
         consumer = f"{self.name}-p{partition.index}"
