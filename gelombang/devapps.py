@@ -53,7 +53,7 @@ APP_PROCESSES: tuple[AppProcess, ...] = (
     AppProcess("mail-sink", ("mail-sink",), "workers.sandbox.mail_sink", urls=_mail_sink_urls),
     AppProcess("nik-sim", ("nik-sim",), "workers.sandbox.nik_sim", urls=_nik_sim_urls),
     AppProcess("worker-store", ("worker", "store"), "workers.worker_command"),
-    AppProcess("worker-email", ("worker", "email"), "workers.email_worker"),
-    AppProcess("worker-nik", ("worker", "nik"), "workers.nik_worker"),
+    AppProcess("worker-email", ("worker", "email"), "workers.verification.roles"),
+    AppProcess("worker-nik", ("worker", "nik"), "workers.verification.roles"),
     AppProcess("door", ("serve",), "intake.serve_command", urls=_door_urls),
 )

@@ -219,6 +219,8 @@ def test_settings(redis_kind: str, postgres_port: int,
             "hash_key": _random_key(),
             "token_key": _random_key(),
         },
+        # Worker processes a test starts listen for scrapes only where it asks.
+        worker_metrics={"enabled": False},
     )
 
 

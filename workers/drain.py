@@ -38,6 +38,7 @@ from queueing.keys import STORE_GROUP, Partition
 from queueing.redis_client import RedisClient
 from workers import audit_archive
 from workers.handoff import Handoff
+from workers.metrics import WorkerMetrics
 from workers.runtime.connections import (
     TRANSIENT,
 )
@@ -51,6 +52,7 @@ from workers.runtime.consumer import (
 from workers.store import (
     COUNTER_SHARDS,
     QUERIES,
+    STATES,
     Connection,
     add_counts,
     forget_handoffs,
@@ -90,8 +92,9 @@ class DrainWorker:
     """One worker process's drain: the ordered consumer, an outbox sweeper, the audit archive."""
 
     def __init__(self, settings: Settings, redis: RedisClient, pool: asyncpg.Pool,
-                 name: str | None = None) -> None:
+                 name: str | None = None, metrics: WorkerMetrics | None = None) -> None:
         self.settings: DrainSettings = settings.drain
+        self.metrics = metrics
         self.redis = redis
         self.pool = pool
         self.stats = DrainStats()
@@ -104,7 +107,7 @@ class DrainWorker:
                 slots=self.settings.concurrency or partition_count,
                 heartbeat_seconds=self.settings.heartbeat_seconds,
                 retry_max_seconds=self.settings.retry_max_seconds, ordered=True),
-            lambda partition: partition.stream, self, partition_count, name)
+            lambda partition: partition.stream, self, partition_count, name, metrics)
         self.name = self.consumer.name
         self._handoff = Handoff(redis, self.settings.handoff_marker_seconds)
         # Outbox rows whose jobs reached Redis: deleted by the next batch's
@@ -206,6 +209,9 @@ class DrainWorker:
                     raise
                 self.stats.batches += 1
                 self.stats.stored += result.stored
+                if self.metrics is not None:
+                    for state in STATES:
+                        self.metrics.jobs(state, result.counts[state])
                 if result.handoff is None:
                     return
                 try:
@@ -254,6 +260,9 @@ class DrainWorker:
                 _ = pipe.xadd(partition.dead_letters, fields)
             await pipe.execute()
         self.stats.dead_letters += len(dead)
+        if self.metrics is not None:
+            self.metrics.jobs("dead_letter", len(dead))
+            self.metrics.dead_letters(len(dead))
         log.warning("partition %d: %d entries dead-lettered", partition.index, len(dead))
         dead.clear()
 

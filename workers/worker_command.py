@@ -16,6 +16,7 @@ import uvloop
 
 from config.settings import Settings
 from workers.drain import DrainWorker
+from workers.metrics import WorkerMetrics, serve_metrics
 from workers.runtime.connections import connect_worker_redis, create_pool
 from workers.status import drain_status, render_status
 
@@ -62,13 +63,16 @@ async def _store(settings: Settings) -> None:
     redis = connect_worker_redis(settings)
     slots = settings.drain.concurrency or settings.queue.partitions
     pool = await create_pool(settings, slots + 1)
-    worker = DrainWorker(settings, redis, pool)
+    metrics = WorkerMetrics("drain")
+    worker = DrainWorker(settings, redis, pool, metrics=metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         # The handler only sets the event; each loop finishes its batch and exits.
         loop.add_signal_handler(signum, worker.stopping.set)
     try:
-        await worker.run()
+        async with await serve_metrics(metrics, settings.worker_metrics.host,
+                                       settings.worker_metrics.ports("drain")):
+            await worker.run()
     finally:
         await pool.close()
         await redis.aclose()

@@ -137,10 +137,10 @@ async def _nik_outage(ctx: DrillContext) -> None:
         await ctx.simulator("PUT", "/admin/outage", {"on": False})
 
 
-def _tolerance_for_worker(concurrency: int, kills: int) -> int:
+def _tolerance_for_worker(in_hand: int, kills: int) -> int:
     # Jobs in hand when a worker is killed may have been done without being
     # recorded: they are done again (at least once, never zero times).
-    return concurrency * kills
+    return in_hand * kills
 
 
 def drills(settings: Settings) -> dict[str, Drill]:
@@ -159,7 +159,8 @@ def drills(settings: Settings) -> dict[str, Drill]:
         Drill("store-kill", "store worker kill -9 mid-batch, three times",
               _kill_and_restart("worker-store", times=3)),
         Drill("email-kill", "email worker kill -9 mid-job", _kill_and_restart("worker-email"),
-              Tolerance(emails_doubled=_tolerance_for_worker(settings.email.concurrency, 1))),
+              Tolerance(emails_doubled=_tolerance_for_worker(
+                  settings.email.concurrency * settings.email.batch_size, 1))),
         Drill("nik-kill", "NIK worker kill -9 mid-job", _kill_and_restart("worker-nik"),
               Tolerance(nik_checks_doubled=_tolerance_for_worker(settings.nik.concurrency, 1))),
         Drill("postgres-restart", "PostgreSQL fast shutdown and restart mid-drain",

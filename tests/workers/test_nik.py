@@ -13,10 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from gelombang.processes import free_port
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing import breaker_reports
 from queueing.keys import Partition
@@ -210,12 +212,20 @@ async def test_two_worker_processes_stay_under_the_shared_rate(
         settings = nik_settings(drain_settings(test_settings), sim.url,
                                 rate_per_second=float(rate), burst=1, concurrency=8,
                                 timeout_seconds=15.0, claim_idle_seconds=15.0)
+        # Each process serves its metrics on the first free port of the NIK range.
+        first_port = free_port()
+        settings = settings.model_copy(update={"worker_metrics": settings.worker_metrics.
+                                               model_copy(update={"enabled": True,
+                                                                  "nik_port": first_port,
+                                                                  "ports_per_role": 2})})
         async with running_drain(settings):
             with nik_worker_processes(settings, tmp_path, 2) as workers:
                 started = time.monotonic()
                 await eventually(lambda: all_checked(pg, count), within=60, what="all checked")
                 elapsed = time.monotonic() - started
                 assert all(w.poll() is None for w in workers)
+                scraped = [await _verified_counter(sim.session, port)
+                           for port in (first_port, first_port + 1)]
             assert [w.returncode for w in workers] == [0, 0]  # SIGTERM: a clean stop
         stats: dict[str, Any] = await sim.stats()
     # The bucket lets at most burst + rate·t calls start in any t seconds:
@@ -226,6 +236,16 @@ async def test_two_worker_processes_stay_under_the_shared_rate(
     assert elapsed >= (count - 1) / rate - 1  # the limit did slow them down
     logs = await asyncio.to_thread(_read_logs, tmp_path)
     assert "NIK worker" in logs and "Traceback" not in logs
+    assert sum(scraped) == count  # both processes' metrics, over HTTP, add up to the table
+
+
+async def _verified_counter(session: aiohttp.ClientSession, port: int) -> float:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as reply:
+        assert reply.status == 200
+        text = await reply.text()
+    line = 'gelombang_worker_jobs_total{outcome="verified",role="nik"} '
+    [value] = [row[len(line):] for row in text.splitlines() if row.startswith(line)]
+    return float(value)
 
 
 def _read_logs(folder: Path) -> str:

@@ -39,6 +39,7 @@ from redis.exceptions import ResponseError
 
 from queueing.keys import Partition, heartbeat_details, partitions, role_heartbeats
 from queueing.redis_client import RedisClient
+from workers.metrics import WorkerMetrics
 from workers.runtime.acknowledge import Acknowledger
 from workers.runtime.connections import TRANSIENT, consumer_name
 from workers.runtime.leases import PartitionLeases
@@ -106,8 +107,10 @@ class PartitionConsumer:
 
     def __init__(self, redis: RedisClient, settings: ConsumerSettings,
                  stream_of: Callable[[Partition], str], handler: BatchHandler,
-                 partition_count: int, name: str | None = None) -> None:
+                 partition_count: int, name: str | None = None,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.redis = redis
+        self.metrics = metrics
         self.settings = settings
         self.stream_of = stream_of
         self.handler = handler
@@ -317,8 +320,11 @@ class PartitionConsumer:
         return True
 
     async def _run(self, batch: Batch) -> None:
+        started = time.monotonic()
         try:
             await self.handler.handle(batch)
+            if self.metrics is not None:
+                self.metrics.batch(len(batch.entries), time.monotonic() - started)
         except BatchStopped:
             return  # left pending; released idle at the stop
         except Exception as exc:
@@ -395,10 +401,30 @@ class PartitionConsumer:
                     _ = pipe.zcount(beats, time.time() - every * 3, "+inf")
                     *_, live = await pipe.execute()
                 self.leases.set_live_workers(int(live))
+                if self.metrics is not None:
+                    await self._measure_backlog(self.metrics)
             except TRANSIENT as exc:
                 log.warning("%s: heartbeat failed (%s)", self.settings.role, type(exc).__name__)
             if await self.sleep_or_stop(every):
                 return
+
+    async def _measure_backlog(self, metrics: WorkerMetrics) -> None:
+        """Entries waiting in the role's streams, and the oldest one's age.
+
+        Finished entries are trimmed (workers/runtime/acknowledge.py), so a
+        stream's first entry is its oldest unfinished one; its id is its time.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in self.partitions:
+                stream = self.stream_of(partition)
+                _ = pipe.xlen(stream)
+                _ = pipe.xrange(stream, count=1)
+            replies = await pipe.execute()
+        lengths, firsts = replies[0::2], replies[1::2]
+        metrics.backlog(sum(int(length) for length in lengths))
+        oldest_ms = min((int(first[0][0].split(b"-")[0]) for first in firsts if first),
+                        default=None)
+        metrics.oldest_pending(0.0 if oldest_ms is None else time.time() - oldest_ms / 1000)
 
     async def _forget_heartbeat(self) -> None:
         try:

@@ -32,6 +32,7 @@ from queueing.errors import EnvelopeError, SealingError
 from queueing.redis_client import RedisClient
 from queueing.sealing import Sealer
 from queueing.tokens import TokenSigner
+from workers.metrics import WorkerMetrics
 from workers.runtime.consumer import Batch, BatchStopped
 from workers.runtime.retry import backoff_seconds
 from workers.store import Connection
@@ -63,8 +64,9 @@ class EmailVerifier(Verifier):
     role = "email"
 
     def __init__(self, settings: Settings, redis: RedisClient, pool: asyncpg.Pool,
-                 smtp: SmtpPool, limit: SharedRateLimit) -> None:
-        super().__init__(redis, pool)
+                 smtp: SmtpPool, limit: SharedRateLimit,
+                 metrics: WorkerMetrics | None = None) -> None:
+        super().__init__(redis, pool, metrics)
         self.settings = settings.email
         self.base_url = settings.public.base_url
         self.smtp = smtp
@@ -93,6 +95,7 @@ class EmailVerifier(Verifier):
                 dead.append(DeadJob(job.entry_id, "registration not stored", job.registration_id))
             elif row["state"] != "accepted" or row["email_verification"] != "pending":
                 done.append(job.entry_id)  # done before (a repeated job), or never to be sent
+                self.count("skipped")
             elif left.get(job.registration_id) == SENT:
                 already_sent.append(job)
             else:
@@ -155,6 +158,7 @@ class EmailVerifier(Verifier):
             await self.finish(batch, finished, dead)
             if not again:
                 return
+            self.count("retried", sum(r.outcome == "unsent" for r in results))
             round_number += 1
             delay = backoff_seconds(round_number, self.settings.retry_base_seconds,
                                     self.settings.retry_max_seconds)
@@ -184,14 +188,18 @@ class EmailVerifier(Verifier):
         states = [state for _, state, _ in tried]
         errors = [error[:200] or None for _, _, error in tried]
 
-        async def write(connection: Connection) -> None:
-            await connection.fetchrow(QUERIES["record_email_outcomes"], ids, states, errors,
-                                      counter_shard())
+        async def write(connection: Connection) -> asyncpg.Record | None:
+            return await connection.fetchrow(QUERIES["record_email_outcomes"], ids, states,
+                                             errors, counter_shard())
 
-        await self.record(batch, write, {message.job.registration_id: SENT
-                                         for message, state, _ in tried if state == "sent"})
+        row = await self.record(batch, write, {message.job.registration_id: SENT
+                                               for message, state, _ in tried
+                                               if state == "sent"})
         self.count("sent", states.count("sent"))
         self.count("failed", states.count("failed"))
+        self.count("retried", states.count("deferred"))
+        if row is not None:
+            self.waited(row["waited"])
 
 
 async def close_quietly(smtp: SmtpPool) -> None:

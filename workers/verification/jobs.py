@@ -33,6 +33,7 @@ from asyncpg.pgproto.pgproto import UUID as WireUUID
 
 from queueing.redis_client import RedisClient
 from workers.handoff import JOB_FIELD
+from workers.metrics import OUTCOMES, WorkerMetrics
 from workers.runtime.connections import TRANSIENT
 from workers.runtime.consumer import Batch, BatchStopped, PartitionConsumer
 from workers.store import COUNTER_SHARDS, Connection
@@ -78,9 +79,11 @@ class Verifier:
 
     role = ""
 
-    def __init__(self, redis: RedisClient, pool: asyncpg.Pool) -> None:
+    def __init__(self, redis: RedisClient, pool: asyncpg.Pool,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.redis = redis
         self.pool = pool
+        self.metrics = metrics
         self.consumer: PartitionConsumer | None = None
         self.counts: dict[str, int] = {}
 
@@ -95,9 +98,17 @@ class Verifier:
         return self.consumer
 
     def count(self, what: str, amount: int = 1) -> None:
-        """Count something done, for the heartbeat and the logs."""
-        if amount:
-            self.counts[what] = self.counts.get(what, 0) + amount
+        """Count something done, for the heartbeat, the logs and the metrics."""
+        if not amount:
+            return
+        self.counts[what] = self.counts.get(what, 0) + amount
+        if self.metrics is not None and what in OUTCOMES[self.metrics.role]:
+            self.metrics.jobs(what, amount)
+
+    def waited(self, seconds: Sequence[float]) -> None:
+        """Registration to final outcome, for each registration a batch moved on."""
+        if self.metrics is not None and seconds:
+            self.metrics.verified_after(seconds)
 
     async def idle(self, partition: Any) -> None:
         """Nothing to do between reads."""
@@ -174,7 +185,9 @@ class Verifier:
         if dead:
             await self.runtime.until_done(lambda: self._dead_letter(batch, dead),
                                           f"{self.role}: dead-lettering {len(dead)} jobs")
-            self.count("dead_letters", len(dead))
+            self.count("dead_letter", len(dead))
+            if self.metrics is not None:
+                self.metrics.dead_letters(len(dead))
             log.warning("%s, partition %d: %d jobs dead-lettered (%s)", self.role,
                         batch.partition.index, len(dead),
                         ", ".join(sorted({job.reason for job in dead})))

@@ -33,6 +33,7 @@ from queueing.envelope import PersonalData, open_sealed
 from queueing.errors import EnvelopeError, SealingError
 from queueing.redis_client import RedisClient
 from queueing.sealing import Sealer
+from workers.metrics import WorkerMetrics
 from workers.runtime.consumer import Batch, BatchStopped
 from workers.runtime.retry import backoff_seconds
 from workers.store import Connection
@@ -53,8 +54,9 @@ class NikVerifier(Verifier):
     role = "nik"
 
     def __init__(self, settings: Settings, redis: RedisClient, pool: asyncpg.Pool,
-                 client: NikClient, limit: SharedRateLimit, breaker: CircuitBreaker) -> None:
-        super().__init__(redis, pool)
+                 client: NikClient, limit: SharedRateLimit, breaker: CircuitBreaker,
+                 metrics: WorkerMetrics | None = None) -> None:
+        super().__init__(redis, pool, metrics)
         self.settings = settings.nik
         self.client = client
         self.limit = limit
@@ -120,6 +122,7 @@ class NikVerifier(Verifier):
                 dead.append(DeadJob(job.entry_id, "registration not stored", job.registration_id))
             elif row["state"] != "accepted" or row["nik_verification"] != "pending":
                 done.append(job.entry_id)  # done before (a repeated job), or never to be asked
+                self.count("skipped")
             elif row["cached"] is not None:
                 self.count("cache_hits")
                 known.append((job, row["nik_hash"], row["cached"]))
@@ -141,12 +144,14 @@ class NikVerifier(Verifier):
         hashes = [nik_hash for _, nik_hash, _ in known]
         outcomes = [outcome for _, _, outcome in known]
 
-        async def write(connection: Connection) -> None:
-            await connection.fetchrow(QUERIES["record_nik_outcomes"], ids, hashes, outcomes,
-                                      counter_shard())
+        async def write(connection: Connection) -> asyncpg.Record | None:
+            return await connection.fetchrow(QUERIES["record_nik_outcomes"], ids, hashes,
+                                             outcomes, counter_shard())
 
-        await self.record(batch, write, {job.registration_id: outcome.encode()
-                                         for job, _, outcome in known})
+        row = await self.record(batch, write, {job.registration_id: outcome.encode()
+                                               for job, _, outcome in known})
+        if row is not None:
+            self.waited(row["waited"])
         for outcome in outcomes:
             self.count(outcome)
 
@@ -171,6 +176,7 @@ class NikVerifier(Verifier):
                 log.error("NIK API refused the request (%s); marked failed", refusal)
                 return "failed"
             except NikUnavailable as failure:
+                self.count("retried")
                 if failure.busy:
                     # Full, not down: pause every call of this process as asked.
                     self.breaker.succeeded()

@@ -41,6 +41,7 @@ class SharedRateLimit:
         self.rate = float(rate)
         self._args = (repr(self.rate), int(burst))
         self.service = service
+        self.reserved = 0  # tokens this process took, for the outbound-rate metric
 
     def most_per_reservation(self) -> int:
         """The most tokens one reservation takes: a quarter of a second's worth."""
@@ -53,6 +54,7 @@ class SharedRateLimit:
         while True:
             try:
                 level = float(await self._script.run((self._key,), (*self._args, count)))
+                self.reserved += count
                 break
             except TRANSIENT as exc:
                 log.warning("%s rate limit: Redis unavailable (%s); waiting",

@@ -16,16 +16,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import uvloop
 
-from config.settings import Settings
+from config.settings import Settings, WorkerRole
 from queueing import breaker_reports
 from queueing.keys import Partition
 from queueing.redis_client import RedisClient
+from workers.metrics import WorkerMetrics, serve_metrics
 from workers.runtime.connections import TRANSIENT, connect_worker_redis, create_pool
 from workers.runtime.consumer import ConsumerSettings, PartitionConsumer
 from workers.verification.breaker import CircuitBreaker
@@ -40,6 +42,7 @@ log = logging.getLogger("gelombang.verification")
 
 # Back-off ceiling while PostgreSQL or Redis is away.
 RETRY_MAX_SECONDS = 10.0
+OUTBOUND_SAMPLE_SECONDS = 5.0
 
 
 def register_role(roles: Any) -> None:
@@ -74,6 +77,7 @@ class RunningRole:
 
     verifier: Verifier
     consumer: PartitionConsumer
+    limit: SharedRateLimit
 
 
 def consumer_settings(settings: Settings, role: str) -> ConsumerSettings:
@@ -94,7 +98,8 @@ def consumer_settings(settings: Settings, role: str) -> ConsumerSettings:
 
 
 @contextlib.asynccontextmanager
-async def running_role(settings: Settings, role: str) -> AsyncIterator[RunningRole]:
+async def running_role(settings: Settings, role: str, metrics: WorkerMetrics | None = None
+                       ) -> AsyncIterator[RunningRole]:
     """The role's verifier and consumer, connected; closed after the block."""
     redis = connect_worker_redis(settings)
     pool = await create_pool(settings, getattr(settings, role).pg_connections)
@@ -105,19 +110,20 @@ async def running_role(settings: Settings, role: str) -> AsyncIterator[RunningRo
         smtp = SmtpPool(settings.email)
         limit = SharedRateLimit(redis, "smtp", settings.email.rate_per_second,
                                 max(1, int(settings.email.rate_per_second)))
-        verifier = EmailVerifier(settings, redis, pool, smtp, limit)
+        verifier = EmailVerifier(settings, redis, pool, smtp, limit, metrics)
     else:
         nik = settings.nik
         client = NikClient(nik)
-        verifier = NikVerifier(settings, redis, pool, client,
-                               SharedRateLimit(redis, "nik", nik.rate_per_second, nik.burst),
-                               CircuitBreaker(nik.breaker_failures, nik.breaker_open_seconds))
+        limit = SharedRateLimit(redis, "nik", nik.rate_per_second, nik.burst)
+        verifier = NikVerifier(settings, redis, pool, client, limit,
+                               CircuitBreaker(nik.breaker_failures, nik.breaker_open_seconds),
+                               metrics)
     consumer = PartitionConsumer(redis, consumer_settings(settings, role),
                                  lambda partition: Partition.verification(partition, role),
-                                 verifier, settings.queue.partitions)
+                                 verifier, settings.queue.partitions, metrics=metrics)
     verifier.bind(consumer)
     try:
-        yield RunningRole(verifier, consumer)
+        yield RunningRole(verifier, consumer, limit)
     finally:
         if smtp is not None:
             await close_quietly(smtp)
@@ -130,23 +136,43 @@ async def running_role(settings: Settings, role: str) -> AsyncIterator[RunningRo
 async def consume(running: RunningRole) -> None:
     """Run the consumer until stopped (the NIK role publishes its breaker meanwhile)."""
     verifier, consumer = running.verifier, running.consumer
-    if not isinstance(verifier, NikVerifier):
-        await consumer.run()
-        return
-    reporting = asyncio.create_task(report_breaker(verifier.redis, verifier.breaker,
-                                                   consumer.name))
+    helpers = []
+    if verifier.metrics is not None:
+        helpers.append(asyncio.create_task(sample_outbound(running, verifier.metrics)))
+    if isinstance(verifier, NikVerifier):
+        helpers.append(asyncio.create_task(report_breaker(verifier.redis, verifier.breaker,
+                                                          consumer.name)))
     try:
         await consumer.run()
     finally:
-        reporting.cancel()
-        await asyncio.gather(reporting, return_exceptions=True)
-        with contextlib.suppress(*TRANSIENT):
-            await breaker_reports.withdraw(verifier.redis, "nik", consumer.name)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if isinstance(verifier, NikVerifier):
+            with contextlib.suppress(*TRANSIENT):
+                await breaker_reports.withdraw(verifier.redis, "nik", consumer.name)
+
+
+async def sample_outbound(running: RunningRole, metrics: WorkerMetrics) -> None:
+    """Every few seconds: this process's outbound call rate against the shared limit,
+    and the NIK breaker's state."""
+    taken, at = running.limit.reserved, time.monotonic()
+    while True:
+        await asyncio.sleep(OUTBOUND_SAMPLE_SECONDS)
+        now = time.monotonic()
+        metrics.outbound((running.limit.reserved - taken) / (now - at), running.limit.rate)
+        taken, at = running.limit.reserved, now
+        if isinstance(running.verifier, NikVerifier):
+            metrics.breaker(running.verifier.breaker.current_state().value)
 
 
 async def serve(settings: Settings, role: str) -> None:
-    """Run one verification worker until SIGTERM/SIGINT."""
-    async with running_role(settings, role) as running:
+    """Run one verification worker until SIGTERM/SIGINT, its metrics on their own port."""
+    worker_role: WorkerRole = "email" if role == "email" else "nik"
+    metrics = WorkerMetrics(worker_role)
+    exporter = await serve_metrics(metrics, settings.worker_metrics.host,
+                                   settings.worker_metrics.ports(worker_role))
+    async with exporter, running_role(settings, role, metrics) as running:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, running.consumer.stopping.set)
