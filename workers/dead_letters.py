@@ -54,7 +54,7 @@ class ServiceFailed(DeadLetterError):
 
     def __init__(self, service: str, cause: BaseException) -> None:
         detail = " ".join(str(cause).split())[:200]  # one line
-        super().__init__(f"{service} unavailable ({type(cause).__name__}"
+        super().__init__(f"{service} failed ({type(cause).__name__}"
                          f"{': ' + detail if detail else ''})")
         self.service = service
 
