@@ -250,7 +250,8 @@ async def test_drop_removes_the_entry_and_its_record(
     kept = await dead_intake(redis_client, pg, Partition(0), b"sealed b", "17-1")
     await dead_job(redis_client, Partition(1), "email", uuid.uuid4().bytes)
 
-    one = await cli(test_settings, tmp_path, "drop", "--id", dropped, "--yes")
+    one = await cli(test_settings, tmp_path, "drop", "--id", dropped, "--partition", "0",
+                    "--yes")
     assert one.returncode == 0, one.stderr
     assert one.stdout.strip() == "dropped 1 dead letters (intake 1); 1 PostgreSQL records removed"
     assert [i.decode() for i, _ in await stream_range(redis_client, Partition(0).dead_letters)
@@ -269,8 +270,34 @@ async def test_drop_removes_the_entry_and_its_record(
     trail = await audit_trail(redis_client)
     assert [action for action, _ in trail] == [b"dead_letters.drop.start",
                                               b"dead_letters.drop.done"] * 2
-    assert trail[0][1]["ids"] == [dropped]
+    assert (trail[0][1]["ids"], trail[0][1]["partitions"]) == ([dropped], [0])
     assert (trail[1][1]["done"], trail[3][1]["done"]) == (1, 2)
+
+
+async def test_an_id_on_two_partitions_needs_a_partition(
+    pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings, tmp_path: Path,
+) -> None:
+    # Dead streams are separate: two partitions' letters often share an id (one millisecond).
+    for index in (0, 1):
+        await redis_client.xadd(Partition(index).dead_letters, {
+            "entry": "1-0", "stream": Partition(index).verification("email"), "reason": "r",
+            "r": uuid.uuid4().bytes}, id="1700000000000-0")
+
+    ambiguous = await cli(test_settings, tmp_path, "replay", "--id", "1700000000000-0")
+    chosen = await cli(test_settings, tmp_path, "replay", "--id", "1700000000000-0",
+                       "--partition", "1")
+
+    assert ambiguous.returncode == 1
+    assert ambiguous.stderr.strip() == (
+        "gelombang dead-letters: 1700000000000-0 is on the dead streams of partitions 0, 1:"
+        " name one with --partition")
+    assert chosen.returncode == 0, chosen.stderr
+    assert len(await stream_range(redis_client, Partition(0).dead_letters)) == 1
+    assert await stream_range(redis_client, Partition(1).dead_letters) == []
+    assert await stream_range(redis_client, Partition(0).verification("email")) == []
+    assert len(await stream_range(redis_client, Partition(1).verification("email"))) == 1
+    # The refused run changed nothing, so it left no audit entry; the other left two.
+    assert len(await audit_trail(redis_client)) == 2
 
 
 async def test_drop_without_yes_changes_nothing(
