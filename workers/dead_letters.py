@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -162,7 +162,7 @@ class Outcome:
     by_kind: Counter[str] = field(default_factory=Counter)  # done, per kind
 
     def report(self) -> dict[str, Any]:
-        """The counts, for the audit trail and --json."""
+        """The counts, for the audit trail."""
         return {"selected": self.selected, "done": self.done, "gone": self.gone,
                 "skipped": self.skipped, "rows_deleted": self.rows_deleted,
                 "by_kind": dict(sorted(self.by_kind.items()))}
@@ -203,7 +203,7 @@ async def count_upper_bound(redis: RedisClient, selection: Selection) -> int:
 
 
 async def _partition_pages(redis: RedisClient, partition: Partition, selection: Selection,
-                           page_size: int) -> AsyncIterator[list[DeadLetter]]:
+                           page_size: int) -> AsyncGenerator[list[DeadLetter], None]:
     stream = partition.dead_letters
     if selection.ids:
         for dead_id in selection.ids:
@@ -229,14 +229,16 @@ async def scan(redis: RedisClient, selection: Selection, page_size: int = PAGE_S
     each page with how many entries were read for it (selected or not)."""
     remaining = selection.limit
     for partition in selection.selected_partitions():
-        async for page in _partition_pages(redis, partition, selection, page_size):
-            chosen = [letter for letter in page if selection.matches(letter)]
-            if remaining is not None:
-                chosen = chosen[:remaining]
-                remaining -= len(chosen)
-            yield chosen, len(page)
-            if remaining == 0:
-                return
+        pages = _partition_pages(redis, partition, selection, page_size)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                chosen = [letter for letter in page if selection.matches(letter)]
+                if remaining is not None:
+                    chosen = chosen[:remaining]
+                    remaining -= len(chosen)
+                yield chosen, len(page)
+                if remaining == 0:
+                    return
 
 
 async def list_letters(redis: RedisClient, selection: Selection) -> list[DeadLetter]:

@@ -95,7 +95,7 @@ def _selection(args: argparse.Namespace, settings: Settings) -> Selection:
     for index in args.partition or ():
         if not 0 <= index < count:
             raise DeadLetterError(f"no partition {index}: partitions are 0-{count - 1}")
-    ids = tuple(getattr(args, "ids", None) or ())
+    ids = tuple(dict.fromkeys(getattr(args, "ids", None) or ()))  # each once, in order
     for dead_id in ids:
         first, _, second = dead_id.partition("-")
         if not (first.isdigit() and second.isdigit()):

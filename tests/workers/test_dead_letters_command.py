@@ -71,6 +71,7 @@ async def audit_trail(redis: RedisClient) -> list[tuple[bytes, dict[str, Any]]]:
 
 
 async def records(pg: asyncpg.Connection) -> list[tuple[str, str]]:
+    """(stream, entry id) of every dead_letters row."""
     return [(row[0], row[1]) for row in
             await pg.fetch("SELECT stream, entry_id FROM dead_letters ORDER BY entry_id")]
 
