@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "migrate": "workers.migrate_command",
     "worker": "workers.worker_command",
     "blacklist": "workers.blacklist_command",
+    "dead-letters": "workers.dead_letters_command",
     "keys": "workers.keys_command",
     "mail-sink": "workers.sandbox.mail_sink",
     "nik-sim": "workers.sandbox.nik_sim",
