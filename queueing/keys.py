@@ -137,6 +137,16 @@ class Partition:
         """The stream of verification jobs of one kind (`email`, `nik`)."""
         return f"{PREFIX}:{self.tag}:verify:{kind}"
 
+    def verification_priority(self, kind: str) -> str:
+        """The priority lane of one kind: jobs of registrants who are waiting (a resend,
+        a status page polled), served before the backlog."""
+        return f"{PREFIX}:{self.tag}:verify:{kind}:priority"
+
+    def priority_hold(self, kind: str, registration_id: bytes) -> str:
+        """Set while a registration's job is in the priority lane (or was resent lately):
+        one priority job per registration and kind at a time."""
+        return f"{PREFIX}:{self.tag}:verify:{kind}:hold:{registration_id.hex()}"
+
     def verification_outcomes(self, kind: str) -> str:
         """Outcomes an outside service gave that PostgreSQL has not recorded yet (a hash).
 
@@ -160,6 +170,16 @@ def partition_for_idempotency_key(key: str, count: int) -> int:
     """The partition owning an Idempotency-Key: the same for every door process."""
     # crc32 rather than hash(): Python's str hash is randomised per process.
     return zlib.crc32(key.encode()) % count
+
+
+def partition_for_registration(registration_id: bytes, count: int) -> int:
+    """The partition whose priority lanes take a registration's jobs.
+
+    Any partition would do (a job names its registration, whose row is read
+    from PostgreSQL); the id's random tail spreads them. A UUIDv7's first
+    bytes are its time, so they would not.
+    """
+    return int.from_bytes(registration_id[-4:], "big") % count
 
 
 def partition_for_digest(digest: bytes, count: int) -> int:
