@@ -87,6 +87,8 @@ class Batch:
     reclaimed: bool
     # How often each reclaimed entry was delivered (filled for ordered roles).
     deliveries: dict[bytes, int] = field(default_factory=dict)
+    # The consumer that read it (a role may run several: a backlog and a priority lane).
+    owner: PartitionConsumer | None = None
 
 
 class BatchHandler(Protocol):
@@ -108,7 +110,8 @@ class PartitionConsumer:
     def __init__(self, redis: RedisClient, settings: ConsumerSettings,
                  stream_of: Callable[[Partition], str], handler: BatchHandler,
                  partition_count: int, name: str | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None,
+                 stopping: asyncio.Event | None = None) -> None:
         self.redis = redis
         self.metrics = metrics
         self.settings = settings
@@ -116,7 +119,8 @@ class PartitionConsumer:
         self.handler = handler
         self.partitions = partitions(partition_count)
         self.name = name or consumer_name()
-        self.stopping = asyncio.Event()
+        # Shared by the consumers of one process, so one signal stops them all.
+        self.stopping = stopping or asyncio.Event()
         self.started_at = time.time()
         self._slots = asyncio.Semaphore(settings.slots)
         self._acknowledger = Acknowledger(redis)
@@ -148,6 +152,9 @@ class PartitionConsumer:
 
     async def acknowledge(self, batch: Batch, entry_ids: list[bytes]) -> None:
         """Acknowledge (and trim) finished entries; retried through a Redis outage."""
+        if batch.owner is not None and batch.owner is not self:
+            await batch.owner.acknowledge(batch, entry_ids)
+            return
         if not entry_ids:
             return
         await self.until_done(
@@ -267,7 +274,8 @@ class PartitionConsumer:
                     count=self.settings.batch_size, block=self.settings.block_ms)
                 entries = list(reply[0][1]) if reply else []
                 if entries:
-                    batch = Batch(partition, stream, consumer, entries, reclaimed=False)
+                    batch = Batch(partition, stream, consumer, entries, reclaimed=False,
+                                  owner=self)
                 else:
                     await self.handler.idle(partition)
         except TRANSIENT as exc:
@@ -298,7 +306,7 @@ class PartitionConsumer:
             return None
         log.info("%s, partition %d: reclaimed %d entries", self.settings.role, partition.index,
                  len(claimed))
-        batch = Batch(partition, stream, consumer, claimed, reclaimed=True)
+        batch = Batch(partition, stream, consumer, claimed, reclaimed=True, owner=self)
         if self.settings.ordered:
             pending: Any = await self.redis.xpending_range(
                 stream, self.settings.group, min=claimed[0][0], max=claimed[-1][0],

@@ -93,8 +93,11 @@ class EmailVerifier(Verifier):
             row = rows.get(job.registration_id)
             if row is None:
                 dead.append(DeadJob(job.entry_id, "registration not stored", job.registration_id))
-            elif row["state"] != "accepted" or row["email_verification"] != "pending":
-                done.append(job.entry_id)  # done before (a repeated job), or never to be sent
+            elif (row["state"] != "accepted" or row["email_verification"] != "pending"
+                  or job.registration_id in self.in_flight):
+                # Done before (a repeated job), never to be sent, or being sent
+                # now for its other job (priority lane and backlog).
+                done.append(job.entry_id)
                 self.count("skipped")
             elif left.get(job.registration_id) == SENT:
                 already_sent.append(job)
@@ -111,7 +114,12 @@ class EmailVerifier(Verifier):
             await self.forget_outcomes(batch, [job.registration_id for job in already_sent])
             done += [job.entry_id for job in already_sent]
         await self.finish(batch, done, dead)
-        await self._send_until_done(batch, messages)
+        ids = {message.job.registration_id for message in messages}
+        self.in_flight |= ids
+        try:
+            await self._send_until_done(batch, messages)
+        finally:
+            self.in_flight -= ids
 
     def _message(self, job: Job, row: asyncpg.Record) -> Message | None:
         try:

@@ -86,6 +86,9 @@ class Verifier:
         self.metrics = metrics
         self.consumer: PartitionConsumer | None = None
         self.counts: dict[str, int] = {}
+        # Registrations whose job this process is working on: a second job for
+        # one (its priority job beside its backlog job) is finished by the first.
+        self.in_flight: set[bytes] = set()
 
     def bind(self, consumer: PartitionConsumer) -> None:
         """The consumer that feeds this verifier (its stop, retries, acknowledgement)."""

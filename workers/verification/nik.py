@@ -82,6 +82,17 @@ class NikVerifier(Verifier):
         rows = await self.load(QUERIES["nik_jobs"], jobs)
         left = await self.left_outcomes(batch, jobs)
         done, known, to_ask = self._sort(jobs, rows, left, dead)
+        ids = {job.registration_id for job, _, _ in to_ask}
+        self.in_flight |= ids
+        try:
+            await self._ask_and_record(batch, to_ask, known, left, done, dead)
+        finally:
+            self.in_flight -= ids
+
+    async def _ask_and_record(self, batch: Batch, to_ask: Sequence[tuple[Job, bytes,
+                                                                        PersonalData]],
+                              known: list[tuple[Job, bytes, str]], left: Mapping[bytes, bytes],
+                              done: list[bytes], dead: list[DeadJob]) -> None:
         asked = await asyncio.gather(*(self._ask(person) for _, _, person in to_ask),
                                      return_exceptions=True)
         stopped = False
@@ -120,8 +131,11 @@ class NikVerifier(Verifier):
             left_outcome = left.get(job.registration_id, b"").decode()
             if row is None:
                 dead.append(DeadJob(job.entry_id, "registration not stored", job.registration_id))
-            elif row["state"] != "accepted" or row["nik_verification"] != "pending":
-                done.append(job.entry_id)  # done before (a repeated job), or never to be asked
+            elif (row["state"] != "accepted" or row["nik_verification"] != "pending"
+                  or job.registration_id in self.in_flight):
+                # Done before (a repeated job), never to be asked, or being asked
+                # now for its other job (priority lane and backlog).
+                done.append(job.entry_id)
                 self.count("skipped")
             elif row["cached"] is not None:
                 self.count("cache_hits")

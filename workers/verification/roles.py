@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -43,6 +44,9 @@ log = logging.getLogger("gelombang.verification")
 # Back-off ceiling while PostgreSQL or Redis is away.
 RETRY_MAX_SECONDS = 10.0
 OUTBOUND_SAMPLE_SECONDS = 5.0
+# The priority lane's batches: a few registrants at a time, two batches in hand.
+PRIORITY_BATCH_SIZE = 20
+PRIORITY_SLOTS = 2
 
 
 def register_role(roles: Any) -> None:
@@ -76,12 +80,20 @@ class RunningRole:
     """A verification role's parts, for the runner and the tests."""
 
     verifier: Verifier
-    consumer: PartitionConsumer
+    consumer: PartitionConsumer  # the backlog's; its `stopping` stops both
     limit: SharedRateLimit
+    priority: PartitionConsumer
+
+
+def priority_settings(backlog: ConsumerSettings) -> ConsumerSettings:
+    """The priority lane's consumer: small batches, few of them, its own leases."""
+    return dataclasses.replace(backlog, role=f"{backlog.role}-priority",
+                               batch_size=min(backlog.batch_size, PRIORITY_BATCH_SIZE),
+                               slots=PRIORITY_SLOTS)
 
 
 def consumer_settings(settings: Settings, role: str) -> ConsumerSettings:
-    """How the role consumes its streams."""
+    """How the role consumes its backlog streams."""
     if role == "email":
         email = settings.email
         return ConsumerSettings(
@@ -118,12 +130,21 @@ async def running_role(settings: Settings, role: str, metrics: WorkerMetrics | N
         verifier = NikVerifier(settings, redis, pool, client, limit,
                                CircuitBreaker(nik.breaker_failures, nik.breaker_open_seconds),
                                metrics)
-    consumer = PartitionConsumer(redis, consumer_settings(settings, role),
+    backlog = consumer_settings(settings, role)
+    consumer = PartitionConsumer(redis, backlog,
                                  lambda partition: Partition.verification(partition, role),
                                  verifier, settings.queue.partitions, metrics=metrics)
+    # Registrants who wait (a resend, a status page polled) are served from
+    # their own streams, read beside the backlog's: a job there is picked up
+    # at once, whatever the backlog holds.
+    priority = PartitionConsumer(
+        redis, priority_settings(backlog),
+        lambda partition: Partition.verification_priority(partition, role), verifier,
+        settings.queue.partitions, name=f"{consumer.name}-priority",
+        stopping=consumer.stopping)
     verifier.bind(consumer)
     try:
-        yield RunningRole(verifier, consumer, limit)
+        yield RunningRole(verifier, consumer, limit, priority)
     finally:
         if smtp is not None:
             await close_quietly(smtp)
@@ -143,7 +164,7 @@ async def consume(running: RunningRole) -> None:
         helpers.append(asyncio.create_task(report_breaker(verifier.redis, verifier.breaker,
                                                           consumer.name)))
     try:
-        await consumer.run()
+        await asyncio.gather(consumer.run(), running.priority.run())
     finally:
         for task in helpers:
             task.cancel()

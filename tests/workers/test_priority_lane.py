@@ -1,0 +1,86 @@
+"""The priority lane: a registrant who waits is served before a verification backlog."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from loadtest.registrants import RegistrantFactory
+from queueing.keys import Partition, partition_for_registration
+from tests.workers.verification_backlog import stored_backlog
+from tests.workers.verification_helpers import (
+    email_settings,
+    eventually,
+    mail_sink,
+    received_mail,
+    running_email_worker,
+    states,
+)
+from workers.handoff import JOB_FIELD
+
+BACKLOG = 20_000
+# The relay's limit: the backlog lasts far longer than the test waits.
+RATE = 200.0
+
+
+async def test_a_priority_job_is_sent_within_seconds_behind_a_backlog(
+        pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+        registrants: RegistrantFactory, tmp_path: Path) -> None:
+    envelopes = await stored_backlog(pg, redis_client, test_settings, registrants, BACKLOG + 1)
+    # The last one has its backlog job at the very end of its stream too.
+    waiting = envelopes[-1]
+    rid = uuid.UUID(bytes=waiting.registration_id)
+    async with mail_sink(tmp_path) as (sink, port):
+        settings = email_settings(test_settings, port, rate_per_second=RATE)
+        async with running_email_worker(settings) as worker:
+            await eventually(lambda: _sent_some(worker.verifier.sent), what="backlog going")
+            lane = Partition(partition_for_registration(waiting.registration_id,
+                                                        settings.queue.partitions))
+            asked = time.monotonic()
+            await redis_client.xadd(lane.verification_priority("email"),
+                                    {JOB_FIELD: waiting.registration_id})
+            await eventually(lambda: _state_is_sent(pg, rid), within=5.0,
+                             what="the waiting registrant's email")
+            waited = time.monotonic() - asked
+            sent_meanwhile = worker.verifier.sent
+        backlog_left = BACKLOG - sink.received
+    assert waited < 5.0
+    assert backlog_left > BACKLOG // 2  # the backlog was far from done: it was jumped
+    assert rid in {mail.registration_id for mail in received_mail(tmp_path)
+                   if mail.registration_id == rid}
+    assert sent_meanwhile < BACKLOG
+
+
+async def _sent_some(sent: int) -> bool:
+    return sent > 0
+
+
+async def _state_is_sent(pg: asyncpg.Connection, rid: uuid.UUID) -> bool:
+    row = await pg.fetchval(
+        "SELECT email_verification::text FROM registrations WHERE registration_id = $1", rid)
+    return bool(row == "sent")
+
+
+async def test_the_backlog_job_of_a_registration_sent_from_the_lane_sends_nothing_more(
+        pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+        registrants: RegistrantFactory, tmp_path: Path) -> None:
+    envelopes = await stored_backlog(pg, redis_client, test_settings, registrants, 3)
+    lane_ids = [e.registration_id for e in envelopes]
+    async with mail_sink(tmp_path) as (sink, port):
+        settings = email_settings(test_settings, port)
+        for rid in lane_ids:  # each also has its backlog job
+            lane = Partition(partition_for_registration(rid, settings.queue.partitions))
+            await redis_client.xadd(lane.verification_priority("email"), {JOB_FIELD: rid})
+        async with running_email_worker(settings) as worker:
+            await eventually(lambda: _jobs_done(worker.verifier.counts, 6), what="six jobs")
+        assert sink.received == 3
+    assert set((await states(pg, "email_verification")).values()) == {"sent"}
+
+
+async def _jobs_done(counts: dict[str, int], wanted: int) -> bool:
+    return counts.get("jobs", 0) >= wanted
