@@ -139,9 +139,14 @@ class DrainSettings(_Section):
     # How long a handed-off job's marker stays in Redis: a relay repeated
     # within this window is a no-op.
     handoff_marker_seconds: int = Field(ge=60)
-    # Outbox rows older than this are relayed by any worker (their own
-    # worker died between commit and hand-off).
+    # How often each worker refills the verification streams from the outbox:
+    # rows the window held back, and rows at least this old whose own worker
+    # died between commit and hand-off.
     outbox_sweep_seconds: float = Field(gt=0)
+    # The most jobs one partition's stream of one kind holds in Redis; the
+    # rest of a verification backlog waits in PostgreSQL (workers/handoff.py).
+    # 0: no limit.
+    verification_window: int = Field(default=50_000, ge=0)
     # Back-off after PostgreSQL or Redis errors: doubles up to this.
     retry_max_seconds: float = Field(gt=0)
 

@@ -156,9 +156,10 @@ class Partition:
         """
         return f"{PREFIX}:{self.tag}:verify:{kind}:outcomes"
 
-    def handoff(self, handoff_id: int) -> str:
-        """The marker that an outbox row's jobs were handed off (makes a repeat a no-op)."""
-        return f"{PREFIX}:{self.tag}:handoff:{handoff_id}"
+    def handoff(self, handoff_id: int, kind: str) -> str:
+        """The marker that an outbox row's jobs of one kind were handed off (makes a
+        repeat a no-op)."""
+        return f"{PREFIX}:{self.tag}:handoff:{handoff_id}:{kind}"
 
 
 def partitions(count: int) -> tuple[Partition, ...]:

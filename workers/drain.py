@@ -37,7 +37,7 @@ from queueing.errors import EnvelopeError
 from queueing.keys import STORE_GROUP, Partition
 from queueing.redis_client import RedisClient
 from workers import audit_archive
-from workers.handoff import Handoff
+from workers.handoff import KINDS, Handoff
 from workers.metrics import WorkerMetrics
 from workers.runtime.connections import (
     TRANSIENT,
@@ -56,15 +56,16 @@ from workers.store import (
     Connection,
     add_counts,
     forget_handoffs,
-    hand_off_stale,
+    mark_handoffs,
+    refill,
     store_batch,
 )
 
 log = logging.getLogger("gelombang.drain")
 
-# Outbox rows relayed per sweeper transaction: each holds a batch's ids
-# (drain.batch_size, 500 by default), so 20 rows are ~20,000 jobs at most.
-STALE_HANDOFF_LIMIT: Final = 20
+# Outbox rows relayed per refill transaction: each holds a batch's ids
+# (drain.batch_size, 500 by default), so 20 rows are ~10,000 jobs at most.
+REFILL_ROWS: Final = 20
 
 
 
@@ -109,7 +110,8 @@ class DrainWorker:
                 retry_max_seconds=self.settings.retry_max_seconds, ordered=True),
             lambda partition: partition.stream, self, partition_count, name, metrics)
         self.name = self.consumer.name
-        self._handoff = Handoff(redis, self.settings.handoff_marker_seconds)
+        self._handoff = Handoff(redis, self.settings.handoff_marker_seconds,
+                                self.settings.verification_window)
         # Outbox rows whose jobs reached Redis: deleted by the next batch's
         # statement (no round trip or commit of their own), or when idle. One
         # left behind by a crash is relayed again by a sweeper, adding nothing.
@@ -122,7 +124,8 @@ class DrainWorker:
 
     async def run(self) -> None:
         """Drain until `stopping` is set; the batch in hand is finished first."""
-        helpers = [asyncio.create_task(self._sweep()), asyncio.create_task(self._archive_audit())]
+        helpers = [asyncio.create_task(self._refill()),
+                   asyncio.create_task(self._archive_audit())]
         log.info("drain worker %s started: %d partitions, %d slots", self.name,
                  len(self.consumer.partitions), self.consumer.settings.slots)
         try:
@@ -215,13 +218,18 @@ class DrainWorker:
                 if result.handoff is None:
                     return
                 try:
-                    await self._handoff.hand_off([result.handoff])
+                    handed = await self._handoff.relay([result.handoff])
                 except TRANSIENT as exc:
-                    # The jobs are safe in the outbox; the sweeper relays them.
+                    # The jobs are safe in the outbox; the refill relays them.
                     log.warning("partition %d: hand-off deferred (%s)", partition.index,
                                 type(exc).__name__)
-                else:
+                    return
+                if handed.complete():
                     self._relayed.append(result.handoff.handoff_id)
+                elif any(any(kinds) for kinds in handed.waiting().values()):
+                    # One kind relayed, the other's stream full: remember which,
+                    # so the refill never relays it twice (its marker expires).
+                    await mark_handoffs(connection, handed.waiting())
 
     async def _store_singly(self, partition: Partition, batch: list[tuple[bytes, Envelope]],
                             dead: list[DeadLetter]) -> None:
@@ -282,19 +290,40 @@ class DrainWorker:
             # relays the rows again (adding nothing) and deletes them.
             log.warning("relayed outbox rows not deleted yet (%s)", type(exc).__name__)
 
-    async def _sweep(self) -> None:
-        """Relay outbox jobs whose worker died between commit and hand-off."""
-        age = self.settings.outbox_sweep_seconds
+    async def _refill(self) -> None:
+        """Relay outbox rows into the verification streams that have room: rows the
+        window held back, and rows whose worker died between commit and hand-off."""
+        every = self.settings.outbox_sweep_seconds
         while not self.stopping.is_set():
-            if await self.consumer.sleep_or_stop(age / 2 * random.uniform(0.8, 1.2)):
+            if await self.consumer.sleep_or_stop(every * random.uniform(0.8, 1.2)):
                 return
             try:
+                email_room, nik_room = await self._room()
+                if not email_room and not nik_room:
+                    continue
                 async with self.pool.acquire() as connection:
-                    while await hand_off_stale(connection, self._handoff, age,
-                                               STALE_HANDOFF_LIMIT) and not self.stopping.is_set():
-                        pass
+                    while not self.stopping.is_set():
+                        relayed = await refill(connection, self._handoff, email_room, nik_room,
+                                               every, REFILL_ROWS)
+                        if not relayed.added:
+                            break
             except TRANSIENT as exc:
-                log.warning("outbox sweep failed (%s)", type(exc).__name__)
+                log.warning("outbox refill failed (%s)", type(exc).__name__)
+
+    async def _room(self) -> tuple[list[int], list[int]]:
+        """The partitions whose email and whose NIK stream are below the window."""
+        window = self.settings.verification_window
+        indexes = [partition.index for partition in self.consumer.partitions]
+        if not window:
+            return indexes, indexes
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in self.consumer.partitions:
+                for kind in KINDS:
+                    _ = pipe.xlen(partition.verification(kind))
+            lengths = await pipe.execute()
+        email, nik = lengths[0::2], lengths[1::2]
+        return ([i for i, length in zip(indexes, email, strict=True) if length < window],
+                [i for i, length in zip(indexes, nik, strict=True) if length < window])
 
     async def _archive_audit(self) -> None:
         """Copy admin audit entries from Redis into PostgreSQL."""

@@ -20,7 +20,7 @@ from asyncpg.pgproto.pgproto import UUID as WireUUID
 from asyncpg.pool import PoolConnectionProxy
 
 from queueing.envelope import Envelope
-from workers.handoff import Handoff, PendingHandoff
+from workers.handoff import Handoff, PendingHandoff, Relayed
 from workers.queries import load
 
 QUERIES: Final = load("store.sql")
@@ -91,17 +91,27 @@ async def add_counts(connection: Connection, shard: int, counts: Counter[str]) -
         )
 
 
-async def hand_off_stale(
-    connection: Connection, handoff: Handoff, older_than: float, limit: int
-) -> int:
-    """Relay up to `limit` outbox rows a worker left behind; how many rows were taken.
+async def mark_handoffs(connection: Connection, kinds: dict[int, tuple[bool, bool]]) -> None:
+    """Record which kinds of these outbox rows are on the streams."""
+    if kinds:
+        await connection.execute(QUERIES["mark_handoffs"], list(kinds),
+                                 [email for email, _ in kinds.values()],
+                                 [nik for _, nik in kinds.values()])
+
+
+async def refill(connection: Connection, handoff: Handoff, email_room: Sequence[int],
+                 nik_room: Sequence[int], older_than: float, limit: int) -> Relayed:
+    """Relay up to `limit` outbox rows whose streams have room, oldest first.
 
     Rows, not new jobs: a row whose jobs had arrived before its worker died
     adds none, and the caller must still go on to the next rows.
     """
     async with connection.transaction():
-        rows = await connection.fetch(QUERIES["take_stale_handoffs"], older_than, limit)
-        await handoff.hand_off([
-            PendingHandoff(row["handoff_id"], row["partition"], row["registration_ids"])
-            for row in rows])
-        return len(rows)
+        rows = await connection.fetch(QUERIES["take_handoffs"], list(email_room),
+                                      list(nik_room), older_than, limit)
+        relayed = await handoff.relay([
+            PendingHandoff(row["handoff_id"], row["partition"], row["registration_ids"],
+                           row["email_relayed"], row["nik_relayed"]) for row in rows])
+        await mark_handoffs(connection, relayed.waiting())
+        await forget_handoffs(connection, relayed.complete())
+        return relayed

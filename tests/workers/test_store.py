@@ -19,7 +19,7 @@ from queueing.keys import Partition
 from tests.support import seal_people, stream_range
 from workers.handoff import KINDS, Handoff
 from workers.status_queries import funnel_counts
-from workers.store import forget_handoffs, hand_off_stale, store_batch
+from workers.store import forget_handoffs, refill, store_batch
 
 FACTORY = RegistrantFactory()
 
@@ -188,7 +188,9 @@ async def test_hand_off_adds_each_job_once(
         "INSERT INTO verification_handoffs (handoff_id, partition, registration_ids, created_at)"
         " OVERRIDING SYSTEM VALUE VALUES ($1, 2, $2, now() - interval '1 hour')",
         result.handoff.handoff_id, ids)
-    assert await hand_off_stale(pg, handoff, 60, 100) == 1  # one row, no new job
+    every = list(range(test_settings.queue.partitions))
+    relayed = await refill(pg, handoff, every, every, 60, 100)
+    assert (relayed.added, relayed.complete()) == (0, [result.handoff.handoff_id])  # no new job
     assert await outbox(pg) == []
 
     for kind in KINDS:

@@ -86,21 +86,31 @@ SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS c(name, value)
 -- Outbox rows whose jobs are in Redis (normally deleted by the next batch's store_batch).
 DELETE FROM verification_handoffs WHERE handoff_id = ANY($1::bigint[]);
 
--- name: take_stale_handoffs
--- Hand-offs whose own worker died before relaying them, or before deleting
--- them after the relay; SKIP LOCKED leaves those another sweeper is relaying
--- right now. Deleted if the caller commits. The ids come out as the hand-off
--- script takes them.
-DELETE FROM verification_handoffs
- WHERE handoff_id IN (
-       SELECT handoff_id FROM verification_handoffs
-        WHERE created_at < now() - make_interval(secs => $1)
-        ORDER BY created_at
-        LIMIT $2
-          FOR UPDATE SKIP LOCKED)
-RETURNING handoff_id, partition,
-          (SELECT string_agg(uuid_send(id), ''::bytea ORDER BY n)
-             FROM unnest(registration_ids) WITH ORDINALITY AS u (id, n)) AS registration_ids;
+-- name: take_handoffs
+-- Outbox rows with a kind not yet relayed whose stream has room now ($1: the
+-- partitions whose email stream has room, $2: whose NIK stream has), oldest
+-- first: rows the verification window holds back, and rows whose own worker
+-- died before relaying them. Rows at least $3 seconds old (a live worker
+-- relays its own within milliseconds); SKIP LOCKED leaves those another
+-- refill is relaying right now. The ids come out as the hand-off script
+-- takes them.
+SELECT h.handoff_id, h.partition, h.email_relayed, h.nik_relayed,
+       (SELECT string_agg(uuid_send(id), ''::bytea ORDER BY n)
+          FROM unnest(h.registration_ids) WITH ORDINALITY AS u (id, n)) AS registration_ids
+  FROM verification_handoffs AS h
+ WHERE h.created_at < now() - make_interval(secs => $3)
+   AND ((h.partition = ANY($1::smallint[]) AND NOT h.email_relayed)
+        OR (h.partition = ANY($2::smallint[]) AND NOT h.nik_relayed))
+ ORDER BY h.handoff_id
+ LIMIT $4
+   FOR UPDATE SKIP LOCKED;
+
+-- name: mark_handoffs
+-- The kinds of these rows now on the streams (the rest wait for room).
+UPDATE verification_handoffs AS h
+   SET email_relayed = h.email_relayed OR m.email, nik_relayed = h.nik_relayed OR m.nik
+  FROM unnest($1::bigint[], $2::bool[], $3::bool[]) AS m (handoff_id, email, nik)
+ WHERE h.handoff_id = m.handoff_id;
 
 -- name: insert_dead_letter
 INSERT INTO dead_letters (stream, entry_id, reason, deliveries, payload)

@@ -30,6 +30,14 @@ SELECT r.registration_id, r.state::text, r.email_verification::text, r.key_id, r
 WITH outcome AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
            AS o (registration_id, outcome, error)
+), locked AS MATERIALIZED (
+    -- Rows locked in id order, as every batch statement does: the email and
+    -- the NIK worker update the same registrations at once, and locks taken
+    -- in a join's order would deadlock them now and then.
+    SELECT registration_id FROM registrations
+     WHERE registration_id = ANY($1::uuid[]) AND email_verification = 'pending'
+     ORDER BY registration_id
+       FOR NO KEY UPDATE
 ), tried AS (
     INSERT INTO email_deliveries (registration_id, attempts, sent_at, last_error)
     SELECT registration_id, 1, CASE WHEN outcome = 'sent' THEN now() END, error
@@ -41,7 +49,7 @@ WITH outcome AS (
 ), changed AS (
     UPDATE registrations AS r
        SET email_verification = o.outcome::email_verification, updated_at = now()
-      FROM outcome AS o
+      FROM outcome AS o JOIN locked USING (registration_id)
      WHERE r.registration_id = o.registration_id AND o.outcome IN ('sent', 'failed')
        AND r.email_verification = 'pending'
     RETURNING o.outcome, r.received_at
@@ -72,6 +80,12 @@ SELECT r.registration_id, r.state::text, r.nik_verification::text, r.nik_hash, r
 WITH outcome AS (
     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[])
            AS o (registration_id, nik_hash, outcome)
+), locked AS MATERIALIZED (
+    -- In id order (see record_email_outcomes).
+    SELECT registration_id FROM registrations
+     WHERE registration_id = ANY($1::uuid[]) AND nik_verification = 'pending'
+     ORDER BY registration_id
+       FOR NO KEY UPDATE
 ), cached AS (
     INSERT INTO nik_checks (nik_hash, outcome)
     SELECT nik_hash, outcome::nik_verification FROM outcome
@@ -80,7 +94,7 @@ WITH outcome AS (
 ), changed AS (
     UPDATE registrations AS r
        SET nik_verification = o.outcome::nik_verification, updated_at = now()
-      FROM outcome AS o
+      FROM outcome AS o JOIN locked USING (registration_id)
      WHERE r.registration_id = o.registration_id AND r.nik_verification = 'pending'
     RETURNING o.outcome, r.received_at
 ), moved AS (
