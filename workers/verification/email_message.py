@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import email.policy
 import html
-import secrets
+import random
+import time
 import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -82,17 +83,31 @@ class VerificationEmails:
                                               subject=html.escape(SUBJECT)),
                                  subtype="html", cte="7bit")
         self._body = template.as_bytes(policy=email.policy.SMTP).decode("ascii")
+        # The Date header and the expiry text change once a second (a batch
+        # shares them); the random part of a Message-ID needs no secret
+        # randomness: the registration id in it makes it unique already.
+        self._date_at = -1
+        self._date = ""
+        self._expiry_at = -1
+        self._expiry = ""
+        self._random = random.Random()
 
     def make(self, recipient: str, registration_id: uuid.UUID, link: str,
              expires_at: int) -> OutgoingMail:
         """The message to `recipient` for this registration."""
         if not recipient.isascii() or any(c in recipient for c in "\r\n<>,"):
             raise ValueError("not a validated address")  # never echo it
-        expiry = datetime.fromtimestamp(expires_at, UTC).strftime("%d-%m-%Y %H:%M")
+        if expires_at != self._expiry_at:
+            self._expiry_at = expires_at
+            self._expiry = datetime.fromtimestamp(expires_at, UTC).strftime("%d-%m-%Y %H:%M")
+        expiry = self._expiry
+        now = int(time.time())
+        if now != self._date_at:
+            self._date_at, self._date = now, format_datetime(datetime.fromtimestamp(now, UTC))
         headers = (
             f"To: {recipient}\r\n"
-            f"Date: {format_datetime(datetime.now(UTC))}\r\n"
-            f"Message-ID: <verify.{registration_id}.{secrets.token_hex(4)}"
+            f"Date: {self._date}\r\n"
+            f"Message-ID: <verify.{registration_id}.{self._random.getrandbits(32):08x}"
             "@gelombang.local>\r\n"
             f"X-Gelombang-Registration: {registration_id}\r\n"
         )

@@ -13,16 +13,22 @@ request itself, e.g. bad credentials: retrying will not help).
 
 from __future__ import annotations
 
+import base64
 import datetime
+import math
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
+import orjson
 
 from config.settings import NikSettings
+from workers.verification.http import HttpClient, HttpError
 from workers.verification.store import NikOutcome
 
 VERIFY_PATH: Final = "/api/v1/nik/verify"
+# A Retry-After beyond this (or inf, or 1e9) is taken as this: the breaker and
+# the back-off go on probing, so a wrong header never stops the checks for good.
+RETRY_AFTER_MAX_SECONDS: Final = 300.0
 _OUTCOMES: Final[dict[str, NikOutcome]] = {
     "match": "verified",
     "name_mismatch": "mismatch",
@@ -54,57 +60,57 @@ class NikRejected(Exception):
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as delay-seconds (the form the ministry's API uses), else None."""
+    """Retry-After as delay-seconds (the form the ministry's API uses), at most
+    RETRY_AFTER_MAX_SECONDS; None when absent or not a finite number."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_SECONDS)
 
 
 class NikClient:
-    """One HTTP session to the API; the caller paces and retries."""
+    """Keep-alive connections to the API, `nik.concurrency` at most; the caller paces
+    and retries."""
 
     def __init__(self, settings: NikSettings) -> None:
-        self._url = settings.base_url.rstrip("/") + VERIFY_PATH
-        self._headers = {"Authorization": aiohttp.encode_basic_auth(settings.username,
-                                                                    settings.password)}
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
-        self._limit = settings.concurrency
+        self._http = HttpClient(settings.base_url, settings.concurrency,
+                                settings.timeout_seconds)
+        credentials = base64.b64encode(
+            f"{settings.username}:{settings.password}".encode()).decode()
+        self._head = self._http.head(VERIFY_PATH, {
+            "Authorization": f"Basic {credentials}", "Content-Type": "application/json",
+            "Accept": "application/json"})
 
     async def check(self, nik: str, full_name: str, birth_date: datetime.date) -> NikOutcome:
         """The ministry's answer for this person; raises NikUnavailable or NikRejected."""
-        body = {"nik": nik, "full_name": full_name, "birth_date": birth_date.isoformat()}
+        body = orjson.dumps({"nik": nik, "full_name": full_name,
+                             "birth_date": birth_date.isoformat()})
         try:
-            async with self._get_session().post(self._url, json=body, headers=self._headers,
-                                                timeout=self._timeout) as reply:
-                if reply.status == 200:
-                    payload = await reply.json(content_type=None)
-                    result = payload.get("result") if isinstance(payload, dict) else None
-                    if result not in _OUTCOMES:
-                        raise NikRejected("unknown result in the answer")
-                    return _OUTCOMES[result]
-                retry_after = retry_after_seconds(reply.headers.get("Retry-After"))
-                if reply.status == 429:
-                    raise NikUnavailable("429", retry_after, busy=True)
-                if reply.status >= 500:
-                    raise NikUnavailable(str(reply.status), retry_after)
-                raise NikRejected(str(reply.status))
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise NikUnavailable(type(exc).__name__) from None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # Keep-alive connections, as many as calls may be in flight.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit),
-                raise_for_status=False)
-        return self._session
+            answer = await self._http.post(self._head, body)
+        except HttpError as exc:
+            raise NikUnavailable(str(exc)) from None
+        if answer.status == 200:
+            try:
+                payload = orjson.loads(answer.body)
+            except orjson.JSONDecodeError:
+                raise NikUnavailable("malformed answer") from None
+            result = payload.get("result") if isinstance(payload, dict) else None
+            if result not in _OUTCOMES:
+                raise NikRejected("unknown result in the answer")
+            return _OUTCOMES[result]
+        retry_after = retry_after_seconds(answer.headers.get("retry-after"))
+        if answer.status == 429:
+            raise NikUnavailable("429", retry_after, busy=True)
+        if answer.status >= 500:
+            raise NikUnavailable(str(answer.status), retry_after)
+        # 3xx too: a redirect is never followed (personal data stays with this host).
+        raise NikRejected(str(answer.status))
 
     async def close(self) -> None:
-        """Close the session's connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the connections."""
+        await self._http.close()

@@ -100,6 +100,10 @@ class SmtpSession:
 
     async def open(self) -> None:
         """Connect, greet, EHLO, STARTTLS and AUTH as configured."""
+        async with asyncio.timeout(READ_TIMEOUT_SECONDS):
+            await self._open()
+
+    async def _open(self) -> None:
         settings = self._settings
         context = ssl.create_default_context() if settings.smtp_tls != "none" else None
         self._reader, self._writer = await asyncio.open_connection(
@@ -125,23 +129,30 @@ class SmtpSession:
         try:
             if not self.is_open:
                 await self.open()
-            if self.pipelining:
-                await self._send_pipelined(mails, results)
-            else:
-                for mail in mails:
-                    results.append(await self._send_one(mail))
+            # One deadline, moved on per message: a context per reply cost a
+            # tenth of the worker's time.
+            async with asyncio.timeout(None) as deadline:
+                loop = asyncio.get_running_loop()
+                if self.pipelining:
+                    await self._send_pipelined(mails, results, deadline, loop)
+                else:
+                    for mail in mails:
+                        deadline.reschedule(loop.time() + READ_TIMEOUT_SECONDS)
+                        results.append(await self._send_one(mail))
         except (OSError, TimeoutError, SmtpError, asyncio.IncompleteReadError, ValueError) as exc:
             self.close()
             detail = type(exc).__name__
             results.extend(SendResult("unsent", detail) for _ in mails[len(results):])
         return results
 
-    async def _send_pipelined(self, mails: Sequence[OutgoingMail],
-                              results: list[SendResult]) -> None:
+    async def _send_pipelined(self, mails: Sequence[OutgoingMail], results: list[SendResult],
+                              deadline: asyncio.Timeout,
+                              loop: asyncio.AbstractEventLoop) -> None:
         writer = self._writer
         assert writer is not None
         writer.write(_transaction(mails[0]))
         for index, mail in enumerate(mails):
+            deadline.reschedule(loop.time() + READ_TIMEOUT_SECONDS)
             # This message's MAIL, RCPT and DATA are written: their replies first.
             refused = await self._transaction_replies()
             following = _transaction(mails[index + 1]) if index + 1 < len(mails) else b""
@@ -202,17 +213,17 @@ class SmtpSession:
             raise SmtpError(f"{step} {code}")
 
     async def _reply(self) -> tuple[int, list[str]]:
-        """One (possibly multi-line) reply: its code and its lines' texts."""
+        """One (possibly multi-line) reply: its code and its lines' texts (the caller
+        bounds the wait)."""
         assert self._reader is not None
         lines: list[str] = []
-        async with asyncio.timeout(READ_TIMEOUT_SECONDS):
-            while True:
-                line = await self._reader.readuntil(b"\n")
-                if len(line) < 4:
-                    raise SmtpError("short reply")
-                lines.append(line[4:].decode("ascii", "replace").strip())
-                if line[3:4] != b"-":
-                    return int(line[:3]), lines
+        while True:
+            line = await self._reader.readuntil(b"\n")
+            if len(line) < 4:
+                raise SmtpError("short reply")
+            lines.append(line[4:].decode("ascii", "replace").strip())
+            if line[3:4] != b"-":
+                return int(line[:3]), lines
 
     def close(self) -> None:
         """Drop the connection (reopened on next use)."""
