@@ -5,8 +5,10 @@ of a `sent` or `failed` email moves it back to `pending` in PostgreSQL, then
 puts an email job in the priority lane (queueing/priority.py); a `pending`
 one is only put in the lane. Once per `email.resend_interval_seconds` per
 registration: the registration's email hold is taken before PostgreSQL is
-changed, and a resend that finds it taken answers 429 `resend_too_soon`. The
-hold is the one a status poll takes, so a poll's job and a resend's are one.
+changed, and a resend that finds a resend's hold answers 429
+`resend_too_soon`. The hold is the one a status poll takes: a resend takes a
+poll's hold over (the first resend after a poll goes through), and a pending
+email whose poll put it in the lane gets no second job.
 
 Order, so that no job can reach a worker before its row is `pending`: the
 status read (404, 409), the hold (429), the guarded UPDATE, the XADD. A step
@@ -72,24 +74,15 @@ async def resend_verification_email(request: web.Request) -> web.Response:
 
 
 async def _first_in_line(door: Door, registration_id: bytes) -> web.Response:
-    """Not sent yet: a job in the priority lane, unless the hold says one is there."""
-    try:
-        async with asyncio.timeout(door.settings.redis.timeout_seconds):
-            left_ms = (await door.priority.push(registration_id, [EMAIL]))[EMAIL]
-    except REDIS_UNAVAILABLE as exc:
-        raise _Unavailable from exc
-    # A hold that is taken means a job went in with it (a poll's or a resend's).
-    return _accepted(_seconds(left_ms) if left_ms else door.priority.hold_seconds[EMAIL])
+    """Not sent yet: the hold, and a job in the priority lane unless a poll put one there."""
+    left_ms = await _hold(door, registration_id, add_job=True)
+    return _too_soon(door, left_ms) if left_ms else _accepted(door)
 
 
 async def _send_again(door: Door, registration_id: uuid.UUID) -> web.Response:
     """Sent or failed: take the hold, move the email back to pending, add the job."""
     rid = registration_id.bytes
-    try:
-        async with asyncio.timeout(door.settings.redis.timeout_seconds):
-            left_ms = await door.priority.hold(EMAIL, rid)
-    except REDIS_UNAVAILABLE as exc:
-        raise _Unavailable from exc
+    left_ms = await _hold(door, rid, add_job=False)
     if left_ms:
         return _too_soon(door, left_ms)
     try:
@@ -98,21 +91,27 @@ async def _send_again(door: Door, registration_id: uuid.UUID) -> web.Response:
         await _release(door, rid)
         raise
     if resend is None or not resend.moved:
-        # Changed since the read: verified by its link, or made pending by
-        # another resend (then its job is there, or a new one goes in now).
+        # Changed since the read: verified by its link (or, the hold having
+        # expired meanwhile, made pending by another resend: its job is there).
         await _release(door, rid)
-        if resend is not None and resend.previous == "pending":
-            return await _first_in_line(door, rid)
         return error_response(409, "nothing_to_resend")
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             await door.priority.add(EMAIL, rid)
     except REDIS_UNAVAILABLE as exc:
-        # The row is pending without a job: the retry (or a status poll) finds
-        # the hold gone and adds one.
+        # The row is pending without a job: the retry finds the hold gone and
+        # adds one (as does a status poll, once no hold is left).
         await _release(door, rid)
         raise _Unavailable from exc
-    return _accepted(door.priority.hold_seconds[EMAIL])
+    return _accepted(door)
+
+
+async def _hold(door: Door, registration_id: bytes, *, add_job: bool) -> int:
+    try:
+        async with asyncio.timeout(door.settings.redis.timeout_seconds):
+            return await door.priority.hold_for_resend(registration_id, add_job=add_job)
+    except REDIS_UNAVAILABLE as exc:
+        raise _Unavailable from exc
 
 
 async def _release(door: Door, registration_id: bytes) -> None:
@@ -126,9 +125,9 @@ def _seconds(milliseconds: int) -> int:
     return max(1, math.ceil(milliseconds / 1000))
 
 
-def _accepted(resend_after: int) -> web.Response:
+def _accepted(door: Door) -> web.Response:
     return json_response(202, {"email_verification": "pending",
-                               "resend_after_seconds": resend_after})
+                               "resend_after_seconds": door.priority.hold_seconds[EMAIL]})
 
 
 def _too_soon(door: Door, left_ms: int) -> web.Response:

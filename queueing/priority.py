@@ -5,9 +5,11 @@ A job is the backlog's (`{"r": <16-byte registration id>}`) on
 `partition_for_registration` names. Each registration and kind has a hold
 (`Partition.priority_hold`, in the same partition, so a hold and its lane
 share a cluster slot): a job is added only by whoever sets the hold, so a
-status page polled every few seconds costs one job per hold, and a resend is
-allowed once per hold. Holds expire by themselves; nobody deletes one but a
-resend that could not go through (`release`).
+status page polled every few seconds costs one job per hold. A poll's hold
+holds `poll`; a resend's `resend`, and a resend finding one of those is
+refused until it expires (a poll's hold it takes over: its job, if the email
+is still pending, is the one in the lane). Holds expire by themselves;
+nobody deletes one but a resend that could not go through (`release`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class PriorityLane:
             NIK: settings.nik.priority_hold_seconds,
         }
         self._push = PipelinedScript(redis, script_source("priority"))
-        self._hold = PipelinedScript(redis, script_source("hold"))
+        self._resend = PipelinedScript(redis, script_source("resend"))
 
     def partition(self, registration_id: bytes) -> Partition:
         """The partition whose lanes take this registration's jobs."""
@@ -56,13 +58,23 @@ class PriorityLane:
         replies = await self._push.run(keys, args)
         return {kind: int(reply) for kind, reply in zip(kinds, replies, strict=True)}
 
-    async def hold(self, kind: str, registration_id: bytes) -> int:
-        """Take the hold without adding a job: 0 when taken, else its remaining milliseconds."""
-        key = self.partition(registration_id).priority_hold(kind, registration_id)
-        return int(await self._hold.run([key], [self.hold_seconds[kind]]))
+    async def hold_for_resend(self, registration_id: bytes, *, add_job: bool) -> int:
+        """Take the email hold for a resend: 0 when taken, else the holding resend's
+        remaining milliseconds.
+
+        add_job: the email is still pending, so add its job now unless a poll's
+        hold says one is in the lane; else the caller adds it (`add`) once
+        PostgreSQL has the email pending again.
+        """
+        partition = self.partition(registration_id)
+        keys = [partition.priority_hold(EMAIL, registration_id),
+                partition.verification_priority(EMAIL)]
+        args: list[str | bytes | int] = [registration_id, self._max_length,
+                                         self.hold_seconds[EMAIL], int(add_job)]
+        return int(await self._resend.run(keys, args))
 
     async def add(self, kind: str, registration_id: bytes) -> None:
-        """Add a job for a hold this process took (`hold`)."""
+        """Add a job for a hold this process took (`hold_for_resend`)."""
         lane = self.partition(registration_id).verification_priority(kind)
         await self._redis.xadd(lane, {JOB_FIELD: registration_id}, maxlen=self._max_length,
                                approximate=True)

@@ -8,12 +8,13 @@
 --
 -- The hold and the job are one atomic step: a job is added only by the call
 -- that set the hold, so however often a status page is polled, a kind gets
--- one job per hold. Returns, per pair, 0 when its job was added, else the
+-- one job per hold. A poll's hold holds 'poll' (a resend's 'resend': see
+-- resend.lua). Returns, per pair, 0 when its job was added, else the
 -- hold's remaining time (ms, at least 1).
 local replies = {}
 for i = 1, #KEYS / 2 do
   local hold, lane = KEYS[2 * i - 1], KEYS[2 * i]
-  if redis.call('SET', hold, '1', 'NX', 'EX', ARGV[i + 2]) then
+  if redis.call('SET', hold, 'poll', 'NX', 'EX', ARGV[i + 2]) then
     redis.call('XADD', lane, 'MAXLEN', '~', ARGV[2], '*', 'r', ARGV[1])
     replies[i] = 0
   else

@@ -127,7 +127,7 @@ async def test_concurrent_resends_send_once(
         ("email", lane_of(test_settings, rid)): [rid.bytes]}
 
 
-async def test_a_resend_of_a_pending_email_only_puts_it_first_once(
+async def test_a_resend_of_a_pending_email_puts_it_first_and_a_second_is_429(
     door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
     test_settings: Settings, registrants: RegistrantFactory,
 ) -> None:
@@ -137,10 +137,45 @@ async def test_a_resend_of_a_pending_email_only_puts_it_first_once(
     second = await resend(door_under_test, rid)
 
     assert first[:2] == (202, {"email_verification": "pending", "resend_after_seconds": 60})
-    # Not sent yet, and already first in line: nothing to wait for, nothing added.
-    assert second[0] == 202 and 55 <= second[1]["resend_after_seconds"] <= 60
+    assert (second[0], second[1]["error"]["code"]) == (429, "resend_too_soon")
+    assert await email_state(pg, rid) == "pending"
     assert await lane_jobs(redis_client, test_settings) == {
         ("email", lane_of(test_settings, rid)): [rid.bytes]}
+
+
+async def test_the_first_resend_after_a_poll_goes_through_without_a_second_job(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
+    test_settings: Settings, registrants: RegistrantFactory,
+) -> None:
+    [rid] = await stored(pg, test_settings, [registrants.make()])
+    lane = lane_of(test_settings, rid)
+    hold = Partition(lane).priority_hold("email", rid.bytes)
+    assert (await poll(door_under_test, rid))[0] == 200  # pending: the poll's job goes in
+
+    pending = await resend(door_under_test, rid)
+    jobs_after_pending = await lane_jobs(redis_client, test_settings)
+    again = await resend(door_under_test, rid)
+
+    assert pending[0] == 202  # the poll's hold is not a resend's
+    assert jobs_after_pending[("email", lane)] == [rid.bytes]  # its job was in the lane already
+    assert await redis_client.get(hold) == b"resend"
+    assert again[0] == 429
+
+
+async def test_a_resend_after_a_polled_email_went_out_sends_it_again(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
+    test_settings: Settings, registrants: RegistrantFactory,
+) -> None:
+    [rid] = await stored(pg, test_settings, [registrants.make()])
+    assert (await poll(door_under_test, rid))[0] == 200  # pending: the poll's job goes in
+    await set_states(pg, rid, "sent")  # a worker took the job and sent the email
+
+    status, _, _ = await resend(door_under_test, rid)
+
+    assert status == 202
+    assert await email_state(pg, rid) == "pending"
+    assert (await lane_jobs(redis_client, test_settings))[
+        ("email", lane_of(test_settings, rid))] == [rid.bytes, rid.bytes]
 
 
 async def test_the_resend_interval_is_configured(
