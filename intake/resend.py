@@ -37,16 +37,13 @@ from intake.registrations import (
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
+from queueing.errors import QueueUnavailable
 from queueing.priority import EMAIL
 from queueing.redis_client import REDIS_UNAVAILABLE
 
 # The email states a resend acts on; `verified` and `skipped` have nothing to send.
 RESENDABLE: Final = frozenset({"pending", "sent", "failed"})
 RESEND_POLICY_NAME: Final = '"resend"'
-
-
-class _Unavailable(Exception):
-    """Redis did not answer a step of the resend in time."""
 
 
 async def resend_verification_email(request: web.Request) -> web.Response:
@@ -69,7 +66,7 @@ async def resend_verification_email(request: web.Request) -> web.Response:
         if row["email_verification"] == "pending":
             return await _first_in_line(door, registration_id.bytes)
         return await _send_again(door, registration_id)
-    except (StorageUnavailable, _Unavailable):
+    except (StorageUnavailable, QueueUnavailable):
         return unavailable("status_unavailable", RETRY_AFTER_UNAVAILABLE)
 
 
@@ -102,7 +99,7 @@ async def _send_again(door: Door, registration_id: uuid.UUID) -> web.Response:
         # The row is pending without a job: the retry finds the hold gone and
         # adds one (as does a status poll, once no hold is left).
         await _release(door, rid)
-        raise _Unavailable from exc
+        raise QueueUnavailable from exc
     return _accepted(door)
 
 
@@ -111,7 +108,7 @@ async def _hold(door: Door, registration_id: bytes, *, add_job: bool) -> int:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             return await door.priority.hold_for_resend(registration_id, add_job=add_job)
     except REDIS_UNAVAILABLE as exc:
-        raise _Unavailable from exc
+        raise QueueUnavailable from exc
 
 
 async def _release(door: Door, registration_id: bytes) -> None:

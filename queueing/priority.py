@@ -6,10 +6,11 @@ A job is the backlog's (`{"r": <16-byte registration id>}`) on
 (`Partition.priority_hold`, in the same partition, so a hold and its lane
 share a cluster slot): a job is added only by whoever sets the hold, so a
 status page polled every few seconds costs one job per hold. A poll's hold
-holds `poll`; a resend's `resend`, and a resend finding one of those is
-refused until it expires (a poll's hold it takes over: its job, if the email
-is still pending, is the one in the lane). Holds expire by themselves;
-nobody deletes one but a resend that could not go through (`release`).
+holds `poll`, a resend's `resend`: a resend that finds a resend's hold is
+refused until it expires; a poll's hold it takes over (that poll's job, if
+the email is still pending, is the one in the lane). Holds expire by
+themselves; nobody deletes one but a resend that could not go through
+(`release`).
 """
 
 from __future__ import annotations
