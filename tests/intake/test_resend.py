@@ -9,9 +9,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.settings import Settings
 from gelombang.processes import free_port
+from intake.storage import StorageUnavailable
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.keys import JOB_FIELD, Partition, partition_for_registration, partitions
 from queueing.redis_client import RedisClient
@@ -327,3 +329,49 @@ async def test_redis_down_during_a_poll_still_answers_and_a_resend_is_503(
     assert lines == ["status poll: priority lane not reached (ConnectionError)"]  # once, typed
     assert (status, body["error"]["code"]) == (503, "status_unavailable")
     assert int(headers["Retry-After"]) >= 1
+
+
+async def test_a_resend_postgres_cannot_finish_gives_its_hold_back(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
+    test_settings: Settings, registrants: RegistrantFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [rid] = await stored(pg, test_settings, [registrants.make()])
+    await set_states(pg, rid, "sent")
+
+    async def down(registration_id: uuid.UUID) -> None:
+        raise StorageUnavailable("TimeoutError")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(door_under_test.door.storage, "resend_email", down)
+        status, body, headers = await resend(door_under_test, rid)
+    retried = await resend(door_under_test, rid)
+
+    assert (status, body["error"]["code"]) == (503, "status_unavailable")
+    assert int(headers["Retry-After"]) >= 1
+    assert retried[0] == 202  # no hold was left to refuse it
+    assert await lane_jobs(redis_client, test_settings) == {
+        ("email", lane_of(test_settings, rid)): [rid.bytes]}
+
+
+async def test_a_resend_whose_job_redis_refused_is_retried_to_one_job(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
+    test_settings: Settings, registrants: RegistrantFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [rid] = await stored(pg, test_settings, [registrants.make()])
+    await set_states(pg, rid, "sent")
+
+    async def refused(kind: str, registration_id: bytes) -> None:
+        raise RedisConnectionError("refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(door_under_test.door.priority, "add", refused)
+        status, body, _ = await resend(door_under_test, rid)
+    state_between = await email_state(pg, rid)
+    retried = await resend(door_under_test, rid)
+
+    assert (status, body["error"]["code"]) == (503, "status_unavailable")
+    # Pending with no job in between: the retry finds the hold given back and adds it.
+    assert state_between == "pending"
+    assert retried[0] == 202
+    assert await lane_jobs(redis_client, test_settings) == {
+        ("email", lane_of(test_settings, rid)): [rid.bytes]}
