@@ -167,6 +167,9 @@ class QueueSettings(_Section):
     group_max: int = Field(ge=1, le=10_000)
     pending_max: int = Field(ge=1)
     idempotency_ttl_seconds: int = Field(ge=1)
+    # Most entries kept in each priority lane stream (per partition and kind),
+    # trimmed approximately: the bound while no verification worker reads them.
+    priority_max_length: int = Field(default=100_000, ge=100)
 
 
 def _decode_key(value: str, *, minimum: int, exact: int | None = None) -> bytes:
@@ -253,6 +256,9 @@ class EmailSettings(_Section):
     retry_max_seconds: float = Field(gt=0)
     token_ttl_hours: float = Field(gt=0)
     claim_idle_seconds: float = Field(gt=0)
+    # One resend per registration this often; also how long a status poll's
+    # email job holds the registration's place in the priority lane.
+    resend_interval_seconds: int = Field(default=60, ge=1, le=86_400)
     # Where `gelombang mail-sink` writes each message as a .eml file
     # (GELOMBANG_MAILDIR wins), relative to the working directory.
     maildir: str
@@ -281,6 +287,8 @@ class NikSettings(_Section):
     breaker_failures: int = Field(ge=1)
     breaker_open_seconds: float = Field(gt=0)
     claim_idle_seconds: float = Field(gt=0)
+    # A status poll puts a pending NIK check in the priority lane at most this often.
+    priority_hold_seconds: int = Field(default=60, ge=1, le=86_400)
 
 
 class NikSimulatorSettings(_Section):

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from intake import health, registrations, verify_email
+from intake import health, registrations, resend, verify_email
 from intake.admin import build_admin_routes, require_token
 from intake.door import Door
 from intake.metrics import RequestTimer
@@ -74,6 +74,8 @@ def build_public_app(door: Door) -> web.Application:
                     name="registrations.create")
     router.add_get("/v1/registrations/{registration_id}", registrations.read_registration,
                    name="registrations.read", allow_head=False)
+    router.add_post("/v1/registrations/{registration_id}/verification-email",
+                    resend.resend_verification_email, name="registrations.resend_email")
     router.add_get("/v1/verify-email", verify_email.verify_email, name="verify_email",
                    allow_head=False)
     if door.settings.keys.token_key:

@@ -7,7 +7,7 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -22,12 +22,14 @@ from queueing.admission import AdmissionPolicy, AdmissionScript
 from queueing.grouping import GroupAdmitter
 from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
-from queueing.redis_client import RedisClient, connect
+from queueing.priority import PriorityLane
+from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from queueing.sealing import KeyedHasher, Sealer
 
 log = logging.getLogger("gelombang.door")
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
+LANE_WARNING_SECONDS = 10.0
 
 
 class JakartaCalendar:
@@ -60,10 +62,29 @@ class Door:
     sealer: Sealer
     hasher: KeyedHasher
     storage: StatusStore
+    priority: PriorityLane
     calendar: JakartaCalendar = field(default_factory=JakartaCalendar)
     # None when the per-client-IP limit is off: the hot path then checks nothing more.
     client_limiter: ClientLimiter | None = None
     draining: bool = False
+    # When a status poll last logged that it could not reach the priority lane
+    # (monotonic seconds): one line per LANE_WARNING_SECONDS, not one per poll.
+    lane_warned_at: float = float("-inf")
+
+    async def prioritise(self, registration_id: bytes, kinds: Sequence[str]) -> None:
+        """Put a polled registration's pending checks in the priority lane (once per hold).
+
+        Never fails the poll: Redis away costs the lane, not the answer, and is
+        logged by its type only, at most once per LANE_WARNING_SECONDS.
+        """
+        try:
+            async with asyncio.timeout(self.settings.redis.timeout_seconds):
+                await self.priority.push(registration_id, kinds)
+        except REDIS_UNAVAILABLE as exc:
+            now = time.monotonic()
+            if now - self.lane_warned_at >= LANE_WARNING_SECONDS:
+                self.lane_warned_at = now
+                log.warning("status poll: priority lane not reached (%s)", type(exc).__name__)
 
     async def backlog(self) -> dict[int, int]:
         """Entries waiting in each partition's stream."""
@@ -134,6 +155,7 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         sealer=Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id),
         hasher=KeyedHasher(settings.keys.hash_key_bytes()),
         storage=StatusStore(settings),
+        priority=PriorityLane(redis, settings),
         client_limiter=(
             ClientLimiter(settings.client_limit) if settings.client_limit.enabled else None
         ),

@@ -69,6 +69,8 @@ ERROR_MESSAGES: Final[dict[str, str]] = {
     "intake_closed": "Pendaftaran sedang ditutup.",
     "status_unavailable": "Status pendaftaran belum dapat dibaca.",
     "not_found": "Pendaftaran Anda masih dalam antrean.",
+    "resend_too_soon": "Email verifikasi baru saja diminta.",
+    "nothing_to_resend": "Email verifikasi tidak perlu dikirim ulang.",
     "network": "Tidak dapat terhubung ke server.",
     "other": "Terjadi kesalahan. Silakan coba lagi.",
 }
@@ -86,6 +88,15 @@ STATE_MESSAGES: Final[dict[str, str]] = {
     "skipped": "Tidak diperiksa",
     "mismatch": "Data tidak cocok",
     "not_found": "Tidak ditemukan",
+}
+
+
+# The status page's resend of the verification email; `{seconds}` is filled in by the page.
+RESEND_MESSAGES: Final[dict[str, str]] = {
+    "accepted": "Email verifikasi akan segera dikirim ulang. Periksa kotak masuk dan folder"
+                " spam Anda.",
+    "wait": "Anda dapat meminta lagi dalam {seconds} detik.",
+    "retry": "Silakan coba lagi dalam {seconds} detik.",
 }
 
 
@@ -118,6 +129,7 @@ def form_rules() -> dict[str, Any]:
         "messages": FIELD_MESSAGES,
         "errors": ERROR_MESSAGES,
         "states": STATE_MESSAGES,
+        "resend": RESEND_MESSAGES,
     }
 
 

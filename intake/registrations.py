@@ -29,7 +29,7 @@ from queueing.keys import partition_for_digest, partition_for_idempotency_key
 MAX_BODY_BYTES: Final = 4096
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Only the canonical 8-4-4-4-12 form names a registration (uuid.UUID accepts more).
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Retry-After for the 503s, where no bucket says when to come back.
 RETRY_AFTER_BACKLOG_FULL: Final = "30"
 RETRY_AFTER_UNAVAILABLE: Final = "2"
@@ -38,13 +38,15 @@ RETRY_AFTER_OVERLOADED: Final = "1"
 # The policy name of the IETF RateLimit fields.
 POLICY_NAME: Final = '"admission"'
 CLIENT_POLICY_NAME: Final = '"client"'
+# Each verification kind of the priority lane, and its column.
+_CHECKS: Final = (("email", "email_verification"), ("nik", "nik_verification"))
 
 
 async def create_registration(request: web.Request) -> web.Response:
     """Validate, seal and admit one registration."""
     door = request.app[DOOR]
     if door.client_limiter is not None:
-        limited = _client_limited(door.client_limiter, request)
+        limited = client_limited(door.client_limiter, request)
         if limited is not None:
             return limited
     if request.content_type != "application/json":
@@ -68,7 +70,7 @@ async def create_registration(request: web.Request) -> web.Response:
     if not policy.open and idempotency_key is None:
         # Closed: answer without Redis. A keyed request still goes to Redis,
         # since a replay of an earlier admission must get its 202.
-        return _unavailable("intake_closed", RETRY_AFTER_CLOSED)
+        return unavailable("intake_closed", RETRY_AFTER_CLOSED)
 
     registration_id = uuid7_bytes()
     envelope = seal_registration(
@@ -85,9 +87,9 @@ async def create_registration(request: web.Request) -> web.Response:
             partition, Candidate(registration_id, envelope.encode(), idempotency_key)
         )
     except QueueUnavailable:
-        return _unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
+        return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
     except Overloaded:
-        return _unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
+        return unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
     return _answer(door, decision)
 
 
@@ -117,8 +119,8 @@ def _answer(door: Door, decision: Decision) -> web.Response:
     if outcome is Outcome.LIMITED:
         return _limited(door, decision.retry_after_ms)
     if outcome is Outcome.BACKLOG_FULL:
-        return _unavailable("backlog_full", RETRY_AFTER_BACKLOG_FULL)
-    return _unavailable("intake_closed", RETRY_AFTER_CLOSED)
+        return unavailable("backlog_full", RETRY_AFTER_BACKLOG_FULL)
+    return unavailable("intake_closed", RETRY_AFTER_CLOSED)
 
 
 def _accepted(registration_id: str) -> web.Response:
@@ -150,11 +152,13 @@ def _limited(door: Door, retry_after_ms: int) -> web.Response:
     )
 
 
-def _unavailable(code: str, retry_after: str) -> web.Response:
+def unavailable(code: str, retry_after: str) -> web.Response:
+    """A 503 with the contract's code and Retry-After."""
     return error_response(503, code, headers={"Retry-After": retry_after})
 
 
-def _client_limited(limiter: ClientLimiter, request: web.Request) -> web.Response | None:
+def client_limited(limiter: ClientLimiter, request: web.Request) -> web.Response | None:
+    """The 429 client_limited answer once this client's bucket is empty, else None."""
     client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()),
                             limiter.trusted)
     retry_after = limiter.take(client)
@@ -183,17 +187,26 @@ def _closing(response: web.Response) -> web.Response:
 
 
 async def read_registration(request: web.Request) -> web.Response:
-    """GET /v1/registrations/{id}: the stored states; 404 while queued or unknown."""
+    """GET /v1/registrations/{id}: the stored states; 404 while queued or unknown.
+
+    Someone is watching a registration whose checks are pending: they go to
+    the priority lane, at most once per hold (docs/verification.md).
+    """
     text = request.match_info["registration_id"]
-    if not _CANONICAL_UUID.fullmatch(text):
+    if not CANONICAL_UUID.fullmatch(text):
         return error_response(404, "not_found")
     door = request.app[DOOR]
+    registration_id = uuid.UUID(text)
     try:
-        row = await door.storage.registration(uuid.UUID(text))
+        row = await door.storage.registration(registration_id)
     except StorageUnavailable:
-        return _unavailable("status_unavailable", RETRY_AFTER_UNAVAILABLE)
+        return unavailable("status_unavailable", RETRY_AFTER_UNAVAILABLE)
     if row is None:
         return error_response(404, "not_found")
+    if row["state"] == "accepted":
+        waiting = [kind for kind, column in _CHECKS if row[column] == "pending"]
+        if waiting:
+            await door.prioritise(registration_id.bytes, waiting)
     return json_response(200, {
         "registration_id": str(row["registration_id"]),
         "state": row["state"],

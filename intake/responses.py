@@ -27,6 +27,8 @@ MESSAGES: Mapping[str, str] = {
     "intake_closed": "Registration is closed right now.",
     "status_unavailable": "Registration status cannot be read right now; try again later.",
     "not_found": "No such registration (it may still be queued).",
+    "nothing_to_resend": "This registration has no verification email to send again.",
+    "resend_too_soon": "The verification email was requested lately; retry after the given delay.",
     "invalid_token": "The verification link is missing, malformed or not valid.",
     "token_expired": "The verification link has expired.",
     "unauthorized": "A valid admin bearer token is required.",

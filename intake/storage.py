@@ -11,26 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
 
 from config.settings import Settings
 from workers.audit_archive import archived_page
+from workers.queries import load
 from workers.status_queries import funnel_counts
+from workers.store import COUNTER_SHARDS
 from workers.verification.store import EmailOutcome, verify_email
 
 # The failures that mean "PostgreSQL cannot answer now".
 _UNAVAILABLE: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                        asyncpg.exceptions.InternalClientError)
-_STATUS_QUERY: Final = """
-SELECT registration_id, state::text, email_verification::text, nik_verification::text,
-       updated_at
-  FROM registrations
- WHERE registration_id = $1
-"""
+QUERIES: Final = load("door.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class EmailResend:
+    """What a resend found, and whether it moved the email back to `pending`."""
+
+    state: str
+    previous: str  # email_verification before the resend
+    moved: bool
 
 
 class StorageUnavailable(Exception):
@@ -50,8 +58,20 @@ class StatusStore:
     async def registration(self, registration_id: uuid.UUID) -> dict[str, Any] | None:
         """The stored states of a registration, or None while it is not stored."""
         async with self._bounded() as pool:
-            row = await pool.fetchrow(_STATUS_QUERY, registration_id)
+            row = await pool.fetchrow(QUERIES["registration_status"], registration_id)
         return dict(row) if row is not None else None
+
+    async def resend_email(self, registration_id: uuid.UUID) -> EmailResend | None:
+        """Move a `sent` or `failed` email of an accepted registration back to `pending`.
+
+        None when no such registration is stored. Commits on its own.
+        """
+        async with self._bounded() as pool:
+            row = await pool.fetchrow(QUERIES["resend_email"], registration_id,
+                                      random.randrange(COUNTER_SHARDS))
+        if row is None:
+            return None
+        return EmailResend(row["state"], row["previous"], row["moved"])
 
     async def verify_email(self, registration_id: uuid.UUID) -> EmailOutcome:
         """Mark the registration's email verified (its link was opened); idempotent."""

@@ -28,6 +28,9 @@ STORE_GROUP = "store"
 HEARTBEATS = f"{PREFIX}:workers:heartbeats"
 # Each NIK worker's circuit breaker state (queueing/breaker_reports.py).
 BREAKER_REPORTS = f"{PREFIX}:workers:breakers"
+# The one field of a verification job, on the backlog and the priority lanes:
+# the registration's id (16 bytes).
+JOB_FIELD = b"r"
 
 
 def outbound_bucket(service: str) -> str:

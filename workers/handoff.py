@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from queueing.keys import JOB_FIELD as JOB_FIELD  # the door's priority jobs use it too
 from queueing.keys import Partition
 from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, ScriptCall, script_source
 
 KINDS: Final = ("email", "nik")  # the order of the script's stream keys
-JOB_FIELD: Final = b"r"
 NO_ROOM: Final = -1
 
 

@@ -1,5 +1,6 @@
 // The public registration form: checks every field as the server does, posts with an
-// Idempotency-Key, waits out 429/503 by their Retry-After, then follows the status.
+// Idempotency-Key, waits out 429/503 by their Retry-After, then follows the status, where
+// the verification email can be sent again.
 // Every figure, pattern and text comes from the server (the #form-rules block, built by
 // intake/form_rules.py); this script holds only the order of the checks.
 "use strict";
@@ -252,6 +253,8 @@
   const STATUS_HASH = /^#pendaftaran=([0-9a-f-]{36})$/;
   const words = (code) => RULES.states[code] || code;
   const POLLS = 200;
+  let polling = 0;  // the current round of polls; an older one stops at its next turn
+  let currentId = null;  // the registration the page shows
 
   function renderStatus(state, email, nik, updated) {
     const cell = document.getElementById("status-state");
@@ -261,12 +264,14 @@
     document.getElementById("status-nik").textContent = nik ? words(nik) : "–";
     document.getElementById("status-updated").textContent = updated
       ? new Date(updated).toLocaleString("id-ID", { timeZone: "Asia/Jakarta" }) + " WIB" : "–";
+    showResend(state, email);
   }
 
-  async function poll(id, round) {
+  async function poll(id, round, generation) {
+    if (generation !== polling) return;
     const note = document.getElementById("status-note");
     const again = (ms) => {
-      if (round < POLLS) setTimeout(() => poll(id, round + 1), ms);
+      if (round < POLLS) setTimeout(() => poll(id, round + 1, generation), ms);
       else note.textContent = "Muat ulang halaman untuk memperbarui status.";
     };
     let response;
@@ -278,6 +283,7 @@
       again(5000);
       return;
     }
+    if (generation !== polling) return;
     if (response.status === 200) {
       const s = await response.json();
       renderStatus(s.state, s.email_verification, s.nik_verification, s.updated_at);
@@ -296,13 +302,92 @@
     again(5000);
   }
 
+  function startPolling(id) {
+    polling += 1;
+    poll(id, 0, polling);
+  }
+
   function showStatus(id) {
     history.replaceState(null, "", "#pendaftaran=" + id);
     form.hidden = true;
     document.getElementById("status").hidden = false;
     document.getElementById("status-id").textContent = id;
-    poll(id, 0);
+    currentId = id;
+    startPolling(id);
   }
+
+  // ---- sending the verification email again ----
+  const RESEND = RULES.resend;
+  const RESENDABLE = ["pending", "sent", "failed"];
+  const resendBox = document.getElementById("resend");
+  const resendButton = document.getElementById("resend-button");
+  const resendNote = document.getElementById("resend-note");
+  let resendTimer = null;
+
+  function showResend(state, email) {
+    resendBox.hidden = !(state === "accepted" && RESENDABLE.includes(email));
+  }
+
+  // "<lead> Anda dapat meminta lagi dalam <N> detik.", counted down; then the button is back
+  // and the note says `done`.
+  function waitThenEnable(lead, template, seconds, done) {
+    clearTimeout(resendTimer);
+    resendButton.disabled = true;
+    const [before, after] = template.split("{seconds}");
+    let left = seconds;
+    const tick = () => {
+      if (left <= 0) {
+        resendNote.textContent = done;
+        resendButton.disabled = false;
+        resendTimer = null;
+        return;
+      }
+      const count = document.createElement("strong");
+      count.id = "resend-countdown";
+      count.textContent = String(left);
+      resendNote.textContent = "";
+      resendNote.append(lead + " " + before, count, after);
+      left -= 1;
+      resendTimer = setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
+  async function resend() {
+    const id = currentId;
+    resendButton.disabled = true;
+    resendNote.textContent = "";
+    let response;
+    try {
+      response = await fetch("/v1/registrations/" + encodeURIComponent(id) + "/verification-email",
+        { method: "POST", headers: { Accept: "application/json" } });
+    } catch (_) {
+      resendNote.textContent = ERR.network;
+      resendButton.disabled = false;
+      return;
+    }
+    let body = {};
+    try { body = await response.json(); } catch (_) { body = {}; }
+    const code = (body.error || {}).code;
+    const after = Math.max(1, parseInt(response.headers.get("Retry-After"), 10) || 5);
+    if (response.status === 202) {
+      waitThenEnable(RESEND.accepted, RESEND.wait, Math.max(1, body.resend_after_seconds || 60),
+        RESEND.accepted);
+      startPolling(id);  // pending again: follow it until it is sent
+    } else if (response.status === 429) {
+      waitThenEnable(ERR[code] || ERR.other, RESEND.wait, after, "");
+    } else if (response.status === 503) {
+      waitThenEnable(ERR[code] || ERR.other, RESEND.retry, after, "");
+    } else if (response.status === 409) {
+      resendNote.textContent = ERR.nothing_to_resend;
+      startPolling(id);  // the status has moved on (verified): show it
+    } else {
+      resendNote.textContent = ERR[code] || ERR.other;
+      resendButton.disabled = false;
+    }
+  }
+
+  resendButton.addEventListener("click", resend);
 
   const found = STATUS_HASH.exec(location.hash);
   if (found) showStatus(found[1]);

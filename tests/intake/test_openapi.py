@@ -22,6 +22,8 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     # Added for slow and abusive clients (issue 7), backward compatible: a body that
     # never arrives, and the per-client-IP limit (off by default).
     "request_timeout", "client_limited",
+    # Added with the resend of the verification email (the priority lane), backward compatible.
+    "nothing_to_resend", "resend_too_soon",
 })
 # The field codes of API.md's validation table.
 FIELD_CODES: Final = frozenset({
@@ -34,6 +36,8 @@ REQUEST_FIELDS: Final = frozenset({"nik", "full_name", "email", "phone", "birth_
 OPERATIONS: Final = {
     ("post", "/v1/registrations"): {"202", "400", "408", "413", "415", "422", "429", "503"},
     ("get", "/v1/registrations/{registration_id}"): {"200", "404", "503"},
+    ("post", "/v1/registrations/{registration_id}/verification-email"): {
+        "202", "404", "409", "429", "503"},
     ("get", "/v1/verify-email"): {"200", "400", "410", "503"},
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
@@ -163,8 +167,11 @@ def test_every_error_code_is_answered_and_no_other() -> None:
             if status.startswith("4") or (status == "503" and path.startswith("/v1/")):
                 answered += _response_codes(_json_schema(method, path, status))
     assert set(answered) == PUBLIC_ERROR_CODES
-    # Only status_unavailable has two homes: the status read and the email link.
-    assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES, "status_unavailable"])
+    # The codes with more than one home: the status read, the email link and the
+    # resend (status_unavailable); the status read and the resend (not_found); both
+    # POSTs (client_limited).
+    assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES, "status_unavailable",
+                                       "status_unavailable", "not_found", "client_limited"])
 
 
 def test_request_schema_requires_exactly_the_contracts_fields() -> None:
@@ -237,6 +244,29 @@ def test_rejections_carry_the_contracts_headers() -> None:
     assert set(_resolve(responses["503"])["headers"]) == {"Retry-After"}
     retry_after = _resolve(_resolve(responses["503"])["headers"]["Retry-After"])
     assert retry_after["schema"] == {"type": "integer", "minimum": 1}
+
+
+def test_the_resend_answers_the_contracts_headers_and_codes() -> None:
+    path = "/v1/registrations/{registration_id}/verification-email"
+    operation = _operation("post", path)
+    assert "requestBody" not in operation
+    responses = operation["responses"]
+    assert set(_resolve(responses["429"])["headers"]) == {
+        "Retry-After", "RateLimit-Policy", "RateLimit"
+    }
+    assert set(_resolve(responses["503"])["headers"]) == {"Retry-After"}
+    assert _response_codes(_json_schema("post", path, "429")) == {"resend_too_soon",
+                                                                  "client_limited"}
+    assert _response_codes(_json_schema("post", path, "409")) == {"nothing_to_resend"}
+    accepted = _resolve(_json_schema("post", path, "202"))
+    _validator(accepted).validate({"email_verification": "pending", "resend_after_seconds": 60})
+    assert not _validator(accepted).is_valid({"email_verification": "sent",
+                                              "resend_after_seconds": 60})
+
+
+def test_every_answered_error_code_has_a_message() -> None:
+    responses = pytest.importorskip("intake.responses")
+    assert PUBLIC_ERROR_CODES <= set(responses.MESSAGES)
 
 
 def test_verify_email_answers_json_and_html() -> None:

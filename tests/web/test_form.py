@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -11,10 +12,12 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from loadtest.registrants import RegistrantFactory
-from queueing.keys import partitions
+from queueing.keys import JOB_FIELD, Partition, partition_for_registration, partitions
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
+from tests.support import seal_people, stream_range
 from tests.web.browser import chromium_page
 from tests.workers.drain_helpers import drain_settings, running_drain
+from workers.store import store_batch
 
 KEY_SHAPE = re.compile(r"[0-9a-f]{32}")
 
@@ -114,3 +117,79 @@ async def test_a_limited_submission_counts_down_retries_and_shows_the_stored_sta
     stored = await pg.fetch("SELECT registration_id::text AS id, state FROM registrations")
     assert len(stored) == 2
     assert (registration_id, "accepted") in [(row["id"], row["state"]) for row in stored]
+
+
+async def stored_registration(pg: asyncpg.Connection, settings: Settings,
+                              registrants: RegistrantFactory, email: str) -> uuid.UUID:
+    [envelope] = seal_people(settings, [registrants.make()])
+    await store_batch(pg, 0, 0, [envelope])
+    rid = uuid.UUID(bytes=envelope.registration_id)
+    await pg.execute("UPDATE registrations SET email_verification = $2"
+                     " WHERE registration_id = $1", rid, email)
+    return rid
+
+
+async def email_jobs(redis: Redis, settings: Settings) -> list[bytes]:
+    return [fields[JOB_FIELD] for p in partitions(settings.queue.partitions)
+            for _, fields in await stream_range(redis, p.verification_priority("email"))]
+
+
+async def test_the_status_page_sends_the_verification_email_again_and_counts_down(
+    door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
+    test_settings: Settings, registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    rid = await stored_registration(pg, test_settings, registrants, "sent")
+    async with chromium_page(tmp_path / "profile") as page:
+        await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={rid}")))
+        button = await page.wait_for_selector("#resend-button", state="visible")
+        assert button is not None
+        label = await button.text_content()
+        await button.click()
+        countdown = await page.wait_for_selector("#resend-countdown")
+        assert countdown is not None
+        seconds = int(await countdown.text_content() or "0")
+        note = await page.text_content("#resend-note") or ""
+        disabled = await button.is_disabled()
+        # Pending again, and the page follows it (its polls had gone on: `sent` is open).
+        await page.wait_for_function(
+            "document.getElementById('status-email').textContent === 'Menunggu'")
+
+    assert label == "Kirim ulang email verifikasi"
+    assert note.startswith("Email verifikasi akan segera dikirim ulang.")
+    assert "Anda dapat meminta lagi dalam" in note and 55 <= seconds <= 60
+    assert disabled
+    assert await pg.fetchval("SELECT email_verification::text FROM registrations"
+                             " WHERE registration_id = $1", rid) == "pending"
+    assert await email_jobs(redis_client, test_settings) == [rid.bytes]
+
+
+async def test_the_status_page_shows_the_wait_of_a_resend_too_soon(
+    door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
+    test_settings: Settings, registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    verified = await stored_registration(pg, test_settings, registrants, "verified")
+    rid = await stored_registration(pg, test_settings, registrants, "sent")
+    # Another tab asked for it 18 s ago.
+    lane = Partition(partition_for_registration(rid.bytes, test_settings.queue.partitions))
+    await redis_client.set(lane.priority_hold("email", rid.bytes), "resend", ex=42)
+    async with chromium_page(tmp_path / "profile") as page:
+        await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={verified}")))
+        await page.wait_for_function(
+            "document.getElementById('status-email').textContent === 'Terverifikasi'")
+        hidden_when_verified = await page.is_hidden("#resend")
+        await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={rid}")))
+        await page.reload()
+        await page.click("#resend-button")
+        countdown = await page.wait_for_selector("#resend-countdown")
+        assert countdown is not None
+        seconds = int(await countdown.text_content() or "0")
+        note = await page.text_content("#resend-note") or ""
+        disabled = await page.is_disabled("#resend-button")
+
+    assert hidden_when_verified
+    assert note.startswith("Email verifikasi baru saja diminta. Anda dapat meminta lagi dalam")
+    assert 35 <= seconds <= 42  # Retry-After, counted down
+    assert disabled
+    assert await pg.fetchval("SELECT email_verification::text FROM registrations"
+                             " WHERE registration_id = $1", rid) == "sent"
+    assert await email_jobs(redis_client, test_settings) == []
