@@ -224,8 +224,10 @@ async def test_two_worker_processes_stay_under_the_shared_rate(
                 await eventually(lambda: all_checked(pg, count), within=60, what="all checked")
                 elapsed = time.monotonic() - started
                 assert all(w.poll() is None for w in workers)
-                scraped = [await _verified_counter(sim.session, port)
-                           for port in (first_port, first_port + 1)]
+                # Counted right after each batch's statement commits: a moment after.
+                ports = (first_port, first_port + 1)
+                await eventually(lambda: _all_counted(sim.session, ports, count),
+                                 what="metrics of both processes")
             assert [w.returncode for w in workers] == [0, 0]  # SIGTERM: a clean stop
         stats: dict[str, Any] = await sim.stats()
     # The bucket lets at most burst + rate·t calls start in any t seconds:
@@ -236,7 +238,12 @@ async def test_two_worker_processes_stay_under_the_shared_rate(
     assert elapsed >= (count - 1) / rate - 1  # the limit did slow them down
     logs = await asyncio.to_thread(_read_logs, tmp_path)
     assert "NIK worker" in logs and "Traceback" not in logs
-    assert sum(scraped) == count  # both processes' metrics, over HTTP, add up to the table
+
+
+async def _all_counted(session: aiohttp.ClientSession, ports: tuple[int, ...],
+                       count: int) -> bool:
+    """Whether both processes' metrics, over HTTP, add up to the table."""
+    return sum([await _verified_counter(session, port) for port in ports]) == count
 
 
 async def _verified_counter(session: aiohttp.ClientSession, port: int) -> float:
