@@ -8,7 +8,8 @@ import sys
 from benchmarks.bench_command import SUITES
 
 # Suites that `gelombang bench` does not run by default but that stay runnable on their own.
-EXTRA_SUITES = {"verification": "benchmarks.verification"}
+EXTRA_SUITES = {"verification": "benchmarks.verification",
+                "verification-cpu": "benchmarks.verification_cpu"}
 
 
 def main() -> int:

@@ -62,7 +62,7 @@ def run_store(args: argparse.Namespace) -> int:
 async def _store(settings: Settings) -> None:
     redis = connect_worker_redis(settings)
     slots = settings.drain.concurrency or settings.queue.partitions
-    pool = await create_pool(settings, slots + 1)
+    pool = await create_pool(settings, slots + 1, "drain")
     metrics = WorkerMetrics("drain")
     worker = DrainWorker(settings, redis, pool, metrics=metrics)
     loop = asyncio.get_running_loop()

@@ -44,10 +44,15 @@ def connect_worker_redis(settings: Settings) -> RedisClient:
     )
 
 
-async def create_pool(settings: Settings, size: int) -> asyncpg.Pool:
-    """The worker's PostgreSQL pool; connects lazily, so a down database is waited for."""
+async def create_pool(settings: Settings, size: int, role: str = "worker") -> asyncpg.Pool:
+    """The worker's PostgreSQL pool; connects lazily, so a down database is waited for.
+
+    Its connections carry application_name `gelombang-<role>`, so operators
+    (and the benchmarks) see in pg_stat_activity who holds how many.
+    """
     pool = await asyncpg.create_pool(
         settings.postgres.dsn, min_size=0, max_size=size, timeout=5.0, command_timeout=60.0,
+        server_settings={"application_name": f"gelombang-{role}"},
     )
     assert pool is not None
     return pool

@@ -22,8 +22,9 @@ SELECT r.registration_id, r.state::text, r.email_verification::text, r.key_id, r
   LEFT JOIN email_deliveries AS d USING (registration_id);
 
 -- name: record_email_outcomes
--- A batch's sends in one statement: every try counted in email_deliveries,
--- `sent` and `failed` moved from `pending` only (a repeat changes nothing),
+-- A batch's sends in one statement: tries counted in email_deliveries for
+-- messages that needed more than one (or failed), `sent` and `failed` moved
+-- from `pending` only (a repeat changes nothing),
 -- the funnel counter moved by what changed. $1 ids, $2 outcomes (`sent`,
 -- `failed`, `deferred`), $3 the errors (a code and a step, never an address),
 -- $4 the counter shard.
@@ -39,13 +40,17 @@ WITH outcome AS (
      ORDER BY registration_id
        FOR NO KEY UPDATE
 ), tried AS (
-    INSERT INTO email_deliveries (registration_id, attempts, sent_at, last_error)
-    SELECT registration_id, 1, CASE WHEN outcome = 'sent' THEN now() END, error
-      FROM outcome
+    -- Only what needs remembering: a message sent at its first try (nearly
+    -- all of them) leaves no row; a deferred or refused one counts its tries.
+    INSERT INTO email_deliveries (registration_id, attempts, last_error)
+    SELECT registration_id, 1, error FROM outcome WHERE outcome <> 'sent'
         ON CONFLICT (registration_id) DO UPDATE
-       SET attempts = email_deliveries.attempts + 1,
-           sent_at = coalesce(EXCLUDED.sent_at, email_deliveries.sent_at),
-           last_error = EXCLUDED.last_error
+       SET attempts = email_deliveries.attempts + 1, last_error = EXCLUDED.last_error
+), sent_later AS (
+    UPDATE email_deliveries AS d SET attempts = d.attempts + 1, sent_at = now(),
+           last_error = NULL
+      FROM outcome AS o
+     WHERE d.registration_id = o.registration_id AND o.outcome = 'sent'
 ), changed AS (
     UPDATE registrations AS r
        SET email_verification = o.outcome::email_verification, updated_at = now()

@@ -114,7 +114,7 @@ async def running_role(settings: Settings, role: str, metrics: WorkerMetrics | N
                        ) -> AsyncIterator[RunningRole]:
     """The role's verifier and consumer, connected; closed after the block."""
     redis = connect_worker_redis(settings)
-    pool = await create_pool(settings, getattr(settings, role).pg_connections)
+    pool = await create_pool(settings, getattr(settings, role).pg_connections, role)
     verifier: Verifier
     smtp: SmtpPool | None = None
     client: NikClient | None = None

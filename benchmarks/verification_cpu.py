@@ -1,0 +1,205 @@
+"""What verification costs per registration, process by process, behind a stored backlog.
+
+    python -m benchmarks verification-cpu [--count 30000] [--nik-capacity 1500]
+                                          [--email-rate 10000]
+
+The same deployed processes as the verification suite (scratch Redis with
+AOF always, PostgreSQL with fsync, `mail-sink`, `nik-sim`, `worker store`,
+`worker email`, `worker nik`, one config). The email and NIK workers start,
+connect, and are then paused (SIGSTOP) while the whole wave is stored; so
+when they are let go (SIGCONT) Redis and PostgreSQL do verification work
+only, and the CPU time each process spends until the last NIK is checked
+(read from /proc: Redis, PostgreSQL's postmaster and backends, each
+worker) is verification's, nothing else's. Reported per registration, with
+the sandboxes' (mail sink, simulator) apart: they stand for the relay and
+the ministry. Also: emails and NIK checks per second in that phase, and the
+most PostgreSQL connections each worker held (pg_stat_activity, by
+application_name, sampled every 0.2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis
+
+from benchmarks import cpu, stack, streams, workload
+from benchmarks.verification import (
+    add_wave_options,
+    progress,
+    sim_stats,
+    start,
+    stop,
+    wait_port,
+    write_config,
+)
+from gelombang.services import start_postgres, start_redis
+from queueing.sealing import KeyedHasher, Sealer
+from workers.schema import migrate
+
+CONNECTIONS_SQL = """
+SELECT application_name, count(*) FROM pg_stat_activity
+ WHERE application_name LIKE 'gelombang-%' GROUP BY 1
+"""
+# Progress from the funnel's counters (a few rows), on one connection: a
+# count over the registrations, or a new connection per look, cost
+# PostgreSQL as much as a third of what is measured.
+FUNNEL_SQL = """
+SELECT coalesce(sum(value) FILTER (WHERE name = 'email_sent'), 0),
+       coalesce(sum(value) FILTER (WHERE name IN ('nik_verified', 'nik_rejected')), 0)
+  FROM funnel_counts
+"""
+POLL_SECONDS = 0.5
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks verification-cpu")
+    add_wave_options(parser)
+    parser.set_defaults(count=30_000, nik_capacity=1500.0)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    redis_server = start_redis(scratch / "redis", log_file=scratch / "redis.log")
+    postgres = start_postgres(scratch / "postgres", fsync=True,
+                              log_file=scratch / "postgres.log")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        asyncio.run(migrate(postgres.dsn))
+        settings, keys = write_config(scratch / "bench.toml", redis_server.url, postgres.dsn,
+                                      scratch, args)
+        payloads = workload.generate(
+            args.count, duplicate_every=args.count + 1,
+            sealer=Sealer({"bench": base64.b64decode(keys["sealing_keys"]["bench"])}, "bench"),
+            hasher=KeyedHasher(base64.b64decode(keys["hash_key"])),
+            make=lambda factory: factory.citizen(settings.nik_sim.population_seed,
+                                                 settings.nik_sim.existing_share))
+        config = scratch / "bench.toml"
+        processes["mail-sink"] = start(["mail-sink"], config, scratch / "mail-sink.log")
+        processes["nik-sim"] = start(["nik-sim"], config, scratch / "nik-sim.log")
+        wait_port(settings.email.smtp_port)
+        wait_port(settings.nik_sim.port)
+        for role in ("store", "email", "nik"):
+            processes[role] = start(["worker", role], config, scratch / f"worker-{role}.log")
+        time.sleep(3.0)  # connected, groups made, leases taken
+        for role in ("email", "nik"):
+            processes[role].send_signal(signal.SIGSTOP)
+        client = redis.Redis.from_url(redis_server.url)
+        streams.enqueue(client, payloads, settings.queue.partitions)
+        wait_for(postgres.dsn, 0, args.count, args.timeout)
+        phase = measure(processes, redis_server.pid, postgres.pid, postgres.dsn, args)
+        stats = sim_stats(settings)
+    finally:
+        for role in ("email", "nik"):
+            if role in processes:
+                processes[role].send_signal(signal.SIGCONT)
+        codes = {name: stop(process) for name, process in reversed(processes.items())}
+        postgres.stop()
+        redis_server.stop()
+    return {**phase, "count": args.count, "nik_capacity": args.nik_capacity,
+            "email_rate_limit": args.email_rate, "simulator": stats, "exit_codes": codes}
+
+
+def wait_for(dsn: str, column: int, count: int, timeout: float) -> float:
+    """Seconds until the progress column reaches `count`."""
+    started = time.monotonic()
+    while asyncio.run(progress(dsn))[column] < count:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"not done within {timeout} s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def measure(processes: dict[str, subprocess.Popen[bytes]], redis_pid: int, postgres_pid: int,
+            dsn: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Let the verifiers go; CPU seconds per process until every check is done."""
+    return asyncio.run(_measure(processes, redis_pid, postgres_pid, dsn, args))
+
+
+async def _measure(processes: dict[str, subprocess.Popen[bytes]], redis_pid: int,
+                   postgres_pid: int, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
+    pids = {"redis": redis_pid, "postgres": postgres_pid,
+            **{name: process.pid for name, process in processes.items()}}
+    connection = await asyncpg.connect(dsn)
+    try:
+        before = cpu.processes()
+        started = time.monotonic()
+        for role in ("email", "nik"):
+            processes[role].send_signal(signal.SIGCONT)
+        most_connections: dict[str, int] = {}
+        done_at: dict[str, float] = {}
+        while len(done_at) < 2:
+            await asyncio.sleep(POLL_SECONDS)
+            row = await connection.fetchrow(FUNNEL_SQL)
+            assert row is not None
+            elapsed = time.monotonic() - started
+            for value, name in zip(row, ("email", "nik"), strict=True):
+                if value >= args.count and name not in done_at:
+                    done_at[name] = elapsed
+            for row in await connection.fetch(CONNECTIONS_SQL):
+                most_connections[row[0]] = max(most_connections.get(row[0], 0), int(row[1]))
+            if elapsed > args.timeout:
+                raise RuntimeError(f"not verified within {args.timeout} s")
+        after = cpu.processes()
+    finally:
+        await connection.close()
+    seconds = {name: cpu.family_seconds(after, pid) - cpu.family_seconds(before, pid)
+               for name, pid in pids.items()}
+    per_registration = {name: value / args.count * 1e6 for name, value in seconds.items()}
+    verification = sum(per_registration[name] for name in ("email", "nik", "postgres", "redis"))
+    return {"cpu_seconds": seconds, "cpu_us_per_registration": per_registration,
+            "verification_us_per_registration": verification,
+            "emails_per_s": args.count / done_at["email"],
+            "nik_checks_per_s": args.count / done_at["nik"],
+            "phase_seconds": max(done_at.values()),
+            "most_pg_connections": most_connections}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    us = results["cpu_us_per_registration"]
+    rows = [f"| {name} | {us[name]:,.0f} |" for name in
+            ("email", "nik", "postgres", "redis", "mail-sink", "nik-sim", "store")]
+    return "\n".join([
+        f"## verification CPU: {results['count']:,} stored registrations, then verified",
+        "",
+        "| process | µs of CPU per registration |",
+        "| --- | ---: |",
+        *rows,
+        f"| **verification (email + NIK + PostgreSQL + Redis)** | "
+        f"**{results['verification_us_per_registration']:,.0f}** |",
+        "",
+        f"emails {results['emails_per_s']:,.0f}/s, NIK checks {results['nik_checks_per_s']:,.0f}/s"
+        f" (simulator at {results['nik_capacity']:.0f}/s); most PostgreSQL connections: "
+        f"{results['most_pg_connections']}; simulator: {results['simulator'].get('statuses')}",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    folder = stack.result_folder("verification-cpu")
+    scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-vcpu-"))
+    try:
+        results = run(args, scratch)
+    finally:
+        for log in scratch.glob("*.log"):
+            shutil.copy(log, folder / log.name)
+        shutil.rmtree(scratch, ignore_errors=True)
+    results.update(suite="verification-cpu", machine=stack.machine())
+    stack.write_json(folder / "results.json", results)
+    text = markdown(results)
+    (folder / "results.md").write_text(text)
+    print(text)
+    print(f"results in {folder}")
+    return 0
