@@ -67,7 +67,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add_wave_options(parser)
     parser.set_defaults(count=30_000, nik_capacity=1500.0)
     parser.add_argument("--timeout", type=float, default=600.0)
-    return parser.parse_args(argv)
+    parser.add_argument("--roles", default="email,nik",
+                        help="the verifiers let go (the others stay paused): email, nik or both")
+    args = parser.parse_args(argv)
+    args.roles = [role for role in args.roles.split(",") if role]
+    if not args.roles or set(args.roles) - {"email", "nik"}:
+        parser.error("--roles: email, nik, or email,nik")
+    return args
 
 
 def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -98,17 +104,26 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         client = redis.Redis.from_url(redis_server.url)
         streams.enqueue(client, payloads, settings.queue.partitions)
         wait_for(postgres.dsn, 0, args.count, args.timeout)
+        commands_before = client.info("commandstats")
         phase = measure(processes, redis_server.pid, postgres.pid, postgres.dsn, args)
+        phase["redis_calls"] = calls_between(commands_before, client.info("commandstats"))
         stats = sim_stats(settings)
     finally:
         for role in ("email", "nik"):
             if role in processes:
-                processes[role].send_signal(signal.SIGCONT)
+                processes[role].send_signal(signal.SIGCONT)  # to stop cleanly
         codes = {name: stop(process) for name, process in reversed(processes.items())}
         postgres.stop()
         redis_server.stop()
     return {**phase, "count": args.count, "nik_capacity": args.nik_capacity,
             "email_rate_limit": args.email_rate, "simulator": stats, "exit_codes": codes}
+
+
+def calls_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """Redis commands run between two INFO commandstats, by command, most first."""
+    calls = {name.removeprefix("cmdstat_"): int(stats["calls"]) - int(
+        before.get(name, {}).get("calls", 0)) for name, stats in after.items()}
+    return dict(sorted(((k, v) for k, v in calls.items() if v), key=lambda kv: -kv[1]))
 
 
 def wait_for(dsn: str, column: int, count: int, timeout: float) -> float:
@@ -135,15 +150,17 @@ async def _measure(processes: dict[str, subprocess.Popen[bytes]], redis_pid: int
     try:
         before = cpu.processes()
         started = time.monotonic()
-        for role in ("email", "nik"):
+        for role in args.roles:
             processes[role].send_signal(signal.SIGCONT)
         most_connections: dict[str, int] = {}
         done_at: dict[str, float] = {}
-        while len(done_at) < 2:
+        timeline: list[tuple[float, int, int]] = []
+        while len(done_at) < len(args.roles):
             await asyncio.sleep(POLL_SECONDS)
             row = await connection.fetchrow(FUNNEL_SQL)
             assert row is not None
             elapsed = time.monotonic() - started
+            timeline.append((elapsed, int(row[0]), int(row[1])))
             for value, name in zip(row, ("email", "nik"), strict=True):
                 if value >= args.count and name not in done_at:
                     done_at[name] = elapsed
@@ -157,31 +174,48 @@ async def _measure(processes: dict[str, subprocess.Popen[bytes]], redis_pid: int
     seconds = {name: cpu.family_seconds(after, pid) - cpu.family_seconds(before, pid)
                for name, pid in pids.items()}
     per_registration = {name: value / args.count * 1e6 for name, value in seconds.items()}
-    verification = sum(per_registration[name] for name in ("email", "nik", "postgres", "redis"))
+    verification = sum(per_registration[name]
+                       for name in ("postgres", "redis", *args.roles))
     return {"cpu_seconds": seconds, "cpu_us_per_registration": per_registration,
-            "verification_us_per_registration": verification,
-            "emails_per_s": args.count / done_at["email"],
-            "nik_checks_per_s": args.count / done_at["nik"],
+            "roles": args.roles, "verification_us_per_registration": verification,
+            "per_s": {name: args.count / done_at[name] for name in done_at},
+            "steady_per_s": {name: steady_rate(timeline, column, args.count)
+                             for column, name in ((1, "email"), (2, "nik"))
+                             if name in done_at},
             "phase_seconds": max(done_at.values()),
             "most_pg_connections": most_connections}
+
+
+def steady_rate(timeline: list[tuple[float, int, int]], column: int, total: int
+                ) -> float | None:
+    """Jobs per second between 10 % and 90 % of the total done: the pace once going,
+    without the start (first batches loading) and the tail (the slowest answers)."""
+    low = next((point for point in timeline if point[column] >= total * 0.1), None)
+    high = next((point for point in timeline if point[column] >= total * 0.9), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return None
+    return (high[column] - low[column]) / (high[0] - low[0])
 
 
 def markdown(results: dict[str, Any]) -> str:
     us = results["cpu_us_per_registration"]
     rows = [f"| {name} | {us[name]:,.0f} |" for name in
-            ("email", "nik", "postgres", "redis", "mail-sink", "nik-sim", "store")]
+            (*results["roles"], "postgres", "redis", "mail-sink", "nik-sim", "store")]
+    rates = ", ".join(f"{name} {rate:,.0f}/s (steady {results['steady_per_s'][name] or 0:,.0f}/s)"
+                      for name, rate in results["per_s"].items())
     return "\n".join([
         f"## verification CPU: {results['count']:,} stored registrations, then verified",
         "",
         "| process | µs of CPU per registration |",
         "| --- | ---: |",
         *rows,
-        f"| **verification (email + NIK + PostgreSQL + Redis)** | "
+        f"| **verification ({' + '.join(results['roles'])} + PostgreSQL + Redis)** | "
         f"**{results['verification_us_per_registration']:,.0f}** |",
         "",
-        f"emails {results['emails_per_s']:,.0f}/s, NIK checks {results['nik_checks_per_s']:,.0f}/s"
-        f" (simulator at {results['nik_capacity']:.0f}/s); most PostgreSQL connections: "
+        f"{rates} (simulator at {results['nik_capacity']:.0f}/s); most PostgreSQL connections: "
         f"{results['most_pg_connections']}; simulator: {results['simulator'].get('statuses')}",
+        "",
+        f"Redis commands in the phase: {results['redis_calls']}",
         "",
     ])
 

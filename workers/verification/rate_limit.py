@@ -72,8 +72,10 @@ class SharedRateLimit:
 class TokenDispenser:
     """Hands out one process's tokens one call at a time, reserving them in batches.
 
-    When it runs out it reserves as many as callers are waiting (at most a
-    quarter of a second's worth) in one script call.
+    When it runs out it reserves as many as callers are waiting or announced
+    (a batch announces its calls before they queue for a connection), at most
+    a quarter of a second's worth, in one script call. Only announced or
+    waiting callers are reserved for, so every token reserved is used.
     """
 
     def __init__(self, limit: SharedRateLimit) -> None:
@@ -81,15 +83,27 @@ class TokenDispenser:
         self._due: collections.deque[float] = collections.deque()
         self._lock = asyncio.Lock()
         self._waiting = 0
+        self._announced = 0
         self.reservations = 0
 
-    async def take(self) -> None:
-        """Return once this caller's token is due."""
+    def announce(self, count: int) -> None:
+        """`count` callers will take a token soon (or `withdraw` theirs)."""
+        self._announced += count
+
+    def withdraw(self) -> None:
+        """An announced caller will not take its token after all."""
+        self._announced = max(0, self._announced - 1)
+
+    async def take(self, announced: bool = False) -> None:
+        """Return once this caller's token is due (`announced`: it was announced)."""
+        if announced:
+            self.withdraw()
         self._waiting += 1
         try:
             async with self._lock:
                 if not self._due:
-                    count = min(self._waiting, self._limit.most_per_reservation())
+                    count = min(max(self._waiting, self._announced),
+                                self._limit.most_per_reservation())
                     delays = await self._limit.reserve(count)
                     self.reservations += 1
                     now = time.monotonic()
