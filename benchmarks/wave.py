@@ -342,6 +342,8 @@ def table(summary: dict[str, Any]) -> str:
          f"({len(summary['passes']) - 1} pass(es))"),
         ("connection errors / unanswered", f"{summary['errors']} / {summary['unfinished']}"),
         ("generator's worst lateness", f"{summary['max_send_lag_ms']:.0f} ms"),
+        ("door's answers during the wave, p50 / p99 (first pass, from each due time)",
+         f"{summary['passes'][0]['p50_ms']:.0f} / {summary['passes'][0]['p99_ms']:.0f} ms"),
         ("last applicant answered", seconds(summary["last_answer_s"])),
         ("all stored", seconds(summary["all_stored_s"])),
         ("all verification emails sent", seconds(summary["all_emails_s"])),

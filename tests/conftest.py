@@ -171,6 +171,17 @@ async def migrated_dsn(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, to stop and start."""
+    server = start_postgres(tmp_path / "pg", fsync=False, log_file=tmp_path / "pg.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove_data()
+
+
+@pytest.fixture
 async def pg(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the migrated database, its tables emptied before the test."""
     connection = await asyncpg.connect(migrated_dsn)

@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,7 +20,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.devstate import render_toml
-from gelombang.services import PostgresServer, start_postgres
+from gelombang.services import PostgresServer
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import Envelope
 from queueing.keys import STORE_GROUP, Partition, partition_for_digest
@@ -171,17 +170,6 @@ async def test_kill_9_mid_batch_then_restart_stores_everything_once(
     assert "drain worker" in log and "stopped" in log
     for person in people[:50]:
         assert person.nik not in log and person.email not in log
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own, to stop and start."""
-    server = start_postgres(tmp_path / "pg", fsync=False, log_file=tmp_path / "pg.log")
-    try:
-        yield server
-    finally:
-        server.stop()
-        server.remove_data()
 
 
 @pytest.mark.slow
