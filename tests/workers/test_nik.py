@@ -27,6 +27,7 @@ from tests.intake.door_helpers import DoorUnderTest
 from tests.support import REPO_ROOT, write_config
 from tests.workers.drain_helpers import drain_settings, running_drain
 from tests.workers.test_email import funnel, register
+from tests.workers.verification_backlog import stored_backlog
 from tests.workers.verification_helpers import (
     dead_jobs,
     email_settings,
@@ -298,3 +299,29 @@ def _csv(folder: Path, nik: str) -> Path:
     path = folder / "list.csv"
     path.write_text(f"nik\n{nik}\n")
     return path
+
+
+async def test_a_worker_keeps_its_few_postgresql_connections_with_500_calls_in_flight(
+        pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+        registrants: RegistrantFactory) -> None:
+    count = 1500
+    await stored_backlog(pg, redis_client, test_settings, registrants, count)
+    async with nik_simulator(test_settings) as sim:
+        # A slow ministry with room: calls pile up in flight, 500 at most.
+        await sim.configure(latency_ms_median=800.0, latency_ms_p99=1200.0,
+                            capacity_per_second=10_000.0)
+        settings = nik_settings(test_settings, sim.url, concurrency=500,
+                                rate_per_second=10_000.0, burst=1000, batches_in_hand=10,
+                                timeout_seconds=20.0, claim_idle_seconds=30.0)
+        most = 0
+        async with running_nik_worker(settings):
+            deadline = time.monotonic() + 60
+            while not await all_checked(pg, count) and time.monotonic() < deadline:
+                most = max(most, await pg.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'gelombang-nik'"))
+                await asyncio.sleep(0.05)
+        stats = await sim.stats()
+    assert await all_checked(pg, count)
+    assert stats["max_in_flight"] >= 450  # the calls really were in flight together
+    assert 1 <= most <= settings.nik.pg_connections
