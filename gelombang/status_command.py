@@ -1,4 +1,4 @@
-"""`gelombang status`: a live terminal view of admission, queue, drain and funnel.
+"""`gelombang status`: a live terminal view of admission, queue, drain, verification, funnel.
 
 It reads the admin port only (see gelombang/status_sample.py), so it needs the
 admin URL and token of the config, nothing else. Ctrl-C or SIGTERM ends it at
@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 
 from config.settings import Settings
-from gelombang.status_sample import Frame, Reading, make_frame, read_admin
+from gelombang.status_sample import Frame, Reading, Verification, make_frame, read_admin
 from gelombang.status_view import render_frame
 
 # Every funnel read is an audited admin action: one every few seconds, not every frame.
@@ -90,6 +90,7 @@ class _Follower:
         self.before: Reading | None = None
         self.funnel_before: Reading | None = None
         self.drained: float | None = None
+        self.verification: Verification | None = None
         self.frame = Frame({}, {}, {}, None)
 
     def wants_funnel(self, now: float) -> bool:
@@ -103,8 +104,10 @@ class _Follower:
             self.funnel_before = reading
             self.drained = frame.drained_per_second if frame.drained_per_second is not None \
                 else self.drained
+            self.verification = frame.verification or self.verification
         funnel = self.funnel_before.funnel if self.funnel_before is not None else None
-        self.frame = dataclasses.replace(frame, funnel=funnel, drained_per_second=self.drained)
+        self.frame = dataclasses.replace(frame, funnel=funnel, drained_per_second=self.drained,
+                                         verification=self.verification)
         return self.frame
 
 

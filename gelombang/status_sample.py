@@ -35,6 +35,47 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
+class Verification:
+    """The verification side from two funnel readings: pace, what waits, time to clear."""
+
+    emails_per_second: float
+    nik_checks_per_second: float
+    emails_waiting: int
+    nik_checks_waiting: int
+
+    @staticmethod
+    def _clear(waiting: int, per_second: float) -> float | None:
+        if waiting <= 0:
+            return 0.0
+        return waiting / per_second if per_second > 0 else None
+
+    @property
+    def emails_clear_seconds(self) -> float | None:
+        """Seconds until every waiting email is sent at this pace (None: not moving)."""
+        return self._clear(self.emails_waiting, self.emails_per_second)
+
+    @property
+    def nik_checks_clear_seconds(self) -> float | None:
+        """Seconds until every waiting NIK is checked at this pace (None: not moving)."""
+        return self._clear(self.nik_checks_waiting, self.nik_checks_per_second)
+
+
+def verification_between(now: dict[str, Any], before: dict[str, Any],
+                         seconds: float) -> Verification:
+    """Emails sent and NIKs checked per second between two funnels, and what waits now
+    (accepted registrations not yet sent, not yet checked)."""
+    def checked(funnel: dict[str, Any]) -> int:
+        return int(funnel.get("nik_verified", 0)) + int(funnel.get("nik_rejected", 0))
+
+    accepted = int(now.get("accepted", 0))
+    sent = int(now.get("email_sent", 0))
+    return Verification(
+        max(0, sent - int(before.get("email_sent", 0))) / seconds,
+        max(0, checked(now) - checked(before)) / seconds,
+        max(0, accepted - sent), max(0, accepted - checked(now)))
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One view's worth of figures."""
 
@@ -47,6 +88,7 @@ class Frame:
     shed_per_second: float | None = None
     drained_per_second: float | None = None
     problems: list[str] = field(default_factory=list)
+    verification: Verification | None = None
 
 
 def parse_metrics(text: str) -> Reading:
@@ -105,8 +147,11 @@ def make_frame(now: Reading, before: Reading | None, funnel_before: Reading | No
         )
     if (now.funnel is not None and funnel_before is not None
             and funnel_before.funnel is not None and now.at > funnel_before.at):
+        seconds = now.at - funnel_before.at
         stored = now.funnel["stored"] - funnel_before.funnel["stored"]
         return Frame(frame.policy, frame.backlog, frame.breakers, frame.funnel,
                      frame.admitted_per_second, frame.limited_per_second,
-                     frame.shed_per_second, max(0, stored) / (now.at - funnel_before.at))
+                     frame.shed_per_second, max(0, stored) / seconds,
+                     verification=verification_between(now.funnel, funnel_before.funnel,
+                                                       seconds))
     return frame

@@ -56,6 +56,34 @@ def _queue(frame: Frame) -> Table:
     return table
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not moving"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _verification(frame: Frame) -> Table:
+    table = Table(title="Verification", title_justify="left", expand=False)
+    table.add_column("")
+    table.add_column("per second", justify="right")
+    table.add_column("waiting", justify="right")
+    table.add_column("clears in", justify="right")
+    pace = frame.verification
+    if pace is None:
+        table.add_row("email", "-", "-", "-")
+        table.add_row("NIK", "-", "-", "-")
+        return table
+    table.add_row("email", _number(pace.emails_per_second), _number(pace.emails_waiting),
+                  _duration(pace.emails_clear_seconds))
+    table.add_row("NIK", _number(pace.nik_checks_per_second), _number(pace.nik_checks_waiting),
+                  _duration(pace.nik_checks_clear_seconds))
+    return table
+
+
 def _partitions(frame: Frame) -> Table:
     table = Table(title="Backlog per partition", title_justify="left", expand=False)
     table.add_column("partition", justify="right")
@@ -78,7 +106,7 @@ def _funnel(frame: Frame) -> Table:
 def render_frame(frame: Frame, heading: str) -> RenderableType:
     """The whole view: admission and queue side by side, then partitions and funnel."""
     top = Table.grid(padding=(0, 4))
-    top.add_row(_admission(frame), _queue(frame))
+    top.add_row(_admission(frame), _queue(frame), _verification(frame))
     bottom = Table.grid(padding=(0, 4))
     bottom.add_row(_partitions(frame), _funnel(frame))
     parts: list[RenderableType] = [Text(heading, style="bold"), top, bottom]

@@ -54,12 +54,20 @@ def test_rates_are_differences_over_time() -> None:
     before = parse_metrics(METRICS.replace("} 10.0", "} 4.0").replace("} 2.0", "} 0.0"))
     now = parse_metrics(METRICS)
     now = type(now)(before.at + 2.0, now.decisions, now.backlog, now.policy, now.breakers,
-                    {"stored": 9})
+                    {"stored": 9, "accepted": 100, "email_sent": 60, "nik_verified": 30,
+                     "nik_rejected": 10})
     before = type(before)(before.at, before.decisions, before.backlog, before.policy,
-                          before.breakers, {"stored": 1})
+                          before.breakers, {"stored": 1, "accepted": 90, "email_sent": 40,
+                                            "nik_verified": 40})
     frame = make_frame(now, before, before)
     assert (frame.admitted_per_second, frame.limited_per_second, frame.shed_per_second,
             frame.drained_per_second) == (3.0, 0.0, 1.0, 4.0)
+    pace = frame.verification
+    assert pace is not None
+    assert (pace.emails_per_second, pace.nik_checks_per_second) == (10.0, 0.0)
+    assert (pace.emails_waiting, pace.nik_checks_waiting) == (40, 60)
+    # 40 emails at 10/s: 4 s; NIK checks not moving: no time to give.
+    assert (pace.emails_clear_seconds, pace.nik_checks_clear_seconds) == (4.0, None)
     assert frame.backlog == {"0": 3.0, "1": 0.0}
     assert frame.policy == {"rate_per_second": 5.0}
     assert frame.breakers == {"nik:w1": True}
@@ -74,12 +82,14 @@ async def test_once_prints_the_doors_figures(
         assert await post(door, registrants, 3) == [202, 202, 202]
         out = io.StringIO()
         status = await show_once(admin_url(door), TEST_ADMIN_TOKEN, 0.0,
-                                 Console(file=out, width=120), asyncio.Event())
+                                 Console(file=out, width=160), asyncio.Event())
     text = out.getvalue()
     assert status == 0
     assert "rate in force" in text and "7.5 /s" in text
     assert re.search(r"│ backlog +│ +3 │", text)
     assert "dead_letter" in text and "Backlog per partition" in text
+    # Nothing stored yet, so nothing waits for verification: clear now.
+    assert re.search(r"│ email +│ +0 │ +0 │ +0 s │", text), text
 
 
 async def test_once_fails_with_a_wrong_token(door_under_test: DoorUnderTest,
