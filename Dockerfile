@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY gelombang ./gelombang
 COPY intake ./intake
 COPY queueing ./queueing
+COPY database ./database
 COPY workers ./workers
 COPY config ./config
 COPY loadtest ./loadtest

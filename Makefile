@@ -9,7 +9,7 @@ GELOMBANG := $(VENV)/bin/gelombang
 # python3.11 where Debian/pyenv has it, else python3 (checked to be >= 3.11 below).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 # What mypy checks: the installed packages, the tests and the benchmarks.
-TYPED := gelombang intake queueing workers config loadtest tests benchmarks
+TYPED := gelombang intake queueing database workers config loadtest tests benchmarks
 PYTEST_ARGS ?=
 # Extra options for `gelombang dev up/run`, e.g. DEV_ARGS='--appendfsync everysec'.
 DEV_ARGS ?=

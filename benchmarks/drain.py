@@ -45,11 +45,11 @@ import redis
 from benchmarks import cpu, database, harness, profiles, stack, stream_floor, streams, workload
 from benchmarks.drain_report import markdown, plot, rounds_table
 from config.settings import Settings
+from database.schema import migrate
 from gelombang.devstate import render_toml
 from gelombang.services import PostgresServer, RedisServer, start_postgres, start_redis
 from queueing.envelope import Envelope
-from workers.handoff import KINDS
-from workers.schema import migrate
+from workers.drain.handoff import KINDS
 
 TINY_COUNT = 2_000
 # The goal: the drain at 0.6 x the raw COPY ceiling, or better.

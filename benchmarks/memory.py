@@ -51,12 +51,12 @@ import redis
 from benchmarks import database, drain, harness, stack, streams, workload
 from benchmarks.verification import stop
 from config.settings import Settings
+from database.schema import migrate
 from gelombang.devstate import render_toml
 from gelombang.processes import free_port
 from gelombang.services import start_postgres, start_redis
 from loadtest.registrants import RegistrantFactory
 from queueing.keys import partitions
-from workers.schema import migrate
 
 # Per registration: the target the issue sets for Redis.
 REDIS_GOAL_BYTES: Final = 400.0

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from queueing.envelope import STREAM_FIELD
 from queueing.keys import STORE_GROUP, Partition, partitions
-from workers.handoff import Handoff, PendingHandoff
+from workers.drain.handoff import Handoff, PendingHandoff
 from workers.runtime.acknowledge import Acknowledger
 
 CONSUMER = "floor"

@@ -10,7 +10,7 @@ import redis
 from benchmarks import workload
 from queueing.envelope import STREAM_FIELD
 from queueing.keys import STORE_GROUP, partitions
-from workers.handoff import KINDS
+from workers.drain.handoff import KINDS
 
 
 def used_memory(client: redis.Redis) -> int:

@@ -36,11 +36,11 @@ import redis
 
 from benchmarks import stack, streams, workload
 from config.settings import Settings
+from database.schema import migrate
 from gelombang.devstate import render_toml
 from gelombang.processes import free_port
 from gelombang.services import start_postgres, start_redis
 from queueing.sealing import KeyedHasher, Sealer
-from workers.schema import migrate
 
 # The workers' shared NIK rate, as a share of the simulator's hard capacity.
 NIK_RATE_SHARE = 0.98

@@ -43,9 +43,9 @@ from benchmarks.verification import (
     wait_port,
     write_config,
 )
+from database.schema import migrate
 from gelombang.services import start_postgres, start_redis
 from queueing.sealing import KeyedHasher, Sealer
-from workers.schema import migrate
 
 CONNECTIONS_SQL = """
 SELECT application_name, count(*) FROM pg_stat_activity

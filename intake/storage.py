@@ -20,11 +20,11 @@ from typing import Any, Final
 import asyncpg
 
 from config.settings import Settings
-from workers.audit_archive import archived_page
-from workers.queries import load
-from workers.status_queries import funnel_counts
-from workers.store import COUNTER_SHARDS
-from workers.verification.store import EmailOutcome, verify_email
+from database.audit import archived_page
+from database.counters import COUNTER_SHARDS
+from database.funnel import funnel_counts
+from database.queries import load
+from database.verify_email import EmailOutcome, verify_email
 
 # The failures that mean "PostgreSQL cannot answer now".
 _UNAVAILABLE: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,

@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from config.settings import Settings
+from database.schema import migrate
 from gelombang.processes import (
     free_port,
     kill_group,
@@ -43,7 +44,6 @@ from gelombang.services import (
 from loadtest.registrants import RegistrantFactory
 from queueing.redis_client import RedisClient, connect
 from tests.intake.door_helpers import DoorUnderTest, running_door
-from workers.schema import migrate
 
 # The session-wide scan of every log line for personal data (tests/pii_guard.py).
 pytest_plugins = ["tests.pii_guard"]

@@ -26,12 +26,12 @@ from typing import Any, Final
 
 import asyncpg
 
+from database.queries import load
 from queueing.envelope import STREAM_FIELD
 from queueing.keys import Partition
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
 from queueing.scripts import PipelinedScript, ScriptCall, script_source
-from workers.handoff import JOB_FIELD, KINDS
-from workers.queries import load
+from workers.drain.handoff import JOB_FIELD, KINDS
 
 QUERIES: Final = load("dead_letters.sql")
 # Every kind a dead letter can have; "unknown": a job whose `stream` is not one

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from config.settings import Settings
-from workers.schema import migrate
+from database.schema import migrate
 
 
 def register(subparsers: Any) -> None:

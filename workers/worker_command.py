@@ -15,10 +15,10 @@ import orjson
 import uvloop
 
 from config.settings import Settings
-from workers.drain import DrainWorker
+from workers.drain.status import drain_status, render_status
+from workers.drain.worker import DrainWorker
 from workers.metrics import WorkerMetrics, serve_metrics
 from workers.runtime.connections import connect_worker_redis, create_pool
-from workers.status import drain_status, render_status
 
 # Other worker roles, each a module with `register_role(roles)` adding its parser.
 ROLE_MODULES = ("workers.verification.roles",)

@@ -15,7 +15,7 @@ from intake.admin import OPEN_ROUTES
 from queueing.keys import AUDIT_STREAM
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import stream_range
-from workers import audit_archive
+from workers.drain import audit_archive
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 AUDIT_URL = "/admin/v1/audit"

@@ -17,7 +17,7 @@ from loadtest.registrants import RegistrantFactory
 from queueing.envelope import Envelope
 from tests.intake.door_helpers import DoorUnderTest, running_door
 from tests.support import leaked, seal_people
-from workers.store import store_batch
+from workers.drain.store import store_batch
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")

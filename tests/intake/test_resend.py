@@ -19,8 +19,8 @@ from queueing.keys import JOB_FIELD, Partition, partition_for_registration, part
 from queueing.redis_client import RedisClient
 from tests.intake.door_helpers import DoorUnderTest, running_door
 from tests.support import leaked, seal_people, stream_range
-from workers.handoff import KINDS
-from workers.store import store_batch
+from workers.drain.handoff import KINDS
+from workers.drain.store import store_batch
 
 RESEND = "/v1/registrations/{}/verification-email"
 

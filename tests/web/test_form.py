@@ -17,7 +17,7 @@ from tests.intake.door_helpers import DoorUnderTest, running_door, with_admissio
 from tests.support import seal_people, stream_range
 from tests.web.browser import chromium_page
 from tests.workers.drain_helpers import drain_settings, running_drain
-from workers.store import store_batch
+from workers.drain.store import store_batch
 
 KEY_SHAPE = re.compile(r"[0-9a-f]{32}")
 

@@ -16,8 +16,8 @@ from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.keys import STORE_GROUP, partition_for_digest, partitions
 from queueing.redis_client import RedisClient
 from tests.support import stream_range
-from workers.drain import DrainWorker
-from workers.handoff import JOB_FIELD, KINDS
+from workers.drain.handoff import JOB_FIELD, KINDS
+from workers.drain.worker import DrainWorker
 from workers.runtime.connections import connect_worker_redis, create_pool
 
 # Quick enough for tests: short reads, fast reclaim, two tries before dead letters.

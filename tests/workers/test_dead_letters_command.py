@@ -26,8 +26,8 @@ from queueing.redis_client import RedisClient
 from tests.support import REPO_ROOT, leaked, seal_people, stream_range
 from tests.workers.drain_helpers import drain_settings, running_drain, wait_drained
 from workers.dead_letters import Outcome, Replayer, Selection, list_letters
-from workers.handoff import JOB_FIELD
-from workers.store import QUERIES as STORE_QUERIES
+from workers.drain.handoff import JOB_FIELD
+from workers.drain.store import QUERIES as STORE_QUERIES
 
 ROW_KEYS = {"partition", "id", "kind", "reason", "deliveries", "age_seconds", "entry", "stream",
             "registration"}

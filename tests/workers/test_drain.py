@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from config.settings import Settings
+from database.funnel import funnel_counts
 from gelombang.devstate import render_toml
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import STREAM_FIELD
@@ -30,7 +31,6 @@ from tests.workers.drain_helpers import (
     running_drain,
     wait_drained,
 )
-from workers.status_queries import funnel_counts
 
 # Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
 pytestmark = pytest.mark.both_redis

@@ -19,6 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from database.funnel import funnel_counts
+from database.schema import migrate
 from gelombang.devstate import render_toml
 from gelombang.services import PostgresServer
 from loadtest.registrants import RegistrantFactory
@@ -33,10 +35,8 @@ from tests.workers.drain_helpers import (
     wait_drained,
     wait_outbox_empty,
 )
-from workers.handoff import Handoff
-from workers.schema import migrate
-from workers.status_queries import funnel_counts
-from workers.store import store_batch
+from workers.drain.handoff import Handoff
+from workers.drain.store import store_batch
 
 
 def ids_of(envelopes: list[Envelope]) -> set[uuid.UUID]:

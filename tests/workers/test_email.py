@@ -33,7 +33,7 @@ from tests.workers.verification_helpers import (
     running_email_worker,
     states,
 )
-from workers.handoff import JOB_FIELD
+from workers.drain.handoff import JOB_FIELD
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 JSON = {"Accept": "application/json"}

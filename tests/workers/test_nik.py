@@ -40,7 +40,7 @@ from tests.workers.verification_helpers import (
     states,
 )
 from workers.blacklist import import_source
-from workers.handoff import JOB_FIELD
+from workers.drain.handoff import JOB_FIELD
 
 
 def people(factory: RegistrantFactory, settings: Settings, count: int, **kind: bool

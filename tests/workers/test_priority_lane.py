@@ -21,7 +21,7 @@ from tests.workers.verification_helpers import (
     running_email_worker,
     states,
 )
-from workers.handoff import JOB_FIELD
+from workers.drain.handoff import JOB_FIELD
 
 BACKLOG = 20_000
 # The relay's limit: the backlog lasts far longer than the test waits.

@@ -13,13 +13,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from database.funnel import funnel_counts
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.envelope import Envelope
 from queueing.keys import Partition
 from tests.support import seal_people, stream_range
-from workers.handoff import KINDS, Handoff
-from workers.status_queries import funnel_counts
-from workers.store import forget_handoffs, refill, store_batch
+from workers.drain.handoff import KINDS, Handoff
+from workers.drain.store import forget_handoffs, refill, store_batch
 
 FACTORY = RegistrantFactory()
 

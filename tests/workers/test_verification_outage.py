@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from database.schema import migrate
 from gelombang.services import PostgresServer
 from loadtest.registrants import RegistrantFactory
 from tests.support import REPO_ROOT, write_config
@@ -30,7 +31,6 @@ from tests.workers.verification_helpers import (
     nik_simulator,
     received_mail,
 )
-from workers.schema import migrate
 
 BACKLOG = 20_000
 # The drill is 3 minutes; the suite's time constants are scaled down

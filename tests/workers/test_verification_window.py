@@ -25,7 +25,7 @@ from tests.workers.verification_helpers import (
     running_nik_worker,
     states,
 )
-from workers.handoff import KINDS
+from workers.drain.handoff import KINDS
 
 COUNT = 2000
 WINDOW = 100

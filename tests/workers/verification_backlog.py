@@ -12,8 +12,8 @@ from queueing.envelope import Envelope
 from queueing.keys import partition_for_digest
 from queueing.redis_client import RedisClient
 from tests.support import seal_people
-from workers.handoff import Handoff, PendingHandoff
-from workers.store import store_batch
+from workers.drain.handoff import Handoff, PendingHandoff
+from workers.drain.store import store_batch
 
 # Rows stored per statement while building a backlog.
 CHUNK = 2000

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,11 +35,13 @@ from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
 
-from queueing.keys import Partition, heartbeat_details, partitions, role_heartbeats
+from queueing.keys import Partition, partitions
 from queueing.redis_client import RedisClient
 from workers.metrics import WorkerMetrics
 from workers.runtime.acknowledge import Acknowledger
 from workers.runtime.connections import TRANSIENT, consumer_name
+from workers.runtime.heartbeat import Heartbeat, measure_backlog
+from workers.runtime.in_hand import InHand
 from workers.runtime.leases import PartitionLeases
 
 log = logging.getLogger("gelombang.runtime")
@@ -121,14 +121,13 @@ class PartitionConsumer:
         self.name = name or consumer_name()
         # Shared by the consumers of one process, so one signal stops them all.
         self.stopping = stopping or asyncio.Event()
-        self.started_at = time.time()
         self._slots = asyncio.Semaphore(settings.slots)
         self._acknowledger = Acknowledger(redis)
         self.leases = PartitionLeases(redis, self.name, partition_count,
                                       settings.claim_idle_seconds, settings.role)
-        # Entries in hand, by stream: kept fresh by the keeper, never reclaimed
-        # by this process a second time, released idle at a stop.
-        self._in_hand: dict[str, dict[bytes, Partition]] = {}
+        # Entries in hand, by stream: kept fresh, never reclaimed by this
+        # process a second time, released idle at a stop.
+        self._in_hand = InHand(redis, settings.group, self.name, self.leases)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -136,7 +135,11 @@ class PartitionConsumer:
         await self._ensure_groups()
         loops = [asyncio.create_task(self._consume(p), name=f"{self.settings.role}-{p.index}")
                  for p in self.partitions]
-        helpers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._keep())]
+        heartbeat = Heartbeat(self.redis, self.settings.role, self.name, self.settings.
+                              heartbeat_seconds, self.handler.heartbeat_fields)
+        helpers = [asyncio.create_task(self._beat(heartbeat)), asyncio.create_task(
+            # Three times per claim_idle_seconds: a late renewal is not yet a reclaim.
+            self._in_hand.keep(self.settings.claim_idle_seconds / 3))]
         try:
             await asyncio.gather(*loops)
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -144,9 +147,9 @@ class PartitionConsumer:
             for task in (*loops, *helpers, *self._tasks):
                 task.cancel()
             await asyncio.gather(*loops, *helpers, *self._tasks, return_exceptions=True)
-            await self._release_unfinished()
+            await self._in_hand.release(int(self.settings.claim_idle_seconds * 1000) + 1)
             await self._give_up_leases()
-            await self._forget_heartbeat()
+            await heartbeat.forget()
 
     # -- for handlers ------------------------------------------------------
 
@@ -161,9 +164,7 @@ class PartitionConsumer:
             lambda: self._acknowledger.acknowledge_in(batch.stream, self.settings.group,
                                                       entry_ids),
             f"{self.settings.role}: acknowledging {len(entry_ids)} entries")
-        in_hand = self._in_hand.get(batch.stream, {})
-        for entry_id in entry_ids:
-            in_hand.pop(entry_id, None)
+        self._in_hand.drop(batch.stream, entry_ids)
 
     async def until_done(self, step: Callable[[], Awaitable[T]], what: str) -> T:
         """Run `step` until it succeeds, waiting out transient failures with back-off.
@@ -296,7 +297,7 @@ class PartitionConsumer:
         reply: Any = await self.redis.xautoclaim(
             stream, self.settings.group, consumer, min_idle_time=idle_ms, start_id="0-0",
             count=self.settings.batch_size)
-        in_hand = self._in_hand.get(stream, {})
+        in_hand = self._in_hand.of(stream)
         # Entries trimmed meanwhile come back without fields: nothing is left.
         # One still in this process's hand looked idle because the keeper fell
         # behind (a loaded machine): it is being worked on already.
@@ -315,9 +316,8 @@ class PartitionConsumer:
         return batch
 
     def _track(self, batch: Batch) -> None:
-        in_hand = self._in_hand.setdefault(batch.stream, {})
-        for entry_id, _ in batch.entries:
-            in_hand[entry_id] = batch.partition
+        self._in_hand.add(batch.stream, batch.partition,
+                          [entry_id for entry_id, _ in batch.entries])
 
     def _spawn(self, batch: Batch) -> bool:
         """Run the batch in a task that holds the loop's slot until it ends."""
@@ -341,46 +341,23 @@ class PartitionConsumer:
             log.error("%s, partition %d: batch failed (%s); its entries stay pending",
                       self.settings.role, batch.partition.index, type(exc).__name__)
         # Whatever the handler did not acknowledge is no longer kept fresh.
-        in_hand = self._in_hand.get(batch.stream, {})
-        for entry_id, _ in batch.entries:
-            in_hand.pop(entry_id, None)
+        self._in_hand.drop(batch.stream, [entry_id for entry_id, _ in batch.entries])
 
     # -- keeping entries in hand --------------------------------------------
 
-    async def _keep(self) -> None:
-        """Renew the idle time of entries in hand (JUSTID adds no delivery) and the
-        leases of their partitions, so no other worker takes them meanwhile."""
-        every = self.settings.claim_idle_seconds / 3
-        while True:
-            await asyncio.sleep(every)
-            for stream, entries in list(self._in_hand.items()):
-                if not entries:
-                    continue
-                partition = next(iter(entries.values()))
-                try:
-                    await self.redis.xclaim(stream, self.settings.group,
-                                            f"{self.name}-p{partition.index}", min_idle_time=0,
-                                            message_ids=list[Any](entries), justid=True)
-                    await self.leases.renew(partition)
-                except TRANSIENT:
-                    pass  # Redis is down too: nobody can reclaim them either
-
-    async def _release_unfinished(self) -> None:
-        """Mark what this worker leaves unfinished idle, so the next holder takes it now."""
-        idle_ms = int(self.settings.claim_idle_seconds * 1000) + 1
-        for stream, entries in self._in_hand.items():
-            if not entries:
-                continue
-            partition = next(iter(entries.values()))
+    async def _beat(self, heartbeat: Heartbeat) -> None:
+        """Beat every heartbeat_seconds: the live workers set each lease share; the
+        role's backlog goes to the metrics."""
+        streams = [self.stream_of(partition) for partition in self.partitions]
+        while not self.stopping.is_set():
             try:
-                await self.redis.xclaim(stream, self.settings.group,
-                                        f"{self.name}-p{partition.index}", min_idle_time=0,
-                                        message_ids=list[Any](entries), idle=idle_ms,
-                                        justid=True)
+                self.leases.set_live_workers(await heartbeat.beat())
+                if self.metrics is not None:
+                    await measure_backlog(self.redis, streams, self.metrics)
             except TRANSIENT as exc:
-                log.warning("%s: unfinished entries not released (%s); they are reclaimed "
-                            "after claim_idle_seconds", self.settings.role, type(exc).__name__)
-        self._in_hand.clear()
+                log.warning("%s: heartbeat failed (%s)", self.settings.role, type(exc).__name__)
+            if await self.sleep_or_stop(self.settings.heartbeat_seconds):
+                return
 
     async def _give_up_leases(self) -> None:
         """Let other workers take this one's partitions now, not when the leases expire."""
@@ -389,54 +366,3 @@ class PartitionConsumer:
         except TRANSIENT as exc:
             log.warning("%s: leases not given up (%s); they expire", self.settings.role,
                         type(exc).__name__)
-
-    # -- heartbeats -----------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        every = self.settings.heartbeat_seconds
-        beats = role_heartbeats(self.settings.role)
-        details = heartbeat_details(self.name)
-        while not self.stopping.is_set():
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    _ = pipe.zadd(beats, {self.name: time.time()})
-                    fields: dict[Any, Any] = {
-                        "role": self.settings.role, "pid": os.getpid(),
-                        "host": socket.gethostname(), "started_at": self.started_at,
-                        **self.handler.heartbeat_fields()}
-                    _ = pipe.hset(details, mapping=fields)
-                    _ = pipe.expire(details, int(every * 3) + 1)
-                    _ = pipe.zcount(beats, time.time() - every * 3, "+inf")
-                    *_, live = await pipe.execute()
-                self.leases.set_live_workers(int(live))
-                if self.metrics is not None:
-                    await self._measure_backlog(self.metrics)
-            except TRANSIENT as exc:
-                log.warning("%s: heartbeat failed (%s)", self.settings.role, type(exc).__name__)
-            if await self.sleep_or_stop(every):
-                return
-
-    async def _measure_backlog(self, metrics: WorkerMetrics) -> None:
-        """Entries waiting in the role's streams, and the oldest one's age.
-
-        Finished entries are trimmed (workers/runtime/acknowledge.py), so a
-        stream's first entry is its oldest unfinished one; its id is its time.
-        """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition in self.partitions:
-                stream = self.stream_of(partition)
-                _ = pipe.xlen(stream)
-                _ = pipe.xrange(stream, count=1)
-            replies = await pipe.execute()
-        lengths, firsts = replies[0::2], replies[1::2]
-        metrics.backlog(sum(int(length) for length in lengths))
-        oldest_ms = min((int(first[0][0].split(b"-")[0]) for first in firsts if first),
-                        default=None)
-        metrics.oldest_pending(0.0 if oldest_ms is None else time.time() - oldest_ms / 1000)
-
-    async def _forget_heartbeat(self) -> None:
-        try:
-            await self.redis.zrem(role_heartbeats(self.settings.role), self.name)
-            await self.redis.delete(heartbeat_details(self.name))
-        except TRANSIENT:
-            pass

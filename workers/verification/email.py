@@ -27,6 +27,8 @@ import asyncpg
 from asyncpg.pgproto.pgproto import UUID as WireUUID
 
 from config.settings import Settings
+from database.counters import counter_shard
+from database.queries import Connection
 from queueing.envelope import open_sealed
 from queueing.errors import EnvelopeError, SealingError
 from queueing.redis_client import RedisClient
@@ -35,9 +37,8 @@ from queueing.tokens import TokenSigner
 from workers.metrics import WorkerMetrics
 from workers.runtime.consumer import Batch, BatchStopped
 from workers.runtime.retry import backoff_seconds
-from workers.store import Connection
 from workers.verification.email_message import VerificationEmails, verification_link
-from workers.verification.jobs import DeadJob, Job, Verifier, counter_shard, decode_jobs
+from workers.verification.jobs import DeadJob, Job, Verifier, decode_jobs
 from workers.verification.rate_limit import SharedRateLimit
 from workers.verification.smtp import OutgoingMail, SendResult, SmtpPool
 from workers.verification.store import QUERIES

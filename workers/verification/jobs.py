@@ -23,7 +23,6 @@ again.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -31,12 +30,12 @@ from typing import Any, Final, TypeVar
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as WireUUID
 
+from database.queries import Connection
 from queueing.redis_client import RedisClient
-from workers.handoff import JOB_FIELD
+from workers.drain.handoff import JOB_FIELD
 from workers.metrics import OUTCOMES, WorkerMetrics
 from workers.runtime.connections import TRANSIENT
 from workers.runtime.consumer import Batch, BatchStopped, PartitionConsumer
-from workers.store import COUNTER_SHARDS, Connection
 
 log = logging.getLogger("gelombang.verification")
 
@@ -204,8 +203,3 @@ class Verifier:
                                           "reason": job.reason, JOB_FIELD: job.registration_id}
                 _ = pipe.xadd(batch.partition.dead_letters, fields)
             await pipe.execute()
-
-
-def counter_shard() -> int:
-    """A random funnel counter shard, so concurrent batches do not queue on one row."""
-    return random.randrange(COUNTER_SHARDS)

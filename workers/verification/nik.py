@@ -29,6 +29,8 @@ import asyncpg
 from asyncpg.pgproto.pgproto import UUID as WireUUID
 
 from config.settings import Settings
+from database.counters import counter_shard
+from database.queries import Connection
 from queueing.envelope import PersonalData, open_sealed
 from queueing.errors import EnvelopeError, SealingError
 from queueing.redis_client import RedisClient
@@ -36,9 +38,8 @@ from queueing.sealing import Sealer
 from workers.metrics import WorkerMetrics
 from workers.runtime.consumer import Batch, BatchStopped
 from workers.runtime.retry import backoff_seconds
-from workers.store import Connection
 from workers.verification.breaker import CircuitBreaker
-from workers.verification.jobs import DeadJob, Job, Verifier, counter_shard, decode_jobs
+from workers.verification.jobs import DeadJob, Job, Verifier, decode_jobs
 from workers.verification.nik_client import NikClient, NikRejected, NikUnavailable
 from workers.verification.rate_limit import SharedRateLimit, TokenDispenser
 from workers.verification.store import QUERIES, NikOutcome

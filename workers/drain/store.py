@@ -15,20 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import asyncpg
 from asyncpg.pgproto.pgproto import UUID as WireUUID
-from asyncpg.pool import PoolConnectionProxy
 
+from database.queries import Connection, load
 from queueing.envelope import Envelope
-from workers.handoff import Handoff, PendingHandoff, Relayed
-from workers.queries import load
+from workers.drain.handoff import Handoff, PendingHandoff, Relayed
 
 QUERIES: Final = load("store.sql")
 STATES: Final = ("accepted", "ineligible", "duplicate")
-# Funnel counters are spread over this many rows so batches do not queue on one lock.
-COUNTER_SHARDS: Final = 64
-# A plain connection or one borrowed from a pool: both run the same queries.
-Connection = asyncpg.Connection | PoolConnectionProxy
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +75,6 @@ async def forget_handoffs(connection: Connection, handoff_ids: Sequence[int]) ->
     """Delete outbox rows whose jobs are in Redis (when no next batch will)."""
     if handoff_ids:
         await connection.execute(QUERIES["forget_handoffs"], handoff_ids)
-
-
-async def add_counts(connection: Connection, shard: int, counts: Counter[str]) -> None:
-    """Move funnel counters (inside the caller's transaction)."""
-    moved = {name: value for name, value in counts.items() if value}
-    if moved:
-        await connection.execute(
-            QUERIES["add_counts"], shard, list(moved), list(moved.values())
-        )
 
 
 async def mark_handoffs(connection: Connection, kinds: dict[int, tuple[bool, bool]]) -> None:

@@ -64,22 +64,3 @@ def _row(entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[Any, ...]:
         at = datetime.datetime.now(datetime.UTC)
     return (entry_id.decode(), at, text(b"actor"), text(b"source"), text(b"action"),
             text(b"changes") or "{}")
-
-
-# Newest first, strictly before a cursor (an entry id split into its two numbers).
-_PAGE: Final = """
-SELECT stream_id, at, actor, source, action, changes::text AS changes
-  FROM audit_log
- WHERE $1::bigint IS NULL
-    OR (split_part(stream_id, '-', 1)::bigint, split_part(stream_id, '-', 2)::bigint)
-       < ($1::bigint, $2::bigint)
- ORDER BY split_part(stream_id, '-', 1)::bigint DESC, split_part(stream_id, '-', 2)::bigint DESC
- LIMIT $3
-"""
-
-
-async def archived_page(pool: asyncpg.Pool, before: tuple[int, int] | None,
-                        limit: int) -> list[asyncpg.Record]:
-    """Archived entries, newest first, written before the `before` entry id."""
-    first, second = before if before is not None else (None, None)
-    return await pool.fetch(_PAGE, first, second, limit)

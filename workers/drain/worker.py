@@ -32,12 +32,22 @@ from typing import Any, Final
 import asyncpg
 
 from config.settings import DrainSettings, Settings
+from database.counters import COUNTER_SHARDS, add_counts
+from database.queries import Connection
 from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.errors import EnvelopeError
 from queueing.keys import STORE_GROUP, Partition
 from queueing.redis_client import RedisClient
-from workers import audit_archive
-from workers.handoff import KINDS, Handoff
+from workers.drain import audit_archive
+from workers.drain.handoff import KINDS, Handoff
+from workers.drain.store import (
+    QUERIES,
+    STATES,
+    forget_handoffs,
+    mark_handoffs,
+    refill,
+    store_batch,
+)
 from workers.metrics import WorkerMetrics
 from workers.runtime.connections import (
     TRANSIENT,
@@ -48,17 +58,6 @@ from workers.runtime.consumer import (
     BatchStopped,
     ConsumerSettings,
     PartitionConsumer,
-)
-from workers.store import (
-    COUNTER_SHARDS,
-    QUERIES,
-    STATES,
-    Connection,
-    add_counts,
-    forget_handoffs,
-    mark_handoffs,
-    refill,
-    store_batch,
 )
 
 log = logging.getLogger("gelombang.drain")

@@ -33,3 +33,14 @@ SELECT before.state::text, before.email_verification::text AS previous,
        EXISTS (SELECT FROM moved) AS moved
   FROM registrations AS before
  WHERE registration_id = $1;
+
+-- name: archived_audit_page
+-- The admin audit archive, newest first, strictly before a cursor (an entry id
+-- split into its two numbers; $1 NULL: from the newest), $3 rows.
+SELECT stream_id, at, actor, source, action, changes::text AS changes
+  FROM audit_log
+ WHERE $1::bigint IS NULL
+    OR (split_part(stream_id, '-', 1)::bigint, split_part(stream_id, '-', 2)::bigint)
+       < ($1::bigint, $2::bigint)
+ ORDER BY split_part(stream_id, '-', 1)::bigint DESC, split_part(stream_id, '-', 2)::bigint DESC
+ LIMIT $3;

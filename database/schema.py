@@ -33,7 +33,7 @@ class Migration:
 def available() -> list[Migration]:
     """Every migration shipped with the package, in version order."""
     found = []
-    for entry in resources.files("workers.migrations").iterdir():
+    for entry in resources.files("database.migrations").iterdir():
         match = _FILE_NAME.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))
