@@ -29,7 +29,7 @@ from queueing.ids import uuid7_bytes
 from queueing.keys import partition_for_digest
 from queueing.sealing import KeyedHasher, Sealer
 
-# The columns the drain writes (workers/sql/store.sql insert_staged); the rest default.
+# The columns the drain writes (database/sql/store.sql insert_staged); the rest default.
 COLUMNS = (
     "registration_id", "received_at", "state", "email_verification", "nik_verification",
     "nik_hash", "email_hash", "key_id", "sealed",

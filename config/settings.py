@@ -144,7 +144,7 @@ class DrainSettings(_Section):
     # died between commit and hand-off.
     outbox_sweep_seconds: float = Field(gt=0)
     # The most jobs one partition's stream of one kind holds in Redis; the
-    # rest of a verification backlog waits in PostgreSQL (workers/handoff.py).
+    # rest of a verification backlog waits in PostgreSQL (workers/drain/handoff.py).
     # 0: no limit.
     verification_window: int = Field(default=50_000, ge=0)
     # Back-off after PostgreSQL or Redis errors: doubles up to this.

@@ -1,6 +1,6 @@
 """Versioned schema migrations: numbered .sql files applied once, in order.
 
-`workers/migrations/NNNN_name.sql` files are applied in version order, each in
+`database/migrations/NNNN_name.sql` files are applied in version order, each in
 its own transaction together with its row in `schema_migrations`, so a failed
 migration leaves nothing half-applied. An advisory lock makes concurrent
 `gelombang migrate` runs (say, several workers starting at once) safe: the

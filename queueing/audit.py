@@ -3,7 +3,7 @@
 Every admin action (a change, and every authenticated read) is appended here,
 by the door or by an admin command, before or with the action itself; the
 drain workers archive the stream into PostgreSQL's `audit_log`
-(`workers/audit_archive.py`). An entry names who (the credential used), what
+(`workers/drain/audit_archive.py`). An entry names who (the credential used), what
 (an action and its arguments), when (Unix time) and from where (the client's
 address, or the machine and user of a command).
 """

@@ -2,7 +2,7 @@
 
 Both kinds live on their partition's dead stream (`gelombang:{pN}:dead`):
 
-* an intake entry the drain could not store (workers/drain.py): fields
+* an intake entry the drain could not store (workers/drain/worker.py): fields
   `entry`, `reason`, `deliveries` and `m`, the sealed envelope as queued; the
   drain also keeps a row of it in PostgreSQL's `dead_letters` (the record);
 * a verification job given up on (workers/jobs.py): fields `entry`, `stream`

@@ -1,4 +1,4 @@
--- Queries of the drain (workers/store.py). Each starts with `-- name: <name>`.
+-- Queries of the drain (workers/drain/store.py). Each starts with `-- name: <name>`.
 
 -- name: store_batch
 -- A whole batch in one statement (one round trip, one commit), rows in

@@ -9,7 +9,7 @@ Redis holds a bounded window of the verification backlog: a stream that
 already holds `drain.verification_window` jobs takes no more, and the jobs
 wait in their outbox row in PostgreSQL, kind by kind (email flows on while
 the ministry holds the NIK jobs back), until a refill finds room
-(workers/drain.py). With ten million registrations waiting, Redis holds
+(workers/drain/worker.py). With ten million registrations waiting, Redis holds
 partitions x 2 x the window, not ten million jobs.
 """
 

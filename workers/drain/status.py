@@ -31,7 +31,7 @@ async def _partition_status(redis: RedisClient, partition: Partition) -> dict[st
         "partition": partition.index, "stream": stream, "length": await redis.xlen(stream),
         "lag": None, "pending": 0, "consumers": 0,
         "dead_letters": await redis.xlen(partition.dead_letters),
-        # The worker storing this partition now (workers/leases.py), if any.
+        # The worker storing this partition now (workers/runtime/leases.py), if any.
         "lease": await redis.get(partition.drain_lease),
     }
     try:

@@ -1,6 +1,6 @@
 """Storing a batch of queued registrations in PostgreSQL, idempotently.
 
-One statement per batch (`store_batch` in workers/sql/store.sql), so one
+One statement per batch (`store_batch` in database/sql/store.sql), so one
 round trip and one commit: every row inserted in intake order, the unique
 indexes deciding what is new (a redelivered entry changes nothing) and what
 is a duplicate; the accepted ones' ids written to the outbox as one row; the

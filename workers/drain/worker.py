@@ -4,7 +4,7 @@ The drain is the worker runtime's ordered role (workers/runtime/consumer.py):
 one consumer group (`store`) per partition stream; a partition is stored by
 one process at a time (its lease), one batch after another, in order; a
 process never holds more batches than its `concurrency` slots. A batch is
-stored in one statement (workers/store.py), its verification jobs handed
+stored in one statement (workers/drain/store.py), its verification jobs handed
 off, and only then acknowledged and trimmed from the stream
 (workers/runtime/acknowledge.py), so Redis memory stays bounded by the
 backlog.

@@ -1,7 +1,7 @@
 """What the email and NIK verifiers share: a batch of jobs, from decoding to dead letters.
 
 A job is `{"r": <16-byte registration id>}` on the partition's verification
-stream (workers/handoff.py). A verifier's batch (workers/runtime/consumer.py):
+stream (workers/drain/handoff.py). A verifier's batch (workers/runtime/consumer.py):
 decode the jobs; load their registrations in one query; skip the ones done
 before (a repeated job changes nothing); do the role's work for the rest;
 record every outcome in one statement; acknowledge in one script call.
