@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -280,20 +281,26 @@ def markdown(results: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    folder = stack.result_folder("verification")
-    scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-verify-"))
+def run_and_report(suite: str, args: argparse.Namespace,
+                   run_suite: Callable[[argparse.Namespace, Path], dict[str, Any]],
+                   report: Callable[[dict[str, Any]], str]) -> int:
+    """Run a suite in a scratch folder; keep its logs, results.json and results.md."""
+    folder = stack.result_folder(suite)
+    scratch = Path(tempfile.mkdtemp(prefix=f"gelombang-bench-{suite}-"))
     try:
-        results = run(args, scratch)
+        results = run_suite(args, scratch)
     finally:
         for log in scratch.glob("*.log"):
             shutil.copy(log, folder / log.name)
         shutil.rmtree(scratch, ignore_errors=True)
-    results.update(suite="verification", machine=stack.machine())
+    results.update(suite=suite, machine=stack.machine())
     stack.write_json(folder / "results.json", results)
-    text = markdown(results)
+    text = report(results)
     (folder / "results.md").write_text(text)
     print(text)
     print(f"results in {folder}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_and_report("verification", parse(argv), run, markdown)

@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,10 +31,11 @@ from typing import Any
 import asyncpg
 import redis
 
-from benchmarks import cpu, stack, streams, workload
+from benchmarks import cpu, streams, workload
 from benchmarks.verification import (
     add_wave_options,
     progress,
+    run_and_report,
     sim_stats,
     start,
     stop,
@@ -221,19 +220,4 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    folder = stack.result_folder("verification-cpu")
-    scratch = Path(tempfile.mkdtemp(prefix="gelombang-bench-vcpu-"))
-    try:
-        results = run(args, scratch)
-    finally:
-        for log in scratch.glob("*.log"):
-            shutil.copy(log, folder / log.name)
-        shutil.rmtree(scratch, ignore_errors=True)
-    results.update(suite="verification-cpu", machine=stack.machine())
-    stack.write_json(folder / "results.json", results)
-    text = markdown(results)
-    (folder / "results.md").write_text(text)
-    print(text)
-    print(f"results in {folder}")
-    return 0
+    return run_and_report("verification-cpu", parse(argv), run, markdown)

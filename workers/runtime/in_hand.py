@@ -47,21 +47,22 @@ class InHand:
         leases of their partitions, so no other worker takes them meanwhile."""
         while True:
             await asyncio.sleep(every)
-            for stream, entries in list(self._entries.items()):
-                if not entries:
-                    continue
-                partition = next(iter(entries.values()))
+            for partition in await self._claim_all(idle_ms=None):
                 try:
-                    await self._redis.xclaim(stream, self._group,
-                                             f"{self._name}-p{partition.index}", min_idle_time=0,
-                                             message_ids=list[Any](entries), justid=True)
                     await self._leases.renew(partition)
                 except TRANSIENT:
-                    pass  # Redis is down too: nobody can reclaim them either
+                    pass  # Redis is down: nobody can take the partition either
 
     async def release(self, idle_ms: int) -> None:
         """Mark what this worker leaves unfinished idle, so the next holder takes it now."""
-        for stream, entries in self._entries.items():
+        await self._claim_all(idle_ms)
+        self._entries.clear()
+
+    async def _claim_all(self, idle_ms: int | None) -> list[Partition]:
+        """XCLAIM JUSTID every stream's entries in hand to themselves (resetting their
+        idle time, or setting it to `idle_ms`); the partitions whose claim went through."""
+        claimed = []
+        for stream, entries in list(self._entries.items()):
             if not entries:
                 continue
             partition = next(iter(entries.values()))
@@ -71,6 +72,9 @@ class InHand:
                                          message_ids=list[Any](entries), idle=idle_ms,
                                          justid=True)
             except TRANSIENT as exc:
-                log.warning("unfinished entries not released (%s); they are reclaimed after "
-                            "claim_idle_seconds", type(exc).__name__)
-        self._entries.clear()
+                # Redis is down too: nobody can reclaim them either; at a stop,
+                # they are reclaimed after claim_idle_seconds.
+                log.warning("entries in hand not claimed again (%s)", type(exc).__name__)
+                continue
+            claimed.append(partition)
+        return claimed

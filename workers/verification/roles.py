@@ -94,18 +94,12 @@ def priority_settings(backlog: ConsumerSettings) -> ConsumerSettings:
 
 def consumer_settings(settings: Settings, role: str) -> ConsumerSettings:
     """How the role consumes its backlog streams."""
-    if role == "email":
-        email = settings.email
-        return ConsumerSettings(
-            role="email", group="verify-email", batch_size=email.batch_size,
-            block_ms=settings.drain.block_ms, claim_idle_seconds=email.claim_idle_seconds,
-            slots=email.concurrency, heartbeat_seconds=settings.drain.heartbeat_seconds,
-            retry_max_seconds=RETRY_MAX_SECONDS)
-    nik = settings.nik
+    section = settings.email if role == "email" else settings.nik
+    slots = settings.email.concurrency if role == "email" else settings.nik.batches_in_hand
     return ConsumerSettings(
-        role="nik", group="verify-nik", batch_size=nik.batch_size,
-        block_ms=settings.drain.block_ms, claim_idle_seconds=nik.claim_idle_seconds,
-        slots=nik.batches_in_hand, heartbeat_seconds=settings.drain.heartbeat_seconds,
+        role=role, group=f"verify-{role}", batch_size=section.batch_size,
+        block_ms=settings.drain.block_ms, claim_idle_seconds=section.claim_idle_seconds,
+        slots=slots, heartbeat_seconds=settings.drain.heartbeat_seconds,
         retry_max_seconds=RETRY_MAX_SECONDS)
 
 
