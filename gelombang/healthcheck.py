@@ -86,9 +86,10 @@ def check(role: Sequence[str], settings: Settings, timeout: float) -> str:
         case ("serve",):
             return _http_ok(f"http://127.0.0.1:{settings.public.port}/healthz", timeout)
         case ("worker", "store"):
-            return _fresh_heartbeat(settings, socket.gethostname(), timeout)
+            return _fresh_heartbeat(settings, socket.gethostname(), timeout, "drain")
         case ("worker", "email" | "nik"):
-            return _redis_answers(settings, timeout)
+            # The verifiers beat on the worker runtime too, each role in its own set.
+            return _fresh_heartbeat(settings, socket.gethostname(), timeout, role[1])
         case ("mail-sink",):
             return _smtp_greets(settings.email.smtp_port, timeout)
         case ("nik-sim",):
@@ -128,31 +129,16 @@ def _redis(settings: Settings, timeout: float) -> Any:
                                  require_full_coverage=False, **options)
 
 
-def _redis_answers(settings: Settings, timeout: float) -> str:
+def _fresh_heartbeat(settings: Settings, hostname: str, timeout: float, role: str) -> str:
     from redis.exceptions import RedisClusterException, RedisError
 
-    client = None
-    try:
-        # A cluster client connects as it is made, so that can fail too.
-        client = _redis(settings, timeout)
-        client.ping()
-    except (RedisError, RedisClusterException, OSError) as exc:
-        raise Unhealthy(f"Redis: {type(exc).__name__}") from None
-    finally:
-        if client is not None:
-            client.close()
-    return "Redis answers PING"
-
-
-def _fresh_heartbeat(settings: Settings, hostname: str, timeout: float) -> str:
-    from redis.exceptions import RedisClusterException, RedisError
-
-    from queueing.keys import HEARTBEATS
+    from queueing.keys import role_heartbeats
 
     client = None
     try:
         client = _redis(settings, timeout)
-        beats: list[tuple[bytes, float]] = client.zrange(HEARTBEATS, 0, -1, withscores=True)
+        beats: list[tuple[bytes, float]] = client.zrange(role_heartbeats(role), 0, -1,
+                                                         withscores=True)
     except (RedisError, RedisClusterException, OSError) as exc:
         raise Unhealthy(f"Redis: {type(exc).__name__}") from None
     finally:
@@ -161,11 +147,11 @@ def _fresh_heartbeat(settings: Settings, hostname: str, timeout: float) -> str:
     prefix = f"{hostname}-".encode()
     mine = [score for name, score in beats if name.startswith(prefix)]
     if not mine:
-        raise Unhealthy(f"no drain heartbeat from {hostname}")
+        raise Unhealthy(f"no {role} heartbeat from {hostname}")
     age = time.time() - max(mine)
     if age > settings.drain.heartbeat_seconds * STALE_HEARTBEATS:
-        raise Unhealthy(f"drain heartbeat from {hostname} is {age:.0f} s old")
-    return f"drain heartbeat {age:.1f} s old"
+        raise Unhealthy(f"{role} heartbeat from {hostname} is {age:.0f} s old")
+    return f"{role} heartbeat {age:.1f} s old"
 
 
 def _smtp_greets(port: int, timeout: float) -> str:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.healthcheck import Unhealthy, check, role_from_cmdline
-from queueing.keys import HEARTBEATS
+from queueing.keys import HEARTBEATS, role_heartbeats
 from tests.intake.door_helpers import DoorUnderTest
 
 
@@ -78,10 +78,17 @@ async def test_store_worker_needs_its_own_fresh_heartbeat(
 
 
 @pytest.mark.both_redis
-async def test_verification_workers_need_redis(
-        redis_client: Redis, test_settings: Settings) -> None:
-    assert await asyncio.to_thread(check, ("worker", "email"), test_settings, 2.0) == (
-        "Redis answers PING")
+async def test_verification_workers_need_their_own_fresh_heartbeat(
+        redis_client: Redis, test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gelombang.healthcheck.socket.gethostname", lambda: "verify-1")
+    with pytest.raises(Unhealthy, match="no email heartbeat"):
+        await asyncio.to_thread(check, ("worker", "email"), test_settings, 2.0)
+    await redis_client.zadd(role_heartbeats("email"), {"verify-1-42-a1b2c3": time.time()})
+    found = await asyncio.to_thread(check, ("worker", "email"), test_settings, 2.0)
+    assert found.startswith("email heartbeat")
+    # The email worker's beat says nothing of the NIK worker's.
+    with pytest.raises(Unhealthy, match="no nik heartbeat"):
+        await asyncio.to_thread(check, ("worker", "nik"), test_settings, 2.0)
     gone = test_settings.model_copy(update={"redis": test_settings.redis.model_copy(
         update={"url": "redis://127.0.0.1:1/0", "cluster_seeds": []})})
     with pytest.raises(Unhealthy, match="Redis"):
