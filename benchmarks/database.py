@@ -143,7 +143,7 @@ async def stored(dsn: str, within: float = 60.0) -> dict[str, int]:
     connection = await asyncpg.connect(dsn)
     try:
         for _ in range(int(within * 2)):
-            # A deferred hand-off is relayed by the sweeper: wait for it, bounded.
+            # A deferred hand-off is relayed by the refill: wait for it, bounded.
             if not await connection.fetchval("SELECT count(*) FROM verification_handoffs"):
                 break
             await asyncio.sleep(0.5)

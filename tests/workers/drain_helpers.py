@@ -84,7 +84,7 @@ async def wait_drained(redis: RedisClient, settings: Settings, within: float = 3
 
 async def wait_outbox_empty(dsn: str, within: float = 30.0) -> None:
     """Until the outbox holds no row: a row a crash or an outage left behind is
-    relayed by a running worker's sweeper, every `outbox_sweep_seconds / 2`."""
+    relayed by a running worker's refill, every `outbox_sweep_seconds`."""
     connection = await asyncpg.connect(dsn)
     try:
         deadline = time.monotonic() + within

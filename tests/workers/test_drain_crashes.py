@@ -88,7 +88,7 @@ async def test_a_crash_after_commit_before_hand_off_and_ack_completes_once(
 
     async with running_drain(settings, name="heir"):
         await wait_drained(redis_client, settings, within=15)
-        # The ghost's outbox rows are relayed by the heir's sweeper.
+        # The ghost's outbox rows are relayed by the heir's refill.
         await wait_outbox_empty(settings.postgres.dsn)
 
     await assert_stored_once_with_one_job_each(pg, redis_client, settings, envelopes)
@@ -107,7 +107,7 @@ async def test_a_crash_after_hand_off_before_the_outbox_delete_adds_no_job(
     await pg.execute("UPDATE verification_handoffs SET created_at = now() - interval '1 hour'")
 
     async with running_drain(settings):
-        for _ in range(100):  # the sweeper runs every outbox_sweep_seconds / 2
+        for _ in range(100):  # the refill runs every outbox_sweep_seconds
             if not await pg.fetchval("SELECT count(*) FROM verification_handoffs"):
                 break
             await asyncio.sleep(0.1)
@@ -156,7 +156,7 @@ async def test_kill_9_mid_batch_then_restart_stores_everything_once(
         second = start_worker(config, tmp_path / "worker.log")
         try:
             await wait_drained(redis_client, settings, within=120)
-            # The killed batch's outbox row, if it committed, comes via the sweeper.
+            # The killed batch's outbox row, if it committed, comes via the refill.
             await wait_outbox_empty(settings.postgres.dsn)
         finally:
             second.send_signal(signal.SIGTERM)
@@ -197,7 +197,7 @@ async def test_postgres_stopped_and_restarted_mid_drain_loses_and_doubles_nothin
         started = time.monotonic()
         await wait_drained(redis_client, settings, within=60)
         recovery = time.monotonic() - started
-        # A hand-off cut off by the outage leaves its row to the sweeper.
+        # A hand-off cut off by the outage leaves its row to the refill.
         await wait_outbox_empty(settings.postgres.dsn)
     connection = await asyncpg.connect(own_postgres.dsn)
     try:

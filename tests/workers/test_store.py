@@ -183,7 +183,7 @@ async def test_hand_off_adds_each_job_once(
     await forget_handoffs(pg, [result.handoff.handoff_id])
     assert await outbox(pg) == []
     # Putting its row back (a crash before the delete) and relaying it again
-    # from the sweeper adds nothing.
+    # from the refill adds nothing.
     await pg.execute(
         "INSERT INTO verification_handoffs (handoff_id, partition, registration_ids, created_at)"
         " OVERRIDING SYSTEM VALUE VALUES ($1, 2, $2, now() - interval '1 hour')",

@@ -79,6 +79,7 @@ class WorkerProcesses:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(OUTAGE_SECONDS + 270)  # the outage, then 20,000 emails and NIK checks
 async def test_a_postgres_outage_with_restarts_loses_doubles_and_dead_letters_nothing(
         own_postgres: PostgresServer, redis_client: Redis, test_settings: Settings,
         registrants: RegistrantFactory, tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ class DrainStats:
 
 
 class DrainWorker:
-    """One worker process's drain: the ordered consumer, an outbox sweeper, the audit archive."""
+    """One worker process's drain: the ordered consumer, the outbox refill, the audit archive."""
 
     def __init__(self, settings: Settings, redis: RedisClient, pool: asyncpg.Pool,
                  name: str | None = None, metrics: WorkerMetrics | None = None) -> None:
@@ -113,7 +113,7 @@ class DrainWorker:
                                 self.settings.verification_window)
         # Outbox rows whose jobs reached Redis: deleted by the next batch's
         # statement (no round trip or commit of their own), or when idle. One
-        # left behind by a crash is relayed again by a sweeper, adding nothing.
+        # left behind by a crash is relayed again by a refill, adding nothing.
         self._relayed: list[int] = []
 
     @property
@@ -285,7 +285,7 @@ class DrainWorker:
             self._relayed.extend(relayed)
             if not isinstance(exc, TRANSIENT):
                 raise
-            # Kept for the next try; if this worker stops first, a sweeper
+            # Kept for the next try; if this worker stops first, a refill
             # relays the rows again (adding nothing) and deletes them.
             log.warning("relayed outbox rows not deleted yet (%s)", type(exc).__name__)
 
