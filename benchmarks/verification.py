@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from config.settings import Settings
 from database.schema import migrate
 from gelombang.devstate import render_toml
 from gelombang.processes import free_port
-from gelombang.services import start_postgres, start_redis
+from gelombang.services import PostgresServer, RedisServer, start_postgres, start_redis
 from queueing.sealing import KeyedHasher, Sealer
 
 # The workers' shared NIK rate, as a share of the simulator's hard capacity.
@@ -175,15 +177,33 @@ def sim_stats(settings: Settings) -> dict[str, Any]:
     return stats
 
 
-def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+@dataclass
+class VerificationStack:
+    """The suite's running processes, with what their run needs."""
+
+    settings: Settings
+    redis: RedisServer
+    postgres: PostgresServer
+    payloads: list[bytes]
+    processes: dict[str, subprocess.Popen[bytes]]
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def verification_stack(args: argparse.Namespace,
+                       scratch: Path) -> Iterator[VerificationStack]:
+    """Scratch Redis and PostgreSQL, the mail sink, the simulator and the three workers
+    from one config, and `args.count` registrants sealed under its keys; all stopped
+    after the block (a paused worker let go first), their exit codes kept."""
     redis_server = start_redis(scratch / "redis", log_file=scratch / "redis.log")
     postgres = start_postgres(scratch / "postgres", fsync=True,
                               log_file=scratch / "postgres.log")
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    running: VerificationStack | None = None
     try:
         asyncio.run(migrate(postgres.dsn))
-        settings, keys = write_config(scratch / "bench.toml", redis_server.url, postgres.dsn,
-                                      scratch, args)
+        config = scratch / "bench.toml"
+        settings, keys = write_config(config, redis_server.url, postgres.dsn, scratch, args)
         sim = settings.nik_sim
         print(f"making {args.count:,} registrants the simulator knows ...", flush=True)
         payloads = workload.generate(
@@ -191,21 +211,32 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             sealer=Sealer({"bench": base64.b64decode(keys["sealing_keys"]["bench"])}, "bench"),
             hasher=KeyedHasher(base64.b64decode(keys["hash_key"])),
             make=lambda factory: factory.citizen(sim.population_seed, sim.existing_share))
-        config = scratch / "bench.toml"
         processes["mail-sink"] = start(["mail-sink"], config, scratch / "mail-sink.log")
         processes["nik-sim"] = start(["nik-sim"], config, scratch / "nik-sim.log")
         wait_port(settings.email.smtp_port)
         wait_port(sim.port)
         for role in ("store", "email", "nik"):
             processes[role] = start(["worker", role], config, scratch / f"worker-{role}.log")
-        time.sleep(2.0)  # let the workers connect and create their groups
-        client = redis.Redis.from_url(redis_server.url)
-        timeline = wave(args, client, postgres.dsn, payloads, processes)
-        stats = sim_stats(settings)
+        running = VerificationStack(settings, redis_server, postgres, payloads, processes)
+        yield running
     finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGCONT)  # a paused worker must see its SIGTERM
         codes = {name: stop(process) for name, process in reversed(processes.items())}
+        if running is not None:
+            running.exit_codes.update(codes)
         postgres.stop()
         redis_server.stop()
+
+
+def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    with verification_stack(args, scratch) as running:
+        time.sleep(2.0)  # let the workers connect and create their groups
+        client = redis.Redis.from_url(running.redis.url)
+        timeline = wave(args, client, running.postgres.dsn, running.payloads,
+                        running.processes)
+        stats = sim_stats(running.settings)
+    codes = running.exit_codes
     total = args.count
     stored = busy_rate(timeline, 0, total)
     emails = busy_rate(timeline, 1, total)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import signal
 import subprocess
 import time
@@ -31,20 +30,14 @@ from typing import Any
 import asyncpg
 import redis
 
-from benchmarks import cpu, streams, workload
+from benchmarks import cpu, streams
 from benchmarks.verification import (
     add_wave_options,
     progress,
     run_and_report,
     sim_stats,
-    start,
-    stop,
-    wait_port,
-    write_config,
+    verification_stack,
 )
-from database.schema import migrate
-from gelombang.services import start_postgres, start_redis
-from queueing.sealing import KeyedHasher, Sealer
 
 CONNECTIONS_SQL = """
 SELECT application_name, count(*) FROM pg_stat_activity
@@ -76,44 +69,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    redis_server = start_redis(scratch / "redis", log_file=scratch / "redis.log")
-    postgres = start_postgres(scratch / "postgres", fsync=True,
-                              log_file=scratch / "postgres.log")
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        asyncio.run(migrate(postgres.dsn))
-        settings, keys = write_config(scratch / "bench.toml", redis_server.url, postgres.dsn,
-                                      scratch, args)
-        payloads = workload.generate(
-            args.count, duplicate_every=args.count + 1,
-            sealer=Sealer({"bench": base64.b64decode(keys["sealing_keys"]["bench"])}, "bench"),
-            hasher=KeyedHasher(base64.b64decode(keys["hash_key"])),
-            make=lambda factory: factory.citizen(settings.nik_sim.population_seed,
-                                                 settings.nik_sim.existing_share))
-        config = scratch / "bench.toml"
-        processes["mail-sink"] = start(["mail-sink"], config, scratch / "mail-sink.log")
-        processes["nik-sim"] = start(["nik-sim"], config, scratch / "nik-sim.log")
-        wait_port(settings.email.smtp_port)
-        wait_port(settings.nik_sim.port)
-        for role in ("store", "email", "nik"):
-            processes[role] = start(["worker", role], config, scratch / f"worker-{role}.log")
+    with verification_stack(args, scratch) as running:
+        settings, processes = running.settings, running.processes
         time.sleep(3.0)  # connected, groups made, leases taken
         for role in ("email", "nik"):
             processes[role].send_signal(signal.SIGSTOP)
-        client = redis.Redis.from_url(redis_server.url)
-        streams.enqueue(client, payloads, settings.queue.partitions)
-        wait_for(postgres.dsn, 0, args.count, args.timeout)
+        client = redis.Redis.from_url(running.redis.url)
+        streams.enqueue(client, running.payloads, settings.queue.partitions)
+        wait_for(running.postgres.dsn, 0, args.count, args.timeout)
         commands_before = client.info("commandstats")
-        phase = measure(processes, redis_server.pid, postgres.pid, postgres.dsn, args)
+        phase = measure(processes, running.redis.pid, running.postgres.pid,
+                        running.postgres.dsn, args)
         phase["redis_calls"] = calls_between(commands_before, client.info("commandstats"))
         stats = sim_stats(settings)
-    finally:
-        for role in ("email", "nik"):
-            if role in processes:
-                processes[role].send_signal(signal.SIGCONT)  # to stop cleanly
-        codes = {name: stop(process) for name, process in reversed(processes.items())}
-        postgres.stop()
-        redis_server.stop()
+    codes = running.exit_codes
     return {**phase, "count": args.count, "nik_capacity": args.nik_capacity,
             "email_rate_limit": args.email_rate, "simulator": stats, "exit_codes": codes}
 

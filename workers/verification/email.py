@@ -46,8 +46,6 @@ from workers.verification.store import QUERIES
 log = logging.getLogger("gelombang.email")
 
 SENT = b"sent"
-# Stands for a message sent by a worker that stopped before recording it.
-EMPTY = OutgoingMail("", "", b"")
 
 
 @dataclass(slots=True)
@@ -110,8 +108,7 @@ class EmailVerifier(Verifier):
                 else:
                     messages.append(message)
         if already_sent:
-            await self._record(batch, [(Message(job, EMPTY, 0), "sent", "")
-                                       for job in already_sent])
+            await self._record(batch, [(job, "sent", "") for job in already_sent])
             await self.forget_outcomes(batch, [job.registration_id for job in already_sent])
             done += [job.entry_id for job in already_sent]
         await self.finish(batch, done, dead)
@@ -141,7 +138,7 @@ class EmailVerifier(Verifier):
         round_number = 0
         while messages:
             results = await self._send(messages)
-            tried: list[tuple[Message, str, str]] = []  # message, new state, error
+            tried: list[tuple[Job, str, str]] = []  # job, new state, error
             finished, dead, again = [], [], []
             for message, result in zip(messages, results, strict=True):
                 if result.outcome == "unsent":
@@ -149,18 +146,18 @@ class EmailVerifier(Verifier):
                     continue
                 message.attempts += 1
                 if result.outcome == "sent":
-                    tried.append((message, "sent", ""))
+                    tried.append((message.job, "sent", ""))
                     finished.append(message.job.entry_id)
                 elif result.outcome == "refused":
-                    tried.append((message, "failed", result.detail))
+                    tried.append((message.job, "failed", result.detail))
                     finished.append(message.job.entry_id)
                 elif message.attempts >= self.settings.max_attempts:
-                    tried.append((message, "failed", result.detail))
+                    tried.append((message.job, "failed", result.detail))
                     dead.append(DeadJob(message.job.entry_id,
                                         f"email not sent after {message.attempts} tries: "
                                         f"{result.detail}", message.job.registration_id))
                 else:
-                    tried.append((message, "deferred", result.detail))
+                    tried.append((message.job, "deferred", result.detail))
                     again.append(message)
             if tried:
                 await self._record(batch, tried)
@@ -191,9 +188,9 @@ class EmailVerifier(Verifier):
             results += await self.smtp.send([message.mail for message in group])
         return results
 
-    async def _record(self, batch: Batch, tried: Sequence[tuple[Message, str, str]]) -> None:
+    async def _record(self, batch: Batch, tried: Sequence[tuple[Job, str, str]]) -> None:
         """One statement for every try of this round (and the counter)."""
-        ids = [WireUUID(message.job.registration_id) for message, _, _ in tried]
+        ids = [WireUUID(job.registration_id) for job, _, _ in tried]
         states = [state for _, state, _ in tried]
         errors = [error[:200] or None for _, _, error in tried]
 
@@ -201,9 +198,8 @@ class EmailVerifier(Verifier):
             return await connection.fetchrow(QUERIES["record_email_outcomes"], ids, states,
                                              errors, counter_shard())
 
-        row = await self.record(batch, write, {message.job.registration_id: SENT
-                                               for message, state, _ in tried
-                                               if state == "sent"})
+        row = await self.record(batch, write, {job.registration_id: SENT
+                                               for job, state, _ in tried if state == "sent"})
         self.count("sent", states.count("sent"))
         self.count("failed", states.count("failed"))
         self.count("retried", states.count("deferred"))
