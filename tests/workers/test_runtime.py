@@ -72,7 +72,11 @@ async def lengths(redis: Redis) -> int:
 async def test_two_consumers_share_the_partitions_and_handle_every_entry_once(
         redis_client: Redis) -> None:
     first, second = Recorder(), Recorder()
-    async with consuming(redis_client, first, "a"), consuming(redis_client, second, "b"):
+    async with consuming(redis_client, first, "a") as a, \
+            consuming(redis_client, second, "b") as b:
+        # Each holds its fair share of the leases once both have beaten.
+        await eventually(lambda: _true(len(a.leases.held) == len(b.leases.held) == 2),
+                         what="the partitions shared")
         await add(redis_client, 200)
         await eventually(lambda: _handled(first, second, 200), what="every entry")
         await eventually(lambda: _empty(redis_client), what="acknowledged and trimmed")
