@@ -31,6 +31,7 @@ import asyncpg
 from asyncpg.pgproto.pgproto import UUID as WireUUID
 
 from database.queries import Connection
+from queueing.keys import Partition
 from queueing.redis_client import RedisClient
 from workers.drain.handoff import JOB_FIELD
 from workers.metrics import OUTCOMES, WorkerMetrics
@@ -112,7 +113,7 @@ class Verifier:
         if self.metrics is not None and seconds:
             self.metrics.verified_after(seconds)
 
-    async def idle(self, partition: Any) -> None:
+    async def idle(self, partition: Partition) -> None:
         """Nothing to do between reads."""
 
     def heartbeat_fields(self) -> Mapping[str, str | int | float]:

@@ -2,7 +2,8 @@
 
 Each process: one Redis client, a PostgreSQL pool of `pg_connections` (a
 small fixed number, whatever the calls in flight), the role's outside
-client (SMTP sessions, or one HTTP session to the ministry), and a
+client (pipelined SMTP sessions, or keep-alive connections to the
+ministry), and a
 `PartitionConsumer` (workers/runtime/consumer.py) feeding batches to the
 verifier. SIGTERM or SIGINT: no new batch is read; messages and calls in
 flight finish and are recorded; what is left stays pending and is taken
