@@ -60,7 +60,6 @@ class NikVerifier(Verifier):
         super().__init__(redis, pool, metrics)
         self.settings = settings.nik
         self.client = client
-        self.limit = limit
         self.tokens = TokenDispenser(limit)
         self.breaker = breaker
         self.sealer = Sealer(settings.keys.sealing_key_bytes(),

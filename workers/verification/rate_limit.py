@@ -84,7 +84,6 @@ class TokenDispenser:
         self._lock = asyncio.Lock()
         self._waiting = 0
         self._announced = 0
-        self.reservations = 0
 
     def announce(self, count: int) -> None:
         """`count` callers will take a token soon (or `withdraw` theirs)."""
@@ -105,7 +104,6 @@ class TokenDispenser:
                     count = min(max(self._waiting, self._announced),
                                 self._limit.most_per_reservation())
                     delays = await self._limit.reserve(count)
-                    self.reservations += 1
                     now = time.monotonic()
                     self._due.extend(now + delay for delay in delays)
                 due = self._due.popleft()
