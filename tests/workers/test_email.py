@@ -24,6 +24,7 @@ from queueing.keys import Partition
 from queueing.tokens import TokenSigner
 from tests.intake.door_helpers import DoorUnderTest
 from tests.workers.drain_helpers import drain_settings, running_drain
+from tests.workers.verification_backlog import stored_backlog
 from tests.workers.verification_helpers import (
     dead_jobs,
     email_settings,
@@ -201,6 +202,23 @@ async def test_a_repeated_job_sends_nothing_more(
                              what="handled")
         assert handler.received == 1
     assert (await funnel(door_under_test))["email_sent"] == 1
+
+
+async def test_a_worker_stopped_mid_batch_records_every_message_it_sent(
+        test_settings: Settings, pg: asyncpg.Connection, redis_client: Redis,
+        registrants: RegistrantFactory, tmp_path: Path) -> None:
+    await stored_backlog(pg, redis_client, test_settings, registrants, 400)
+    async with mail_sink(tmp_path) as (handler, port):
+        # Batches of 100 go out in groups of 10 as the bucket (40/s) allows: a
+        # stop comes between two groups of a batch.
+        settings = email_settings(test_settings, port, rate_per_second=40.0, concurrency=1)
+        async with running_email_worker(settings):
+            await eventually(lambda: _true(handler.received >= 55), what="mid-batch")
+    mailed = {mail.registration_id for mail in received_mail(tmp_path)}
+    recorded = {rid for rid, state in (await states(pg, "email_verification")).items()
+                if state == "sent"}
+    assert 0 < len(mailed) < 400
+    assert recorded == mailed  # none to be sent twice by the next worker
 
 
 async def _true(value: bool) -> bool:

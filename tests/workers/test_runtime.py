@@ -46,9 +46,10 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def consuming(redis: Redis, role: Recorder, name: str) -> AsyncIterator[PartitionConsumer]:
-    settings = ConsumerSettings(role="test", group="test", batch_size=10, block_ms=100,
-                                claim_idle_seconds=CLAIM_IDLE, slots=4,
+async def consuming(redis: Redis, role: Recorder, name: str, *, slots: int = 4,
+                    block_ms: int = 100) -> AsyncIterator[PartitionConsumer]:
+    settings = ConsumerSettings(role="test", group="test", batch_size=10, block_ms=block_ms,
+                                claim_idle_seconds=CLAIM_IDLE, slots=slots,
                                 heartbeat_seconds=0.2, retry_max_seconds=0.2)
     consumer = PartitionConsumer(redis, settings, stream_of, role, PARTITIONS, name=name)
     role.consumer = consumer
@@ -123,6 +124,20 @@ async def test_a_stopping_consumer_leaves_its_batch_to_the_next_at_once(
         taken_after = time.monotonic() - started
     assert taken_after < CLAIM_IDLE  # released idle: no wait for claim_idle_seconds
     assert await lengths(redis_client) == 0
+
+
+async def test_a_consumer_with_fewer_slots_than_partitions_stops_after_one_read(
+        redis_client: Redis) -> None:
+    # One slot, four partitions, reads blocking for a second: the loops take
+    # turns. At a stop, only the read under way finishes; the loops still
+    # waiting for the slot read no more (else the stop took a read each).
+    role = Recorder()
+    async with consuming(redis_client, role, "a", slots=1, block_ms=1000) as consumer:
+        await eventually(lambda: _true(len(consumer.leases.held) == PARTITIONS),
+                         what="every partition leased")
+        started = time.monotonic()  # the block's end stops the consumer
+    stopped_after = time.monotonic() - started
+    assert stopped_after < 2.0  # one read at most (four took four seconds or more)
 
 
 async def _handled(first: Recorder, second: Recorder, count: int) -> bool:

@@ -225,6 +225,10 @@ class PartitionConsumer:
             await self._slots.acquire()
             handed_over = False
             try:
+                if self.stopping.is_set():
+                    # The slot came free at a stop: no further read (each one
+                    # could block for block_ms).
+                    break
                 # The lease is checked with a slot in hand, right before the
                 # read: a wait for a slot can outlast it.
                 if await self._hold(partition):

@@ -164,6 +164,8 @@ class EmailVerifier(Verifier):
             await self.finish(batch, finished, dead)
             if not again:
                 return
+            if self.runtime.stopping.is_set():
+                raise BatchStopped  # what was sent is recorded; the rest stays pending
             self.count("retried", sum(r.outcome == "unsent" for r in results))
             round_number += 1
             delay = backoff_seconds(round_number, self.settings.retry_base_seconds,
@@ -180,12 +182,17 @@ class EmailVerifier(Verifier):
         most = self.limit.most_per_reservation()
         for start in range(0, len(messages), most):
             group = messages[start:start + most]
+            if self.runtime.stopping.is_set():
+                break
             delays = await self.limit.reserve(len(group))
             # The group goes when its last token is due: at most a quarter of a
             # second's worth, so the bucket's bound holds within that.
             if delays[-1] > 0 and await self.runtime.sleep_or_stop(delays[-1]):
-                raise BatchStopped
+                break
             results += await self.smtp.send([message.mail for message in group])
+        # Stopping: the groups sent are recorded all the same (else they would
+        # go out twice); the rest is unsent, and stays pending.
+        results += [SendResult("unsent", "stopping")] * (len(messages) - len(results))
         return results
 
     async def _record(self, batch: Batch, tried: Sequence[tuple[Job, str, str]]) -> None:

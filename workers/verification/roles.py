@@ -45,9 +45,8 @@ log = logging.getLogger("gelombang.verification")
 # Back-off ceiling while PostgreSQL or Redis is away.
 RETRY_MAX_SECONDS = 10.0
 OUTBOUND_SAMPLE_SECONDS = 5.0
-# The priority lane's batches: a few registrants at a time, two batches in hand.
+# The priority lane's batches: a few registrants at a time.
 PRIORITY_BATCH_SIZE = 20
-PRIORITY_SLOTS = 2
 
 
 def register_role(roles: Any) -> None:
@@ -86,11 +85,15 @@ class RunningRole:
     priority: PartitionConsumer
 
 
-def priority_settings(backlog: ConsumerSettings) -> ConsumerSettings:
-    """The priority lane's consumer: small batches, few of them, its own leases."""
+def priority_settings(backlog: ConsumerSettings, partition_count: int) -> ConsumerSettings:
+    """The priority lane's consumer: small batches, its own leases.
+
+    A slot per partition: a loop holds its slot through its blocking read, so
+    with fewer slots a job in one partition would wait for reads of others
+    to time out (a block_ms each) before its own read began."""
     return dataclasses.replace(backlog, role=f"{backlog.role}-priority",
                                batch_size=min(backlog.batch_size, PRIORITY_BATCH_SIZE),
-                               slots=PRIORITY_SLOTS)
+                               slots=partition_count)
 
 
 def consumer_settings(settings: Settings, role: str) -> ConsumerSettings:
@@ -133,7 +136,7 @@ async def running_role(settings: Settings, role: str, metrics: WorkerMetrics | N
     # their own streams, read beside the backlog's: a job there is picked up
     # at once, whatever the backlog holds.
     priority = PartitionConsumer(
-        redis, priority_settings(backlog),
+        redis, priority_settings(backlog, settings.queue.partitions),
         lambda partition: Partition.verification_priority(partition, role), verifier,
         settings.queue.partitions, name=f"{consumer.name}-priority",
         stopping=consumer.stopping)
