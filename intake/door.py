@@ -25,6 +25,7 @@ from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from queueing.sealing import KeyedHasher, Sealer
+from queueing.supervision import Supervisor
 
 log = logging.getLogger("gelombang.door")
 
@@ -165,20 +166,19 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         # trying when it is not.
         async with asyncio.timeout(settings.redis.timeout_seconds):
             await live.refresh()
-    refresher = asyncio.create_task(live.run(settings.admission.refresh_seconds))
+    # Restarted if it fails: meanwhile the door keeps the last policy it read.
+    helpers = Supervisor()
+    helpers.start("admission refresher",
+                  lambda: live.run(settings.admission.refresh_seconds), "restart")
     try:
         yield door
     finally:
         await admitter.close()
         live.stop()
-        refresher.cancel()
         # Bounded: should the cancel be lost, the loop still ends within one
         # more turn, and shutdown never waits longer than that.
         turn = settings.admission.refresh_seconds + settings.redis.timeout_seconds + 1.0
-        await asyncio.wait({refresher}, timeout=turn)
-        if not refresher.done():
+        if not await helpers.close(wait=turn):
             log.warning("the admission refresher did not stop; leaving it")
-        elif not refresher.cancelled():
-            refresher.exception()  # retrieved: an error at shutdown is not news
         await redis.aclose()
         await door.storage.close()
