@@ -10,11 +10,13 @@ address, or the machine and user of a command).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
+import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -22,8 +24,10 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 
 from queueing.keys import AUDIT_STREAM, audit_read_mark
-from queueing.redis_client import RedisClient
+from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
 from queueing.scripts import PipelinedScript, script_source
+
+log = logging.getLogger("gelombang.audit")
 
 
 def audit_fields(*, actor: str, source: str, action: str,
@@ -68,6 +72,38 @@ async def append_read_audit(redis: RedisClient, *, actor: str, source: str, acti
     if entry_id is None:
         return None
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+class AuditedRun:
+    """What an audited command reports in its outcome entry (counts, never values)."""
+
+    def __init__(self) -> None:
+        self.describe: Callable[[], Mapping[str, Any]] = dict
+
+
+@contextlib.asynccontextmanager
+async def audited_run(redis: RedisClient, *, actor: str, source: str, action: str,
+                      details: Mapping[str, Any]) -> AsyncIterator[AuditedRun]:
+    """Audit a command's start (before the block: no audit entry, no run), then its
+    outcome, whatever it is: `<action>.done` with `run.describe()`, or `<action>.failed`
+    with the error's type (never its message, which could quote data) and what
+    `run.describe()` says was done by then. An interruption (Ctrl-C) is a failure too."""
+    await append_audit(redis, actor=actor, source=source, action=f"{action}.start",
+                       details=details)
+    run = AuditedRun()
+    try:
+        yield run
+    except BaseException as exc:
+        outcome = {"error": type(exc).__name__, **run.describe()}
+        try:
+            await append_audit(redis, actor=actor, source=source, action=f"{action}.failed",
+                               details=outcome)
+        except REDIS_UNAVAILABLE as unaudited:
+            log.error("%s failed (%s); its outcome could not be audited (%s)", action,
+                      type(exc).__name__, type(unaudited).__name__)
+        raise
+    await append_audit(redis, actor=actor, source=source, action=f"{action}.done",
+                       details=run.describe())
 
 
 def command_identity() -> tuple[str, str]:
