@@ -31,6 +31,7 @@ from queueing.audit import append_audit, append_read_audit
 from queueing.breaker_reports import current_reports
 from queueing.live_settings import FIELDS, read_policy, update_policy
 from queueing.redis_client import REDIS_UNAVAILABLE
+from queueing.redis_memory import memory
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ async def metrics_text(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             queues = metrics.QueueSnapshot(await door.backlog(), await door.dead_letters(),
-                                           await current_reports(door.redis))
+                                           await current_reports(door.redis),
+                                           await memory(door.redis))
     except REDIS_UNAVAILABLE:
         pass  # scraped without the Redis-read gauges: the counters still tell
     body = metrics.render(queues, door.live.policy)

@@ -29,6 +29,7 @@ from config.settings import Settings, WorkerRole
 from queueing import breaker_reports
 from queueing.keys import Partition
 from queueing.redis_client import RedisClient
+from queueing.redis_memory import wait_until_checked
 from queueing.supervision import Supervisor
 from workers.metrics import WorkerMetrics, serve_metrics
 from workers.runtime.connections import TRANSIENT, connect_worker_redis, create_pool
@@ -113,6 +114,8 @@ async def running_role(settings: Settings, role: str, metrics: WorkerMetrics | N
                        ) -> AsyncIterator[RunningRole]:
     """The role's verifier and consumer, connected; closed after the block."""
     redis = connect_worker_redis(settings)
+    # An evicting Redis could drop queued jobs: refuse to run against one.
+    await wait_until_checked(redis, f"{role} worker")
     pool = await create_pool(settings, getattr(settings, role).pg_connections, role)
     verifier: Verifier
     smtp: SmtpPool | None = None
