@@ -85,6 +85,9 @@ class AdminSettings(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
     token: str = Field(repr=False)  # secrets stay out of reprs and tracebacks
+    # An identical authenticated read (same route, query and address) is audited
+    # once per this many seconds: a page that polls adds one entry, not one a poll.
+    read_audit_seconds: float = Field(default=300.0, gt=0)
 
     @property
     def local_url(self) -> str:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from config.settings import ConfigError
+from queueing.redis_memory import EvictingRedis
 
 # Each subcommand lives in its own module, which exposes `register(subparsers)`;
 # the parser it adds carries `handler=<callable(args) -> int>`. Modules are
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except ConfigError as exc:
         print(f"gelombang: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
+    except EvictingRedis as exc:
+        print(f"gelombang: refusing to start: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILURE
 
 

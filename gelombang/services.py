@@ -170,6 +170,9 @@ class RedisServer(_ServerProcess):
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
             "--appendfsync", self.appendfsync,
+            # Full means refusing writes (the door answers 503), never dropping
+            # queued registrations: every process refuses any other policy.
+            "--maxmemory-policy", "noeviction",
             # The AOF is the durability story; RDB snapshots would only add fork pauses.
             "--save", "",
             # Detached by our own Popen instead, so the pid we hold is the server's.

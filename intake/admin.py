@@ -3,9 +3,11 @@
 Every route but /metrics needs the token, and every authenticated action is
 audited (who, what, when, from where) on the audit stream before it is
 answered: a change in the same Redis transaction as the change, a read just
-before the read. When the entry cannot be written the action is refused (503).
-Refused requests are logged and not audited, so a client without the token
-cannot flood the audit trail and push real entries out of the stream.
+before the read (an identical read again within `admin.read_audit_seconds`
+is not audited again); a change refused for its content is audited with the
+reason. When the entry cannot be written the action is refused (503).
+Requests without the token are logged and not audited, so a client without
+it cannot flood the audit trail (which Redis holds until it is archived).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from intake.audit_view import get_audit
 from intake.funnel import get_funnel
 from intake.responses import error_response, json_response
 from intake.state import DOOR
-from queueing.audit import append_audit
+from queueing.audit import append_audit, append_read_audit
 from queueing.breaker_reports import current_reports
 from queueing.live_settings import FIELDS, read_policy, update_policy
 from queueing.redis_client import REDIS_UNAVAILABLE
+from queueing.redis_memory import memory
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ADMIN_ACTOR = "admin-token"
 # Routes whose handler writes its own audit entry, in one transaction with the change.
 SELF_AUDITED = frozenset({"admission.update"})
+# The action of an authenticated admission change refused for its content.
+REFUSED_UPDATE = "admission.update.refused"
 # Served without the token: Prometheus scrapes, and the ops page's document and assets,
 # which hold no data (the page asks for the token and sends it with each API call).
 OPEN_ROUTES = frozenset({"metrics", "ops.page", "ops.asset"})
@@ -66,8 +71,17 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
         details = {"query": dict(request.query)} if request.query else {}
         try:
             async with asyncio.timeout(door.settings.redis.timeout_seconds):
-                await append_audit(door.redis, actor=ADMIN_ACTOR, source=_source(request),
-                                   action=action, details=details)
+                if request.method == "GET":
+                    # A page that polls (the ops page's funnel, every 5 s) is one
+                    # entry per window, not one per refresh; a new query or address
+                    # is a new read, audited at once.
+                    await append_read_audit(
+                        door.redis, actor=ADMIN_ACTOR, source=_source(request),
+                        action=action, details=details,
+                        window_seconds=door.settings.admin.read_audit_seconds)
+                else:
+                    await append_audit(door.redis, actor=ADMIN_ACTOR, source=_source(request),
+                                       action=action, details=details)
         except REDIS_UNAVAILABLE:
             return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     return await handler(request)
@@ -84,7 +98,8 @@ async def metrics_text(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             queues = metrics.QueueSnapshot(await door.backlog(), await door.dead_letters(),
-                                           await current_reports(door.redis))
+                                           await current_reports(door.redis),
+                                           await memory(door.redis))
     except REDIS_UNAVAILABLE:
         pass  # scraped without the Redis-read gauges: the counters still tell
     body = metrics.render(queues, door.live.policy)
@@ -105,18 +120,18 @@ async def get_admission(request: web.Request) -> web.Response:
 async def put_admission(request: web.Request) -> web.Response:
     """Change some admission settings for every door process, and audit it."""
     if request.content_type != "application/json":
-        return error_response(415, "unsupported_media_type")
+        return await _refuse(request, 415, "unsupported_media_type")
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        return error_response(400, "malformed_json")
+        return await _refuse(request, 400, "malformed_json")
     changes = validate_admission_changes(body)
     if isinstance(changes, str):
-        return error_response(422, "validation_failed", fields={"body": changes})
+        return await _refuse(request, 422, "validation_failed", {"body": changes})
     problems = {name: code for name, code in changes.items() if isinstance(code, _Problem)}
     if problems:
-        return error_response(422, "validation_failed",
-                              fields={name: str(code) for name, code in problems.items()})
+        return await _refuse(request, 422, "validation_failed",
+                             {name: str(code) for name, code in problems.items()})
     door = request.app[DOOR]
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
@@ -128,6 +143,31 @@ async def put_admission(request: web.Request) -> web.Response:
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     door.live.apply(policy)
     return json_response(200, policy.as_dict())
+
+
+async def _refuse(request: web.Request, status: int, code: str,
+                  fields: Mapping[str, str] | None = None) -> web.Response:
+    """Audit a refused change (why, never what was sent), then answer the refusal.
+
+    The entry names the known fields and their problem codes; a field name
+    the API does not know is the client's own text, so only counted.
+    """
+    door = request.app[DOOR]
+    details: dict[str, Any] = {"status": status, "code": code}
+    known = {name: problem for name, problem in (fields or {}).items()
+             if name in FIELDS or name == "body"}
+    if known:
+        details["fields"] = known
+    if fields is not None and len(fields) > len(known):
+        details["unknown_fields"] = len(fields) - len(known)
+    try:
+        async with asyncio.timeout(door.settings.redis.timeout_seconds):
+            await append_audit(door.redis, actor=ADMIN_ACTOR, source=_source(request),
+                               action=REFUSED_UPDATE, details=details)
+    except REDIS_UNAVAILABLE:
+        # As for every admin action: no audit entry, no answer but 503.
+        return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
+    return error_response(status, code, fields=fields)
 
 
 class _Problem(str):

@@ -24,7 +24,9 @@ from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
+from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_checked
 from queueing.sealing import KeyedHasher, Sealer
+from queueing.supervision import Supervisor
 
 log = logging.getLogger("gelombang.door")
 
@@ -128,13 +130,29 @@ def configured_policy(settings: Settings) -> AdmissionPolicy:
 
 
 @contextlib.asynccontextmanager
-async def open_door(settings: Settings) -> AsyncIterator[Door]:
-    """Create a door's runtime; on exit flush admission and close Redis."""
+async def open_door(settings: Settings,
+                    on_fatal: Callable[[], None] | None = None) -> AsyncIterator[Door]:
+    """Create a door's runtime; on exit flush admission and close Redis.
+
+    Raises EvictingRedis when Redis would evict keys; when Redis is not there
+    yet, the check runs once it answers, and a failure then calls `on_fatal`
+    (stop the process) and is raised (BackgroundTaskFailed) on exit.
+    """
     settings.keys.require()
     queue = settings.queue
     parts = partitions(queue.partitions)
     # One connection per partition lane in flight, plus refresh and admin calls.
     redis = connect_redis(settings, max_connections=queue.partitions + 16)
+    checked = False
+    try:
+        async with asyncio.timeout(settings.redis.timeout_seconds):
+            await require_noeviction(redis)
+        checked = True
+    except REDIS_UNAVAILABLE:
+        pass  # the door starts without Redis (answering 503); checked once it answers
+    except EvictingRedis:
+        await redis.aclose()
+        raise
     live = LiveAdmission(redis, configured_policy(settings), queue.partitions,
                          queue.idempotency_ttl_seconds)
     admitter = GroupAdmitter(
@@ -165,20 +183,23 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         # trying when it is not.
         async with asyncio.timeout(settings.redis.timeout_seconds):
             await live.refresh()
-    refresher = asyncio.create_task(live.run(settings.admission.refresh_seconds))
+    # Restarted if it fails: meanwhile the door keeps the last policy it read.
+    helpers = Supervisor(on_stop=on_fatal)
+    helpers.start("admission refresher",
+                  lambda: live.run(settings.admission.refresh_seconds), "restart")
+    if not checked:
+        # Fatal: a door must not admit into a Redis that evicts.
+        helpers.start("redis eviction check", lambda: wait_until_checked(redis, "door"), "stop")
     try:
         yield door
     finally:
         await admitter.close()
         live.stop()
-        refresher.cancel()
         # Bounded: should the cancel be lost, the loop still ends within one
         # more turn, and shutdown never waits longer than that.
         turn = settings.admission.refresh_seconds + settings.redis.timeout_seconds + 1.0
-        await asyncio.wait({refresher}, timeout=turn)
-        if not refresher.done():
+        if not await helpers.close(wait=turn):
             log.warning("the admission refresher did not stop; leaving it")
-        elif not refresher.cancelled():
-            refresher.exception()  # retrieved: an error at shutdown is not news
         await redis.aclose()
         await door.storage.close()
+        helpers.check()

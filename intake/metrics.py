@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from queueing.admission import AdmissionPolicy, Outcome
 from queueing.breaker_reports import BreakerReport
 from queueing.grouping import GroupStats
+from queueing.redis_memory import NodeMemory
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -105,6 +106,7 @@ class QueueSnapshot:
     backlog: Mapping[int, int] = field(default_factory=dict)
     dead_letters: Mapping[int, int] = field(default_factory=dict)
     breakers: Sequence[BreakerReport] = ()
+    redis_memory: Sequence[NodeMemory] = ()
 
 
 class _Snapshot(Collector):
@@ -135,6 +137,19 @@ class _Snapshot(Collector):
         for report in self._queues.breakers:
             breakers.add_metric([report.service, report.worker], float(report.is_open))
         yield breakers
+        used = GaugeMetricFamily(
+            "gelombang_redis_used_memory_bytes",
+            "Memory Redis uses (INFO used_memory), per server or cluster master.",
+            labels=["node"])
+        limit = GaugeMetricFamily(
+            "gelombang_redis_maxmemory_bytes",
+            "Redis's maxmemory: past it every write is refused (noeviction); 0 = no limit.",
+            labels=["node"])
+        for node in self._queues.redis_memory:
+            used.add_metric([node.node], node.used)
+            limit.add_metric([node.node], node.limit)
+        yield used
+        yield limit
         for name, value in (
             ("rate_per_second", self._policy.rate_per_second),
             ("burst", self._policy.burst),

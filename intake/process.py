@@ -17,6 +17,8 @@ from intake.connections import CappedSite
 from intake.door import open_door
 from intake.http_errors import http_logger
 from intake.key_reload import on_reload_signal
+from queueing.redis_memory import EvictingRedis
+from queueing.supervision import BackgroundTaskFailed
 
 log = logging.getLogger("gelombang.door")
 ADMIN_MAX_CONNECTIONS = 256
@@ -60,7 +62,7 @@ async def serve(settings: Settings, index: int) -> None:
         # The handler only sets the event; the main task does the draining.
         loop.add_signal_handler(signum, stop.set)
     door_settings = settings.door
-    async with open_door(settings) as door:
+    async with open_door(settings, on_fatal=stop.set) as door:
         # Key rotation without a restart (intake/key_reload.py); quick and
         # synchronous, so it runs in the handler itself.
         loop.add_signal_handler(signal.SIGHUP, on_reload_signal, door, index)
@@ -106,7 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gelombang: invalid configuration: {exc}", file=sys.stderr)
         return 3
     configure_logging(settings)
-    uvloop.run(serve(settings, args.index))
+    try:
+        uvloop.run(serve(settings, args.index))
+    except (EvictingRedis, BackgroundTaskFailed) as exc:
+        cause = exc if isinstance(exc, EvictingRedis) else exc.__cause__
+        if not isinstance(cause, EvictingRedis):
+            raise
+        print(f"gelombang: door process {args.index} refusing to run: {cause}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ from types import FrameType
 from typing import Any
 
 from config.settings import Settings
+from queueing.redis_client import REDIS_UNAVAILABLE, connect
+from queueing.redis_memory import require_noeviction
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A door process that dies within this long of its start is not restarted
@@ -126,10 +129,25 @@ class Supervisor:
         multiprocess.mark_process_dead(pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
 
 
+async def _check_redis(settings: Settings) -> None:
+    """Refuse an evicting Redis before starting any door process (one that is not
+    there yet is checked by each door process once it answers)."""
+    redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds,
+                    socket_connect_timeout=settings.redis.timeout_seconds)
+    try:
+        async with asyncio.timeout(settings.redis.timeout_seconds * 2):
+            await require_noeviction(redis)
+    except REDIS_UNAVAILABLE:
+        pass
+    finally:
+        await redis.aclose()
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of `gelombang serve`."""
     settings = Settings.load()
     settings.keys.require()  # fail here, once, rather than in every child
+    asyncio.run(_check_redis(settings))  # likewise: EvictingRedis, exit status 3
     count = args.processes or settings.door.processes
     door = settings.door
     kill_after = (door.drain_grace_seconds + 2 * door.shutdown_deadline_seconds

@@ -21,6 +21,12 @@ ADMIN_TAG = "{admin}"
 ADMISSION_SETTINGS = f"{PREFIX}:{ADMIN_TAG}:admission:settings"
 # Append-only audit log of admin actions.
 AUDIT_STREAM = f"{PREFIX}:{ADMIN_TAG}:audit"
+
+
+def audit_read_mark(digest: str) -> str:
+    """Set (with a TTL) when a read was audited: the same read is not audited again
+    until it expires. `digest` names the read (route, query, address)."""
+    return f"{PREFIX}:{ADMIN_TAG}:audit:read:{digest}"
 # The consumer group of the drain workers on every intake stream.
 STORE_GROUP = "store"
 # Drain worker heartbeats: a sorted set of consumer names scored by the Unix

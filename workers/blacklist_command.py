@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from config.settings import Settings
-from queueing.audit import append_audit, command_identity
+from queueing.audit import audited_run, command_identity
 from queueing.redis_client import connect
 from queueing.sealing import KeyedHasher
 from workers.blacklist import import_source
@@ -36,7 +36,14 @@ def run_import(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         print(f"gelombang blacklist: no such file: {args.file}", file=sys.stderr)
         return 2
-    report = asyncio.run(_import(settings, args.file, args.source))
+    try:
+        report = asyncio.run(_import(settings, args.file, args.source))
+    except Exception as exc:
+        # The type only: a message could quote a line of the file. The failure is
+        # audited; the source's old list stays whole (one transaction).
+        print(f"gelombang blacklist: import failed ({type(exc).__name__}); the list of "
+              f"source {args.source} is unchanged", file=sys.stderr)
+        return 1
     print(f"source {report.source}: {report.imported} NIKs listed "
           f"(replacing {report.replaced})")
     if report.bad_count:
@@ -50,20 +57,23 @@ def run_import(args: argparse.Namespace) -> int:
 async def _import(settings: Settings, path: Path, source: str) -> Any:
     who, where = command_identity()
     redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds)
-    connection = await asyncpg.connect(settings.postgres.dsn)
     try:
-        # An admin action like any other: audited before the list changes.
-        await append_audit(redis, actor=who, source=where, action="blacklist.import.start",
-                           details={"source": source, "file": path.name})
-        hasher = KeyedHasher(settings.keys.hash_key_bytes())
-        progress = ProgressBar("reading", "bytes")
-        report = await import_source(connection, path, source, hasher, progress)
-        await append_audit(redis, actor=who, source=where, action="blacklist.import.done",
-                           details={"source": source, "listed": report.imported,
-                                    "replaced": report.replaced, "bad_lines": report.bad_count})
+        # An admin action like any other: audited before the list changes, and its
+        # outcome whatever it is (a failed run says why, by error type only).
+        async with audited_run(redis, actor=who, source=where, action="blacklist.import",
+                               details={"source": source, "file": path.name}) as run:
+            run.describe = lambda: {"source": source}
+            connection = await asyncpg.connect(settings.postgres.dsn)
+            try:
+                hasher = KeyedHasher(settings.keys.hash_key_bytes())
+                progress = ProgressBar("reading", "bytes")
+                report = await import_source(connection, path, source, hasher, progress)
+            finally:
+                await connection.close()
+            run.describe = lambda: {"source": source, "listed": report.imported,
+                                    "replaced": report.replaced, "bad_lines": report.bad_count}
         return report
     finally:
-        await connection.close()
         await redis.aclose()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from config.settings import Settings
-from queueing.audit import append_audit, command_identity
+from queueing.audit import audited_run, command_identity
 from queueing.redis_client import connect
 from queueing.sealing import Sealer
 from workers.progress import ProgressBar
@@ -37,13 +37,21 @@ def register(subparsers: Any) -> None:
 
 
 def run_reseal(args: argparse.Namespace) -> int:
-    """Handler: re-seal, then print the final count; exit 1 if some rows could not be opened."""
+    """Handler: re-seal, then print the final count; exit 1 if some rows could not be opened
+    or the run failed (it is resumed by running it again)."""
     if args.batch_size < 1:
         print("gelombang keys reseal: --batch-size must be at least 1", file=sys.stderr)
         return 2
     settings = Settings.load()
     settings.keys.require()
-    report = asyncio.run(_reseal(settings, args.batch_size))
+    report = ResealReport(settings.keys.active_sealing_key_id)
+    try:
+        asyncio.run(_reseal(settings, args.batch_size, report))
+    except Exception as exc:
+        # The type only: a message could quote data. The failure is audited.
+        print(f"gelombang keys reseal: failed ({type(exc).__name__}) after re-sealing "
+              f"{report.resealed:,} registrations; run it again to resume", file=sys.stderr)
+        return 1
     left = ", ".join(f"{key_id}: {count:,}" for key_id, count in sorted(report.left.items()))
     print(f"resealed {report.resealed:,} registrations with key id {report.key_id!r}"
           f" in {report.batches:,} batches; unreadable: {report.unreadable:,};"
@@ -52,22 +60,28 @@ def run_reseal(args: argparse.Namespace) -> int:
     return 1 if report.unreadable else 0
 
 
-async def _reseal(settings: Settings, batch_size: int) -> ResealReport:
+def _outcome(report: ResealReport) -> dict[str, Any]:
+    return {"key_id": report.key_id, "resealed": report.resealed, "batches": report.batches,
+            "unreadable": report.unreadable, "left": dict(report.left)}
+
+
+async def _reseal(settings: Settings, batch_size: int, report: ResealReport) -> None:
     sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
     who, where = command_identity()
     redis = connect(settings.redis, socket_timeout=settings.redis.timeout_seconds)
-    pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=1, max_size=1)
     try:
-        # Audited before any row changes: no audit trail, no run.
-        await append_audit(redis, actor=who, source=where, action="keys.reseal.start",
-                           details={"key_id": sealer.active_key_id, "batch_size": batch_size})
-        report = await reseal_registrations(pool, sealer, batch_size=batch_size,
-                                            progress=ProgressBar("resealing", "rows"))
-        await append_audit(redis, actor=who, source=where, action="keys.reseal.done",
-                           details={"key_id": report.key_id, "resealed": report.resealed,
-                                    "unreadable": report.unreadable,
-                                    "left": dict(report.left)})
-        return report
+        # Audited before any row changes (no audit trail, no run), and its outcome
+        # whatever it is: PostgreSQL away, an interruption, a failure halfway.
+        async with audited_run(redis, actor=who, source=where, action="keys.reseal",
+                               details={"key_id": sealer.active_key_id,
+                                        "batch_size": batch_size}) as run:
+            run.describe = lambda: _outcome(report)
+            pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=1, max_size=1)
+            try:
+                await reseal_registrations(pool, sealer, batch_size=batch_size,
+                                           progress=ProgressBar("resealing", "rows"),
+                                           report=report)
+            finally:
+                await pool.close()
     finally:
-        await pool.close()
         await redis.aclose()

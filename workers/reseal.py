@@ -60,10 +60,15 @@ class ResealReport:
 
 
 async def reseal_registrations(pool: asyncpg.Pool, sealer: Sealer, *, batch_size: int,
-                               progress: Progress | None = None) -> ResealReport:
-    """Re-seal every registration sealed with a key id other than the active one."""
+                               progress: Progress | None = None,
+                               report: ResealReport | None = None) -> ResealReport:
+    """Re-seal every registration sealed with a key id other than the active one.
+
+    `report` (if given) is filled as batches commit, so a caller still knows
+    what was done when the run fails halfway.
+    """
     active = sealer.active_key_id
-    report = ResealReport(active)
+    report = report if report is not None else ResealReport(active)
     total: int = await pool.fetchval(_COUNT, active)
     done = 0
     cursor = None

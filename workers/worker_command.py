@@ -15,6 +15,7 @@ import orjson
 import uvloop
 
 from config.settings import Settings
+from queueing.redis_memory import wait_until_checked
 from workers.drain.status import drain_status, render_status
 from workers.drain.worker import DrainWorker
 from workers.metrics import WorkerMetrics, serve_metrics
@@ -61,6 +62,8 @@ def run_store(args: argparse.Namespace) -> int:
 
 async def _store(settings: Settings) -> None:
     redis = connect_worker_redis(settings)
+    # Before anything is read: an evicting Redis could drop what the drain has not stored.
+    await wait_until_checked(redis, "drain worker")
     slots = settings.drain.concurrency or settings.queue.partitions
     pool = await create_pool(settings, slots + 1, "drain")
     metrics = WorkerMetrics("drain")

@@ -6,7 +6,8 @@
 (() => {
   const TOKEN_KEY = "gelombang.adminToken";
   const METRICS_EVERY_MS = 2000;
-  // Every authenticated read is audited: the funnel is read less often than /metrics.
+  // Every authenticated read is audited (an identical one once per admin.read_audit_seconds,
+  // so this poll adds an entry every few minutes); the funnel is read less often than /metrics.
   const FUNNEL_EVERY_MS = 5000;
   const POINTS = 120;
   const SHED = ["backlog_full", "closed", "unavailable", "overloaded"];

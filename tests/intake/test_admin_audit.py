@@ -3,17 +3,20 @@ audited (who, what, when, from where), and GET /admin/v1/audit lists the trail."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from config.settings import Settings
 from intake.admin import OPEN_ROUTES
-from queueing.keys import AUDIT_STREAM
-from tests.intake.door_helpers import DoorUnderTest
+from queueing.keys import ADMISSION_SETTINGS, AUDIT_STREAM
+from tests.intake.door_helpers import DoorUnderTest, running_door
 from tests.support import stream_range
 from workers.drain import audit_archive
 
@@ -127,19 +130,21 @@ async def test_audit_lists_stream_and_archive_newest_first_in_pages(
     door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
     migrated_dsn: str,
 ) -> None:
-    for _ in range(6):
-        assert (await call(door_under_test, "GET", "/admin/v1/admission", AUTH))[0] == 200
-    # Archive those six, then drop the oldest three from the stream (as its trim would):
-    # they are now only in PostgreSQL, the other three in both.
+    # Six reads, each its own query (an identical read again would not be audited again).
+    for n in range(6):
+        path = f"/admin/v1/admission?n={n}"
+        assert (await call(door_under_test, "GET", path, AUTH))[0] == 200
+    # Archive those six: the archive trims them from the stream, so they are
+    # now only in PostgreSQL.
     await audit_archive.ensure_group(redis_client)
+    oldest = [entry_id for entry_id, _ in await stream_range(redis_client, AUDIT_STREAM)]
     pool = await asyncpg.create_pool(migrated_dsn, min_size=1, max_size=1)
     try:
         assert await audit_archive.archive_once(redis_client, pool, "test", count=100,
                                                 block_ms=10, claim_idle_ms=60_000) == 6
     finally:
         await pool.close()
-    oldest = [entry_id for entry_id, _ in await stream_range(redis_client, AUDIT_STREAM)][:3]
-    await redis_client.xdel(AUDIT_STREAM, *oldest)
+    assert await redis_client.xlen(AUDIT_STREAM) == 0
     for _ in range(4):  # four more, in the stream only
         assert (await call(door_under_test, "PUT", "/admin/v1/admission", AUTH))[0] == 200
 
@@ -182,3 +187,75 @@ async def test_a_bad_page_request_is_422(door_under_test: DoorUnderTest, pg: asy
     status, body = await call(door_under_test, "GET", AUDIT_URL + query, AUTH)
     assert status == 422
     assert body["error"] == {**body["error"], "code": "validation_failed", "fields": fields}
+
+
+async def test_a_polled_read_is_audited_once_per_window(
+    test_settings: Settings, redis_client: Redis, pg: asyncpg.Connection,
+) -> None:
+    admin = test_settings.admin.model_copy(update={"read_audit_seconds": 0.5})
+    async with running_door(test_settings.model_copy(update={"admin": admin})) as door:
+        # The ops page polls the funnel every 5 s: ten refreshes, one entry.
+        for _ in range(10):
+            assert (await call(door, "GET", "/admin/v1/funnel", AUTH))[0] == 200
+        assert await audit_actions(redis_client) == ["funnel.read"]
+        # Another read (another route, or another query) is audited at once.
+        assert (await call(door, "GET", "/admin/v1/admission", AUTH))[0] == 200
+        assert (await call(door, "GET", AUDIT_URL + "?limit=5", AUTH))[0] == 200
+        assert (await call(door, "GET", AUDIT_URL + "?limit=6", AUTH))[0] == 200
+        # Changes are never coalesced.
+        for _ in range(2):
+            assert (await call(door, "PUT", "/admin/v1/admission", AUTH))[0] == 200
+        assert await audit_actions(redis_client) == [
+            "funnel.read", "admission.read", "audit.read", "audit.read",
+            "admission.update", "admission.update"]
+        await asyncio.sleep(0.6)  # the window passes: the same read is audited again
+        assert (await call(door, "GET", "/admin/v1/funnel", AUTH))[0] == 200
+        assert (await audit_actions(redis_client))[-1] == "funnel.read"
+        assert await redis_client.xlen(AUDIT_STREAM) == 7
+
+
+async def test_a_read_that_cannot_be_audited_is_refused_and_audited_next_time(
+    door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
+) -> None:
+    await redis_client.set(AUDIT_STREAM, b"not a stream")
+    assert (await call(door_under_test, "GET", "/admin/v1/funnel", AUTH))[0] == 503
+    await redis_client.delete(AUDIT_STREAM)
+    # The failed read left no mark behind: the next one is audited.
+    assert (await call(door_under_test, "GET", "/admin/v1/funnel", AUTH))[0] == 200
+    assert await audit_actions(redis_client) == ["funnel.read"]
+
+
+CLIENT_TEXT = "a-name-the-client-chose"
+
+
+@pytest.mark.parametrize(("content_type", "body", "status", "details"), [
+    ("text/plain", b"{}", 415, {"status": 415, "code": "unsupported_media_type"}),
+    ("application/json", b'{"rate_per_second": ', 400, {"status": 400, "code": "malformed_json"}),
+    ("application/json", b"[1]", 422,
+     {"status": 422, "code": "validation_failed", "fields": {"body": "wrong_type"}}),
+    ("application/json", b'{"rate_per_second": -1, "burst": 2.5}', 422,
+     {"status": 422, "code": "validation_failed",
+      "fields": {"rate_per_second": "out_of_range", "burst": "wrong_type"}}),
+    # A field name the API does not know is the client's text: counted, never recorded.
+    ("application/json", f'{{"open": "yes", "{CLIENT_TEXT}": 1}}'.encode(), 422,
+     {"status": 422, "code": "validation_failed", "fields": {"open": "wrong_type"},
+      "unknown_fields": 1}),
+], ids=["media_type", "malformed_json", "not_an_object", "bad_values", "unknown_field"])
+async def test_a_refused_admission_change_is_audited_with_its_reason(
+    door_under_test: DoorUnderTest, redis_client: Redis, content_type: str, body: bytes,
+    status: int, details: dict[str, Any],
+) -> None:
+    async with door_under_test.admin.put("/admin/v1/admission", data=body, headers={
+            **AUTH, "Content-Type": content_type}) as response:
+        assert response.status == status
+    [(_, fields)] = await stream_range(redis_client, AUDIT_STREAM)
+    assert fields[b"action"] == b"admission.update.refused"
+    assert fields[b"actor"] == b"admin-token" and fields[b"source"] == b"127.0.0.1"
+    assert orjson.loads(fields[b"changes"]) == details
+    assert CLIENT_TEXT.encode() not in fields[b"changes"]
+    # Nothing changed.
+    assert not await redis_client.exists(ADMISSION_SETTINGS)
+
+
+async def audit_actions(redis: Redis) -> list[str]:
+    return [fields[b"action"].decode() for _, fields in await stream_range(redis, AUDIT_STREAM)]

@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.devstate import render_toml
+from gelombang.processes import free_port
+from gelombang.services import postgres_dsn
 from loadtest.registrants import RegistrantFactory
 from queueing.keys import AUDIT_STREAM
 from queueing.sealing import KeyedHasher
@@ -109,6 +111,34 @@ async def test_the_command_reports_bad_lines_by_number_never_by_content(
     assert orjson.loads(audit[1][b"changes"]) == {
         "source": "x", "listed": 1, "replaced": 0, "bad_lines": REPORTED_BAD_LINES + 5}
     assert audit[0][b"actor"].startswith(b"cli:") and audit[0][b"source"]
+
+
+async def test_a_failed_import_is_audited_with_its_reason_and_exits_1(
+    redis_client: Redis, test_settings: Settings, tmp_path: Path,
+) -> None:
+    # No PostgreSQL where the configuration points: the run fails after its start entry.
+    away = test_settings.postgres.model_copy(update={"dsn": postgres_dsn(free_port())})
+    config = tmp_path / "config.toml"
+    config.write_text(render_toml(
+        test_settings.model_copy(update={"postgres": away}).model_dump(mode="json")))
+    path = tmp_path / "list.csv"
+    path.write_text("3201014506990001\n")
+
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gelombang", "blacklist", "import", str(path), "--source", "x"],
+        cwd=REPO_ROOT, env={**os.environ, "GELOMBANG_CONFIG": str(config)},
+        capture_output=True, text=True, check=False)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "gelombang blacklist: import failed (ConnectionRefusedError); the list of source x"
+        " is unchanged")
+    audit = [fields for _, fields in await stream_range(redis_client, AUDIT_STREAM)]
+    assert [fields[b"action"] for fields in audit] == [
+        b"blacklist.import.start", b"blacklist.import.failed"]
+    assert orjson.loads(audit[1][b"changes"]) == {"error": "ConnectionRefusedError",
+                                                  "source": "x"}
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from gelombang.processes import free_port
+from gelombang.services import postgres_dsn
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.envelope import PersonalData, open_sealed
 from queueing.keys import AUDIT_STREAM
@@ -211,3 +213,27 @@ async def test_the_command_reseals_prints_a_final_count_and_is_audited(
     assert [fields[b"action"] for fields in audit] == [b"keys.reseal.start", b"keys.reseal.done"]
     assert audit[0][b"actor"].startswith(b"cli:")
     assert orjson.loads(audit[1][b"changes"])["resealed"] == 12
+
+
+async def test_a_failed_reseal_is_audited_with_its_reason_and_exits_1(
+    redis_client: Redis, test_settings: Settings, tmp_path: Path,
+) -> None:
+    # No PostgreSQL where the configuration points: the run fails after its start entry.
+    away = test_settings.postgres.model_copy(update={"dsn": postgres_dsn(free_port())})
+    config = tmp_path / "rotated.toml"
+    write_config(rotated(test_settings).model_copy(update={"postgres": away}), config, 0, 0)
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "gelombang", "keys", "reseal"],
+        cwd=REPO_ROOT, env={**os.environ, "GELOMBANG_CONFIG": str(config)},
+        capture_output=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines()[-1] == (
+        "gelombang keys reseal: failed (ConnectionRefusedError) after re-sealing 0"
+        " registrations; run it again to resume")
+    audit = [fields for _, fields in await stream_range(redis_client, AUDIT_STREAM)]
+    assert [fields[b"action"] for fields in audit] == [
+        b"keys.reseal.start", b"keys.reseal.failed"]
+    assert orjson.loads(audit[1][b"changes"]) == {
+        "error": "ConnectionRefusedError", "key_id": "new", "resealed": 0, "batches": 0,
+        "unreadable": 0, "left": {}}
+    assert audit[1][b"actor"] == audit[0][b"actor"] and audit[1][b"actor"].startswith(b"cli:")

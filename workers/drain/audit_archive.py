@@ -5,6 +5,13 @@ transaction as the change itself (it has no PostgreSQL on that path); the
 drain workers copy the entries into PostgreSQL, where they are kept for good.
 The stream's entry id is unique in the table, so an entry archived twice (a
 crash before XACK) is stored once.
+
+The stream is trimmed here and nowhere else: after the commit, with the
+acknowledgement, up to the archive group's oldest pending entry
+(`queueing/lua/ack.lua`). The door appends without a length cap, so an entry
+leaves Redis only once it is in PostgreSQL; while the archive is down the
+stream grows (a few hundred bytes an entry; reads are coalesced, so an open
+ops page adds one a few minutes, not one a refresh).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from redis.exceptions import ResponseError
 
 from queueing.keys import AUDIT_STREAM
 from queueing.redis_client import RedisClient
+from workers.runtime.acknowledge import Acknowledger
 
 ARCHIVE_GROUP: Final = "archive"
 _INSERT: Final = """
@@ -50,7 +58,11 @@ async def archive_once(redis: RedisClient, pool: asyncpg.Pool, consumer: str, *,
         return 0
     rows = [_row(entry_id, fields) for entry_id, fields in entries]
     await pool.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
-    await redis.xack(AUDIT_STREAM, ARCHIVE_GROUP, *(entry_id for entry_id, _ in entries))
+    # Acknowledged and trimmed in one script call: what precedes the group's
+    # oldest pending entry is archived (another worker's batch, still being
+    # committed, stays pending and keeps itself and what follows).
+    await Acknowledger(redis).acknowledge_in(AUDIT_STREAM, ARCHIVE_GROUP,
+                                             [entry_id for entry_id, _ in entries])
     return len(entries)
 
 

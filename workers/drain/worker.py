@@ -38,6 +38,7 @@ from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.errors import EnvelopeError
 from queueing.keys import STORE_GROUP, Partition
 from queueing.redis_client import RedisClient
+from queueing.supervision import Supervisor
 from workers.drain import audit_archive
 from workers.drain.handoff import KINDS, Handoff
 from workers.drain.store import (
@@ -123,16 +124,18 @@ class DrainWorker:
 
     async def run(self) -> None:
         """Drain until `stopping` is set; the batch in hand is finished first."""
-        helpers = [asyncio.create_task(self._refill()),
-                   asyncio.create_task(self._archive_audit())]
+        # Both only delay work that waits safely meanwhile (outbox rows, audit
+        # entries the stream keeps until archived): restarted, never fatal to
+        # the drain, whose batches must go on.
+        helpers = Supervisor()
+        helpers.start("outbox refill", self._refill, "restart")
+        helpers.start("audit archive", self._archive_audit, "restart")
         log.info("drain worker %s started: %d partitions, %d slots", self.name,
                  len(self.consumer.partitions), self.consumer.settings.slots)
         try:
             await self.consumer.run()
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await helpers.close()
             await self._forget_relayed()
         log.info("drain worker %s stopped", self.name)
 

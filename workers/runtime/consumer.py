@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 
 from queueing.keys import Partition, partitions
 from queueing.redis_client import RedisClient
+from queueing.supervision import Supervisor
 from workers.metrics import WorkerMetrics
 from workers.runtime.acknowledge import Acknowledger
 from workers.runtime.connections import TRANSIENT, consumer_name
@@ -137,19 +138,28 @@ class PartitionConsumer:
                  for p in self.partitions]
         heartbeat = Heartbeat(self.redis, self.settings.role, self.name, self.settings.
                               heartbeat_seconds, self.handler.heartbeat_fields)
-        helpers = [asyncio.create_task(self._beat(heartbeat)), asyncio.create_task(
-            # Three times per claim_idle_seconds: a late renewal is not yet a reclaim.
-            self._in_hand.keep(self.settings.claim_idle_seconds / 3))]
+        # Fatal when they fail (they catch what is transient): without its beat
+        # the process looks dead and its partitions are handed out; without the
+        # keeper its entries in hand are reclaimed while it works on them. A
+        # process that cannot keep those promises stops (and is restarted by
+        # whoever runs it), finishing or releasing what it holds.
+        helpers = Supervisor(on_stop=self.stopping.set)
+        helpers.start(f"{self.settings.role} heartbeat", lambda: self._beat(heartbeat), "stop")
+        # Three times per claim_idle_seconds: a late renewal is not yet a reclaim.
+        helpers.start(f"{self.settings.role} keeper",
+                      lambda: self._in_hand.keep(self.settings.claim_idle_seconds / 3), "stop")
         try:
             await asyncio.gather(*loops)
             await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
-            for task in (*loops, *helpers, *self._tasks):
+            for task in (*loops, *self._tasks):
                 task.cancel()
-            await asyncio.gather(*loops, *helpers, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            await helpers.close()
             await self._in_hand.release(int(self.settings.claim_idle_seconds * 1000) + 1)
             await self._give_up_leases()
             await heartbeat.forget()
+        helpers.check()
 
     # -- for handlers ------------------------------------------------------
 

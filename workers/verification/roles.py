@@ -29,6 +29,8 @@ from config.settings import Settings, WorkerRole
 from queueing import breaker_reports
 from queueing.keys import Partition
 from queueing.redis_client import RedisClient
+from queueing.redis_memory import wait_until_checked
+from queueing.supervision import Supervisor
 from workers.metrics import WorkerMetrics, serve_metrics
 from workers.runtime.connections import TRANSIENT, connect_worker_redis, create_pool
 from workers.runtime.consumer import ConsumerSettings, PartitionConsumer
@@ -112,6 +114,8 @@ async def running_role(settings: Settings, role: str, metrics: WorkerMetrics | N
                        ) -> AsyncIterator[RunningRole]:
     """The role's verifier and consumer, connected; closed after the block."""
     redis = connect_worker_redis(settings)
+    # An evicting Redis could drop queued jobs: refuse to run against one.
+    await wait_until_checked(redis, f"{role} worker")
     pool = await create_pool(settings, getattr(settings, role).pg_connections, role)
     verifier: Verifier
     smtp: SmtpPool | None = None
@@ -155,18 +159,25 @@ async def running_role(settings: Settings, role: str, metrics: WorkerMetrics | N
 async def consume(running: RunningRole) -> None:
     """Run the consumer until stopped (the NIK role publishes its breaker meanwhile)."""
     verifier, consumer = running.verifier, running.consumer
-    helpers = []
-    if verifier.metrics is not None:
-        helpers.append(asyncio.create_task(sample_outbound(running, verifier.metrics)))
+    # Reports only (metrics, the breaker's state for the ops views): a failure
+    # costs a stale figure, never a job, so they are restarted.
+    helpers = Supervisor()
+    metrics = verifier.metrics
+    if metrics is not None:
+        helpers.start("outbound sampler", lambda: sample_outbound(running, metrics), "restart")
     if isinstance(verifier, NikVerifier):
-        helpers.append(asyncio.create_task(report_breaker(verifier.redis, verifier.breaker,
-                                                          consumer.name)))
+        breaker, redis = verifier.breaker, verifier.redis
+        helpers.start("breaker report", lambda: report_breaker(redis, breaker, consumer.name),
+                      "restart")
     try:
-        await asyncio.gather(consumer.run(), running.priority.run())
+        # Both to their end (they share one stop event) before a failure is raised.
+        results = await asyncio.gather(consumer.run(), running.priority.run(),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
     finally:
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+        await helpers.close()
         if isinstance(verifier, NikVerifier):
             with contextlib.suppress(*TRANSIENT):
                 await breaker_reports.withdraw(verifier.redis, "nik", consumer.name)
