@@ -3,6 +3,7 @@ audited (who, what, when, from where), and GET /admin/v1/audit lists the trail."
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -13,11 +14,12 @@ from redis.asyncio import Redis
 
 from intake.admin import OPEN_ROUTES
 from queueing.keys import AUDIT_STREAM
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import stream_range
 from workers.drain import audit_archive
 
-AUTH = {"Authorization": "Bearer test-admin-token"}
+AUTH = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 AUDIT_URL = "/admin/v1/audit"
 # What each guarded route is given when called for real (a body for writes).
 BODIES: dict[str, bytes] = {"PUT": b"{}"}
@@ -52,9 +54,10 @@ def test_the_guard_sees_every_admin_route(door_under_test: DoorUnderTest) -> Non
 
 
 @pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer test-admin-toke"},
-    {"Authorization": "Bearer test-admin-tokenX"}, {"Authorization": "bearer"},
-    {"Authorization": "Basic dGVzdC1hZG1pbi10b2tlbg=="}, {"Authorization": "test-admin-token"},
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TEST_ADMIN_TOKEN[:-1]}"},
+    {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}X"}, {"Authorization": "bearer"},
+    {"Authorization": f"Basic {base64.b64encode(TEST_ADMIN_TOKEN.encode()).decode()}"},
+    {"Authorization": TEST_ADMIN_TOKEN},
 ])
 async def test_every_admin_route_refuses_without_the_token_and_audits_nothing(
     door_under_test: DoorUnderTest, redis_client: Redis, headers: dict[str, str],
