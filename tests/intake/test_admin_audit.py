@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from intake.admin import OPEN_ROUTES
 from queueing.keys import AUDIT_STREAM
-from tests.conftest import TEST_ADMIN_TOKEN
+from tests.conftest import REPO_ROOT, TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import stream_range
 from workers.drain import audit_archive
@@ -51,6 +51,20 @@ def test_the_guard_sees_every_admin_route(door_under_test: DoorUnderTest) -> Non
     assert {(method, path) for method, path, _ in guarded_routes(door_under_test)} >= {
         ("GET", "/admin/v1/admission"), ("PUT", "/admin/v1/admission"),
         ("GET", "/admin/v1/funnel"), ("GET", AUDIT_URL)}
+
+
+def test_the_routes_open_without_the_token_are_the_documented_ones(
+        door_under_test: DoorUnderTest) -> None:
+    # The threat model lists what answers without the token; a route opened later
+    # without saying so there fails here.
+    app = door_under_test.admin.app
+    assert isinstance(app, web.Application)
+    open_paths = {route.resource.canonical for route in app.router.routes()
+                  if route.name in OPEN_ROUTES and route.resource is not None}
+    assert open_paths == {"/metrics", "/admin/", "/admin/assets/{name}"}
+    security = (REPO_ROOT / "docs" / "security.md").read_text()
+    for path in open_paths:
+        assert f"`{path}`" in security, path
 
 
 @pytest.mark.parametrize("headers", [
