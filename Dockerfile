@@ -29,8 +29,11 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- runtime: the wheels installed into a slim Python, run as a plain user ----
 FROM ${PYTHON_IMAGE} AS runtime
+# GELOMBANG_SECURITY__PRODUCTION: an image is for deployments, so it refuses plain
+# HTTP/SMTP links and public dev-only secrets unless told otherwise (compose.yaml).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    GELOMBANG_SECURITY__PRODUCTION=true \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it. The mail

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -57,7 +58,7 @@ def door_config(path: Path, redis_url: str, port: int, admin_port: int,
     keys["hash_key"] = _random_key()
     base["redis"]["url"] = redis_url
     base["public"].update(host="127.0.0.1", port=port)
-    base["admin"].update(port=admin_port, token="bench-admin-token")
+    base["admin"].update(port=admin_port, token=secrets.token_urlsafe(32))
     base["admission"].update(admission)
     base["logging"]["level"] = "WARNING"
     path.write_text(render_toml(base))

@@ -104,7 +104,8 @@ def write_config(path: Path, redis_url: str, dsn: str, scratch: Path,
     keys: dict[str, Any] = {"active_sealing_key_id": "bench",
             "sealing_keys": {"bench": base64.b64encode(os.urandom(32)).decode()},
             "hash_key": base64.b64encode(os.urandom(32)).decode(),
-            "token_key": base64.b64encode(os.urandom(32)).decode()}
+            "active_token_key_id": "bench",
+            "token_keys": {"bench": base64.b64encode(os.urandom(32)).decode()}}
     base["keys"] = keys
     base["redis"]["url"] = redis_url
     base["postgres"]["dsn"] = dsn

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -21,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from config.secrets import DEV_ONLY_MARKER, check_token
+from config.secrets import KeySettings as KeySettings
 from config.section import ConfigError as ConfigError
 from config.section import Section as _Section
 from config.worker_settings import WORKER_ROLES as WORKER_ROLES
@@ -88,6 +89,11 @@ class AdminSettings(_Section):
     # An identical authenticated read (same route, query and address) is audited
     # once per this many seconds: a page that polls adds one entry, not one a poll.
     read_audit_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("token")
+    @classmethod
+    def _token_looks_random(cls, value: str) -> str:
+        return check_token(value)
 
     @property
     def local_url(self) -> str:
@@ -170,69 +176,24 @@ class QueueSettings(_Section):
     priority_max_length: int = Field(default=100_000, ge=100)
 
 
-def _decode_key(value: str, *, minimum: int, exact: int | None = None) -> bytes:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("must be base64") from exc
-    if exact is not None and len(raw) != exact:
-        raise ValueError(f"must decode to exactly {exact} bytes")
-    if len(raw) < minimum:
-        raise ValueError(f"must decode to at least {minimum} bytes")
-    return raw
-
-
-class KeySettings(_Section):
-    active_sealing_key_id: str
-    sealing_keys: dict[str, str] = Field(repr=False)
-    hash_key: str = Field(repr=False)
-    # Signs email verification tokens (base64 of >= 32 random bytes).
-    token_key: str = Field(repr=False)
-
-    @field_validator("sealing_keys")
-    @classmethod
-    def _sealing_keys_are_aes256(cls, value: dict[str, str]) -> dict[str, str]:
-        for key_id, key in value.items():
-            if not key_id or len(key_id) > 32:
-                raise ValueError("key ids are 1-32 characters")
-            _decode_key(key, minimum=32, exact=32)
-        return value
-
-    @field_validator("hash_key", "token_key")
-    @classmethod
-    def _hash_key_is_long(cls, value: str) -> str:
-        if value:
-            _decode_key(value, minimum=32)
-        return value
-
-    def sealing_key_bytes(self) -> dict[str, bytes]:
-        """Every readable sealing key, decoded."""
-        return {kid: base64.b64decode(key) for kid, key in self.sealing_keys.items()}
-
-    def token_key_bytes(self) -> bytes:
-        """The HMAC key that signs email verification tokens, decoded."""
-        if not self.token_key:
-            raise ConfigError("keys.token_key: required (base64 of >= 32 random bytes)")
-        return base64.b64decode(self.token_key)
-
-    def hash_key_bytes(self) -> bytes:
-        """The HMAC key for NIK and email hashes, decoded."""
-        return base64.b64decode(self.hash_key)
-
-    def require(self) -> None:
-        """Fail unless sealing and hashing are fully configured."""
-        if not self.hash_key:
-            raise ConfigError("keys.hash_key: required (base64 of >= 32 random bytes)")
-        if self.active_sealing_key_id not in self.sealing_keys:
-            raise ConfigError(
-                "keys.active_sealing_key_id: must name a key listed in keys.sealing_keys"
-            )
-
-
 class DoorSettings(_Section):
     processes: int = Field(ge=1, le=256)
     drain_grace_seconds: float = Field(ge=0)
     shutdown_deadline_seconds: float = Field(gt=0)
+
+
+class SecuritySettings(_Section):
+    """Whether this deployment holds real personal data (docs/security.md, "Production")."""
+
+    # true (the container image sets it): refuse to start unless the links that
+    # carry personal data or tokens are TLS and no secret is a public dev value.
+    # The dev stack and the tests run without TLS, hence false by default.
+    production: bool
+
+
+def _is_https(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" and bool(parts.hostname)
 
 
 class LoggingSettings(_Section):
@@ -264,6 +225,29 @@ class Settings(BaseSettings):
     door: DoorSettings
     logging: LoggingSettings
     worker_metrics: WorkerMetricsSettings
+    security: SecuritySettings
+
+    def production_problems(self) -> list[str]:
+        """What `security.production = true` refuses in this configuration (keys named)."""
+        if not self.security.production:
+            return []
+        problems = []
+        # Each link carries personal data or a secret: the signed links (tokens)
+        # in emails, the NIK with name and birth date, the applicant's address.
+        if not _is_https(self.public.base_url):
+            problems.append("public.base_url: must be https:// in production "
+                            "(the emailed links carry verification tokens)")
+        if not _is_https(self.nik.base_url):
+            problems.append("nik.base_url: must be https:// in production")
+        if self.email.smtp_tls == "none":
+            problems.append('email.smtp_tls: must be "starttls" or "tls" in production')
+        if not self.admin.token:
+            problems.append("admin.token: required in production")
+        elif DEV_ONLY_MARKER in self.admin.token.lower():
+            problems.append("admin.token: a public dev-only value, refused in production")
+        problems += [f"{name}: a public dev-only value, refused in production"
+                     for name in self.keys.dev_only_keys()]
+        return problems
 
     @classmethod
     def settings_customise_sources(
@@ -289,10 +273,14 @@ class Settings(BaseSettings):
         if extra and not Path(extra).is_file():
             raise ConfigError(f"{CONFIG_ENV}: no such file: {extra}")
         try:
-            return cls(**overrides)
+            settings = cls(**overrides)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}"
                 for err in exc.errors(include_url=False, include_input=False)
             )
             raise ConfigError(problems) from None
+        refused = settings.production_problems()
+        if refused:
+            raise ConfigError("; ".join(refused))
+        return settings

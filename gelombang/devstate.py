@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from config.secrets import check_token
 from config.settings import DEFAULT_CONFIG
 
 DEFAULT_STATE_DIR = Path(".dev")
 DEV_SEALING_KEY_ID = "dev1"
+DEV_TOKEN_KEY_ID = "dev1"
 # The sections the dev config sets. Each is written whole (defaults included) because
 # TOML files are merged table by table, not key by key (tests/devstack/test_config_merge.py).
 _SECTIONS = ("public", "admin", "redis", "postgres", "email", "keys")
@@ -69,6 +71,13 @@ class DevState:
 
 def _random_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _valid_token(token: str) -> bool:
+    try:
+        return bool(check_token(token))
+    except ValueError:
+        return False
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -125,9 +134,9 @@ def ensure_config(state: DevState, redis_url: str, postgres_dsn: str,
     short timeouts); the section is still written whole.
     """
     existing = read_config(state)
-    if state.token_file.exists():
-        token = state.token_file.read_text().strip()
-    else:
+    token = state.token_file.read_text().strip() if state.token_file.exists() else ""
+    if not _valid_token(token):
+        # None yet, or one an older version made that the token rules now refuse.
         token = secrets.token_urlsafe(32)
         _write_private(state.token_file, token + "\n")
     keys = existing.get("keys") or {
@@ -135,8 +144,12 @@ def ensure_config(state: DevState, redis_url: str, postgres_dsn: str,
         "sealing_keys": {DEV_SEALING_KEY_ID: _random_key()},
         "hash_key": _random_key(),
     }
-    # Keys added by later versions are generated into an existing dev config too.
-    keys.setdefault("token_key", _random_key())
+    # Keys added or renamed by later versions, in an existing dev config too: the
+    # single token_key becomes a token key with an id, so links already sent verify.
+    legacy_token_key = keys.pop("token_key", None)
+    if not keys.get("token_keys"):
+        keys["token_keys"] = {DEV_TOKEN_KEY_ID: legacy_token_key or _random_key()}
+        keys["active_token_key_id"] = DEV_TOKEN_KEY_ID
     with DEFAULT_CONFIG.open("rb") as handle:
         defaults = tomllib.load(handle)
     sections = {name: dict(defaults[name]) for name in _SECTIONS}

@@ -1,6 +1,7 @@
 """The admin port: metrics, and live admission settings behind a bearer token.
 
-Every route but /metrics needs the token, and every authenticated action is
+Every route but /metrics and the ops page's static files (OPEN_ROUTES: they
+hold no data) needs the token, and every authenticated action is
 audited (who, what, when, from where) on the audit stream before it is
 answered: a change in the same Redis transaction as the change, a read just
 before the read (an identical read again within `admin.read_audit_seconds`

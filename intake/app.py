@@ -16,7 +16,6 @@ from intake.metrics import RequestTimer
 from intake.pages import add_page_routes, form_page, ops_page
 from intake.responses import error_response
 from intake.state import DOOR
-from queueing.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,6 @@ def build_public_app(door: Door) -> web.Application:
                     resend.resend_verification_email, name="registrations.resend_email")
     router.add_get("/v1/verify-email", verify_email.verify_email, name="verify_email",
                    allow_head=False)
-    if door.settings.keys.token_key:
-        app[verify_email.TOKEN_SIGNER] = TokenSigner(door.settings.keys.token_key_bytes())
     router.add_get("/healthz", health.healthz, name="healthz", allow_head=False)
     router.add_get("/readyz", health.readyz, name="readyz", allow_head=False)
     router.add_get("/openapi.json", health.openapi, name="openapi", allow_head=False)

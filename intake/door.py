@@ -27,6 +27,7 @@ from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_checked
 from queueing.sealing import KeyedHasher, Sealer
 from queueing.supervision import Supervisor
+from queueing.tokens import TokenSigner
 
 log = logging.getLogger("gelombang.door")
 
@@ -65,6 +66,9 @@ class Door:
     hasher: KeyedHasher
     storage: StatusStore
     priority: PriorityLane
+    # Checks the emailed links; None when keys.token_keys is not configured (503).
+    # On the door, not the app, so a SIGHUP can swap it (intake/key_reload.py).
+    token_signer: TokenSigner | None = None
     calendar: JakartaCalendar = field(default_factory=JakartaCalendar)
     # None when the per-client-IP limit is off: the hot path then checks nothing more.
     client_limiter: ClientLimiter | None = None
@@ -129,6 +133,14 @@ def configured_policy(settings: Settings) -> AdmissionPolicy:
     return AdmissionPolicy(a.rate_per_second, a.burst, a.backlog_high_water, a.enabled, a.open)
 
 
+def token_signer(settings: Settings) -> TokenSigner | None:
+    """The signer of the configured token keys, or None when there are none."""
+    keys = settings.keys
+    if not keys.token_keys:
+        return None
+    return TokenSigner(keys.token_key_bytes(), keys.active_token_key_id)
+
+
 @contextlib.asynccontextmanager
 async def open_door(settings: Settings,
                     on_fatal: Callable[[], None] | None = None) -> AsyncIterator[Door]:
@@ -174,6 +186,7 @@ async def open_door(settings: Settings,
         hasher=KeyedHasher(settings.keys.hash_key_bytes()),
         storage=StatusStore(settings),
         priority=PriorityLane(redis, settings),
+        token_signer=token_signer(settings),
         client_limiter=(
             ClientLimiter(settings.client_limit) if settings.client_limit.enabled else None
         ),

@@ -17,9 +17,8 @@ from aiohttp import web
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
-from queueing.tokens import ExpiredToken, InvalidToken, TokenSigner
+from queueing.tokens import ExpiredToken, InvalidToken
 
-TOKEN_SIGNER: Final = web.AppKey("token_signer", TokenSigner)
 RETRY_AFTER_UNAVAILABLE: Final = "2"
 
 _PAGE: Final = """\
@@ -93,9 +92,10 @@ def _answer(request: web.Request, status: int) -> web.Response:
 
 async def verify_email(request: web.Request) -> web.Response:
     """Check the token; mark the email verified (once); answer for a person or a program."""
-    signer = request.app.get(TOKEN_SIGNER)
+    # Read per request: a SIGHUP may have put new token keys in force.
+    signer = request.app[DOOR].token_signer
     if signer is None:
-        return _answer(request, 503)  # keys.token_key is not configured on this door
+        return _answer(request, 503)  # keys.token_keys is not configured on this door
     try:
         registration_id = signer.check(request.query.get("token", ""), time.time())
     except ExpiredToken:

@@ -50,7 +50,10 @@ pytest_plugins = ["tests.pii_guard"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR_PREFIX = "test-"
-TEST_ADMIN_TOKEN = "test-admin-token"
+# A valid admin token (>= 32 random-looking characters: config/secrets.py); fixed, so
+# test ids that quote it stay the same from run to run.
+TEST_ADMIN_TOKEN = "19OxKKOm2AhbjwAOIHurLLGJPYo-2vm23E_t0djhthY"
+TEST_TOKEN_KEY_ID = "t1"
 # What each server's command line contains, to recognise it behind a pid file
 # (run/redis.pid, run/redis-cluster-<port>.pid, run/postgres.pid).
 _MARKERS = {"redis": "redis-server", "postgres": "postgres"}
@@ -228,7 +231,8 @@ def test_settings(redis_kind: str, postgres_port: int,
             "active_sealing_key_id": "test1",
             "sealing_keys": {"test1": _random_key()},
             "hash_key": _random_key(),
-            "token_key": _random_key(),
+            "active_token_key_id": TEST_TOKEN_KEY_ID,
+            "token_keys": {TEST_TOKEN_KEY_ID: _random_key()},
         },
         # Worker processes a test starts listen for scrapes only where it asks.
         worker_metrics={"enabled": False},

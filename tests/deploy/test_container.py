@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.settings import Settings
+from config.settings import ConfigError, Settings
 from gelombang.cli import SUBCOMMAND_MODULES, build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +72,17 @@ def test_dockerfile_runtime_has_no_build_tools(stages: list[list[tuple[str, str]
     assert "python:3.11" in stages[-1][0][1] or "PYTHON_IMAGE" in stages[-1][0][1]
     base = re.search(r"ARG PYTHON_IMAGE=(\S+)", (ROOT / "Dockerfile").read_text())
     assert base is not None and base.group(1).startswith("python:3.11-slim")
+
+
+def image_environment(stage: list[tuple[str, str]]) -> dict[str, str]:
+    """The runtime stage's ENV variables (KEY=value form)."""
+    return dict(pair.split("=", 1) for arguments in _args(stage, "ENV")
+                for pair in arguments.split())
+
+
+def test_the_image_runs_in_production_mode(stages: list[list[tuple[str, str]]]) -> None:
+    # A container refuses plain HTTP/SMTP links and dev-only secrets unless told otherwise.
+    assert image_environment(stages[-1])["GELOMBANG_SECURITY__PRODUCTION"] == "true"
 
 
 def test_dockerfile_runs_as_a_numeric_non_root_user(stages: list[list[tuple[str, str]]]) -> None:
@@ -197,10 +208,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_compose_environment_is_a_complete_valid_configuration(
-        compose: dict[str, Any], clean_environment: pytest.MonkeyPatch) -> None:
+        compose: dict[str, Any], stages: list[list[tuple[str, str]]],
+        clean_environment: pytest.MonkeyPatch) -> None:
     for name, service in _gelombang_services(compose):
         with pytest.MonkeyPatch.context() as env:
-            for key, value in service["environment"].items():
+            # The image's own environment first (production mode), then the service's.
+            for key, value in [*image_environment(stages[-1]).items(),
+                               *service["environment"].items()]:
                 env.setenv(key, interpolate(str(value)))
             settings = Settings.load()
         settings.keys.require()
@@ -217,6 +231,19 @@ def _secret_values(compose: dict[str, Any]) -> Iterator[tuple[str, str]]:
             if any(word in key for word in ("TOKEN", "KEY", "PASSWORD", "DSN")) and (
                     not key.endswith("_KEY_ID")):
                 yield key, interpolate(str(value))
+
+
+def test_compose_secrets_are_refused_in_production(
+        compose: dict[str, Any], clean_environment: pytest.MonkeyPatch) -> None:
+    (_, service), *_ = _gelombang_services(compose)
+    for key, value in service["environment"].items():
+        clean_environment.setenv(key, interpolate(str(value)))
+    clean_environment.setenv("GELOMBANG_SECURITY__PRODUCTION", "true")
+    with pytest.raises(ConfigError) as refused:
+        Settings.load()
+    for key in ("admin.token", "keys.sealing_keys.dev1", "keys.hash_key",
+                "keys.token_keys.dev1", "public.base_url", "nik.base_url", "email.smtp_tls"):
+        assert key in str(refused.value)
 
 
 def test_compose_secrets_are_labelled_dev_only(compose: dict[str, Any]) -> None:

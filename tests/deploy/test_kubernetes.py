@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,12 +146,14 @@ def secret_data(manifests: list[Manifest]) -> dict[str, str]:
 
 def _real_secrets(placeholders: dict[str, str]) -> dict[str, str]:
     """What an operator would put in place of each placeholder (made-up values)."""
-    key = base64.b64encode(b"k" * 32).decode()
+    sealing, hashing, signing = (base64.b64encode(os.urandom(32)).decode() for _ in range(3))
     values = {
+        "GELOMBANG_ADMIN__TOKEN": secrets.token_urlsafe(48),
         "GELOMBANG_KEYS__ACTIVE_SEALING_KEY_ID": "k2026",
-        "GELOMBANG_KEYS__SEALING_KEYS": f'{{"k2026": "{key}"}}',
-        "GELOMBANG_KEYS__HASH_KEY": key,
-        "GELOMBANG_KEYS__TOKEN_KEY": key,
+        "GELOMBANG_KEYS__SEALING_KEYS": f'{{"k2026": "{sealing}"}}',
+        "GELOMBANG_KEYS__HASH_KEY": hashing,
+        "GELOMBANG_KEYS__ACTIVE_TOKEN_KEY_ID": "t2026",
+        "GELOMBANG_KEYS__TOKEN_KEYS": f'{{"t2026": "{signing}"}}',
     }
     return {name: values.get(name, value.replace("REPLACE-", "made-up-"))
             for name, value in placeholders.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import pwd
 import signal
@@ -132,7 +133,8 @@ def test_the_generated_config_loads_with_valid_keys(
     assert settings.keys.active_sealing_key_id == DEV_SEALING_KEY_ID
     assert len(settings.keys.sealing_key_bytes()[DEV_SEALING_KEY_ID]) == 32
     assert len(settings.keys.hash_key_bytes()) == 32
-    assert len(settings.keys.token_key_bytes()) == 32
+    assert [len(key) for key in settings.keys.token_key_bytes().values()] == [32]
+    assert settings.keys.active_token_key_id in settings.keys.token_keys
     assert settings.admin.token == state.token_file.read_text().strip()
     assert settings.redis.url == "redis://127.0.0.1:1/0"
     assert settings.redis.timeout_seconds == 0.8
@@ -144,6 +146,30 @@ def test_the_generated_config_loads_with_valid_keys(
     assert again.keys == settings.keys
     assert again.admin.token == settings.admin.token
     assert again.redis.url == "redis://127.0.0.1:3/0"
+
+
+def test_an_older_dev_config_is_brought_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before token key ids: one token_key; an admin token the token rules now refuse.
+    state = DevState(tmp_path / ".dev")
+    state.create()
+    old_token_key = base64.b64encode(os.urandom(32)).decode()
+    sealing = base64.b64encode(os.urandom(32)).decode()
+    hashing = base64.b64encode(os.urandom(32)).decode()
+    state.config_file.write_text(render_toml({"keys": {
+        "active_sealing_key_id": DEV_SEALING_KEY_ID, "sealing_keys": {DEV_SEALING_KEY_ID: sealing},
+        "hash_key": hashing, "token_key": old_token_key}}))
+    state.token_file.write_text("too-short\n")
+    monkeypatch.setenv(CONFIG_ENV, str(ensure_config(state, "redis://127.0.0.1:1/0",
+                                                     "postgresql://gelombang@127.0.0.1:2/g")))
+    settings = Settings.load()
+    # The same keys, so data sealed and links sent before stay readable and valid.
+    assert settings.keys.sealing_keys == {DEV_SEALING_KEY_ID: sealing}
+    assert settings.keys.hash_key == hashing
+    assert settings.keys.token_keys == {settings.keys.active_token_key_id: old_token_key}
+    assert len(settings.admin.token) >= 32
+    assert settings.admin.token == state.token_file.read_text().strip()
 
 
 def test_overrides_set_single_keys_and_keep_the_rest_of_each_section(

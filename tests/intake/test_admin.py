@@ -12,13 +12,14 @@ from loadtest.registrants import RegistrantFactory
 from queueing import breaker_reports
 from queueing.keys import AUDIT_STREAM, BREAKER_REPORTS, Partition
 from queueing.redis_client import RedisClient
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import stream_range
 
 # Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
 pytestmark = pytest.mark.both_redis
 
-AUTH = {"Authorization": "Bearer test-admin-token"}
+AUTH = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 SETTINGS_URL = "/admin/v1/admission"
 
 
@@ -33,7 +34,7 @@ async def put(d: DoorUnderTest, body: Any, headers: dict[str, str] | None = None
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
                                      {"Authorization": "Basic dGVzdA=="},
                                      {"Authorization": "Bearer "},
-                                     {"Authorization": "test-admin-token"}])
+                                     {"Authorization": TEST_ADMIN_TOKEN}])
 async def test_admin_routes_need_the_token(door_under_test: DoorUnderTest,
                                            headers: dict[str, str]) -> None:
     async with door_under_test.admin.get(SETTINGS_URL, headers=headers) as response:

@@ -15,6 +15,7 @@ import pytest
 from config.settings import Settings
 from loadtest.registrants import RegistrantFactory
 from queueing.redis_client import RedisClient
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
 from tests.support import queued_envelopes
 
@@ -325,7 +326,7 @@ async def test_health_ready_and_openapi(door_under_test: DoorUnderTest) -> None:
 
 async def set_admission(d: DoorUnderTest, changes: dict[str, Any]) -> dict[str, Any]:
     async with d.admin.put("/admin/v1/admission", data=orjson.dumps(changes),
-                           headers={**JSON, "Authorization": "Bearer test-admin-token"}) as resp:
+                           headers={**JSON, "Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}) as resp:
         assert resp.status == 200
         result: dict[str, Any] = await resp.json()
         return result

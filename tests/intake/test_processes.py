@@ -15,12 +15,13 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from queueing.redis_client import RedisClient
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import with_admission
 from tests.pii import redis_full_dump
 from tests.support import door_processes, leaked_kinds, queued_ids, run_load
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": "Bearer test-admin-token"}
+AUTH = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 
 
 async def put_admission(admin_url: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -15,11 +15,12 @@ from config.settings import Settings
 from gelombang.processes import free_port
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import Envelope
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest, running_door
 from tests.support import leaked, seal_people
 from workers.drain.store import store_batch
 
-AUTH = {"Authorization": "Bearer test-admin-token"}
+AUTH = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 

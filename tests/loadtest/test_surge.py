@@ -14,10 +14,11 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.support import REPO_ROOT, DoorProcesses, door_processes
 from tests.workers.drain_helpers import drain_settings, running_drain
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = TEST_ADMIN_TOKEN
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from intake.responses import MESSAGES
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.keys import Partition
 from queueing.tokens import TokenSigner
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
 from tests.workers.drain_helpers import drain_settings, running_drain
 from tests.workers.verification_backlog import stored_backlog
@@ -36,7 +37,7 @@ from tests.workers.verification_helpers import (
 )
 from workers.drain.handoff import JOB_FIELD
 
-AUTH = {"Authorization": "Bearer test-admin-token"}
+AUTH = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 JSON = {"Accept": "application/json"}
 
 
@@ -110,7 +111,8 @@ async def test_expired_tampered_and_unknown_tokens(
         settings = email_settings(drain_settings(test_settings), port)
         async with running_drain(settings), running_email_worker(settings):
             await eventually(lambda: _count_files(tmp_path, 1), what="the email")
-    signer = TokenSigner(test_settings.keys.token_key_bytes())
+    keys = test_settings.keys
+    signer = TokenSigner(keys.token_key_bytes(), keys.active_token_key_id)
 
     expired = signer.issue(rid, int(time.time()) - 1)
     assert (await verify(door_under_test, expired))[:3] == (
@@ -123,7 +125,8 @@ async def test_expired_tampered_and_unknown_tokens(
     for token in (tampered, "", "not-a-token", good + "x"):
         assert (await verify(door_under_test, token))[:3] == (
             400, "application/json", _error("invalid_token"))
-    other_key = TokenSigner(b"k" * 32).issue(rid, int(time.time()) + 60)
+    other_key = TokenSigner({keys.active_token_key_id: b"k" * 32},
+                            keys.active_token_key_id).issue(rid, int(time.time()) + 60)
     assert (await verify(door_under_test, other_key))[0] == 400
     # Correctly signed, but no email was ever sent for this registration.
     assert (await verify(door_under_test, signer.issue(uuid.uuid4(), int(time.time()) + 60))

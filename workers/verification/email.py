@@ -72,7 +72,8 @@ class EmailVerifier(Verifier):
         self.limit = limit
         self.sealer = Sealer(settings.keys.sealing_key_bytes(),
                              settings.keys.active_sealing_key_id)
-        self.signer = TokenSigner(settings.keys.token_key_bytes())
+        self.signer = TokenSigner(settings.keys.token_key_bytes(),
+                                  settings.keys.active_token_key_id)
         self.emails = VerificationEmails(settings.email.from_address)
 
     @property
