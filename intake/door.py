@@ -20,6 +20,7 @@ from intake.client_limit import ClientLimiter
 from intake.storage import StatusStore
 from queueing.admission import AdmissionPolicy, AdmissionScript
 from queueing.grouping import GroupAdmitter
+from queueing.ids import RegistrationIds
 from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
@@ -63,9 +64,13 @@ class Door:
     hasher: KeyedHasher
     storage: StatusStore
     priority: PriorityLane
+    # Issues registration ids and tells them from ids never issued, without a lookup.
+    ids: RegistrationIds
     calendar: JakartaCalendar = field(default_factory=JakartaCalendar)
     # None when the per-client-IP limit is off: the hot path then checks nothing more.
     client_limiter: ClientLimiter | None = None
+    # The same limit's own buckets for the reads that may reach PostgreSQL.
+    read_limiter: ClientLimiter | None = None
     draining: bool = False
     # When a status poll last logged that it could not reach the priority lane
     # (monotonic seconds): one line per LANE_WARNING_SECONDS, not one per poll.
@@ -156,8 +161,14 @@ async def open_door(settings: Settings) -> AsyncIterator[Door]:
         hasher=KeyedHasher(settings.keys.hash_key_bytes()),
         storage=StatusStore(settings),
         priority=PriorityLane(redis, settings),
+        ids=RegistrationIds(settings.keys.hash_key_bytes(),
+                            settings.registration_ids.legacy_window_ms()),
         client_limiter=(
             ClientLimiter(settings.client_limit) if settings.client_limit.enabled else None
+        ),
+        read_limiter=(
+            ClientLimiter(settings.client_limit, reads=True)
+            if settings.client_limit.enabled else None
         ),
     )
     with contextlib.suppress(Exception):
