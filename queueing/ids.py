@@ -40,7 +40,7 @@ def uuid7_unix_ms(value: uuid.UUID) -> int:
 # of tag make a forged id pass once in 4 billion tries, and then it costs one
 # PostgreSQL read, nothing more; the 42 random bits left keep ids unique (at
 # 30 registrations per millisecond, ~1e-10 chance of a collision per
-# millisecond; 74 bits before).
+# millisecond, ~1e-4 over 20 million registrations at that pace; 74 bits before).
 _CHECKED_BYTES: Final = 12
 ID_KEY_CONTEXT: Final = b"gelombang/registration-id/v1"
 
@@ -60,7 +60,9 @@ class RegistrationIds:
     under a key derived from `keys.hash_key`: every door has that key
     (`keys.require()`), and it never changes (stored hashes depend on it), so an
     id stays recognisable for as long as it can be queued. Deriving keeps the
-    tags and the NIK and email hashes under different keys.
+    tags and the NIK and email hashes under different keys. Issuing costs about
+    2.3 µs more than a plain UUIDv7 and a check about 2 µs (timeit on the 2-core
+    dev VM): about 1 % of the door's CPU per registration.
     """
 
     __slots__ = ("_key", "_legacy")
