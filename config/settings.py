@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -52,11 +54,15 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 class ClientLimitSettings(_Section):
-    """The per-client-IP request limit on POST /v1/registrations (off by default)."""
+    """The per-client-IP request limits: one bucket for POSTs, one for reads (off by default)."""
 
     enabled: bool
     rate_per_second: float = Field(gt=0)
     burst: int = Field(ge=1)
+    # The reads' own bucket (status lookups, email links): polls must not use up
+    # a client's POSTs, nor a flood of reads its registrations.
+    read_rate_per_second: float = Field(default=10.0, gt=0)
+    read_burst: int = Field(default=40, ge=1)
     # Client addresses each door process keeps a bucket for (least recently seen evicted).
     max_clients: int = Field(ge=1)
     # Comma-separated addresses or CIDR networks of the reverse proxies whose
@@ -80,6 +86,45 @@ class ClientLimitSettings(_Section):
 
 def _entries(text: str) -> list[str]:
     return [entry.strip() for entry in text.split(",") if entry.strip()]
+
+
+def _unix_ms(text: str) -> int:
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-12-10T00:00:00Z")
+    return int(moment.timestamp() * 1000)
+
+
+class RegistrationIdSettings(_Section):
+    """Which ids without the door's keyed check are still looked up (issued before it)."""
+
+    # RFC 3339 times, "" for none: an id without a valid check is looked up in
+    # PostgreSQL only when its time is in [legacy_from, legacy_until).
+    legacy_from: str = ""
+    legacy_until: str = ""
+
+    @field_validator("legacy_from", "legacy_until")
+    @classmethod
+    def _is_a_time(cls, value: str) -> str:
+        if value:
+            _unix_ms(value)
+        return value
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> RegistrationIdSettings:
+        if self.legacy_from and not self.legacy_until:
+            raise ValueError("legacy_from needs legacy_until")
+        window = self.legacy_window_ms()
+        if window is not None and window[0] >= window[1]:
+            raise ValueError("legacy_from must be before legacy_until")
+        return self
+
+    def legacy_window_ms(self) -> tuple[int, int] | None:
+        """The legacy window in Unix milliseconds, or None when there is none."""
+        if not self.legacy_until:
+            return None
+        first = _unix_ms(self.legacy_from) if self.legacy_from else 0
+        return first, _unix_ms(self.legacy_until)
 
 
 class AdminSettings(_Section):
@@ -212,6 +257,7 @@ class Settings(BaseSettings):
 
     public: PublicSettings
     client_limit: ClientLimitSettings
+    registration_ids: RegistrationIdSettings
     admin: AdminSettings
     redis: RedisSettings
     postgres: PostgresSettings

@@ -1,8 +1,10 @@
 """The per-client-IP limit: a token bucket per address, and who the client is behind proxies.
 
-Off by default. Each door process keeps its own buckets, at most `max_clients`
-of them (the least recently seen address is forgotten, and starts again with a
-full bucket), so memory stays bounded however many addresses send.
+Off by default. Two limiters when on: one for the POSTs, one for the reads
+that may reach PostgreSQL, each with its own figures. Each door process keeps
+its own buckets, at most `max_clients` per limiter (the least recently seen
+address is forgotten, and starts again with a full bucket), so memory stays
+bounded however many addresses send.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from config.settings import ClientLimitSettings
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 UNKNOWN_CLIENT: Final = "unknown"
+# The RateLimit policy names of the 429 client_limited answers.
+POLICY_NAME: Final = '"client"'
+READ_POLICY_NAME: Final = '"client_read"'
 
 
 def _parse(text: str) -> Address | None:
@@ -65,9 +70,13 @@ class ClientLimiter:
         self,
         settings: ClientLimitSettings,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        reads: bool = False,
     ) -> None:
-        self.rate = settings.rate_per_second
-        self.burst = settings.burst
+        # The POSTs' buckets, or the reads' (own figures, own RateLimit policy name).
+        self.rate = settings.read_rate_per_second if reads else settings.rate_per_second
+        self.burst = settings.read_burst if reads else settings.burst
+        self.policy = READ_POLICY_NAME if reads else POLICY_NAME
         self.trusted: tuple[Network, ...] = settings.trusted_networks()
         self._max_clients = settings.max_clients
         self._clock = clock

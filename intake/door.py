@@ -20,6 +20,7 @@ from intake.client_limit import ClientLimiter
 from intake.storage import StatusStore
 from queueing.admission import AdmissionPolicy, AdmissionScript
 from queueing.grouping import GroupAdmitter
+from queueing.ids import RegistrationIds
 from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
@@ -66,12 +67,16 @@ class Door:
     hasher: KeyedHasher
     storage: StatusStore
     priority: PriorityLane
+    # Issues registration ids and tells them from ids never issued, without a lookup.
+    ids: RegistrationIds
     # Checks the emailed links; None when keys.token_keys is not configured (503).
     # On the door, not the app, so a SIGHUP can swap it (intake/key_reload.py).
     token_signer: TokenSigner | None = None
     calendar: JakartaCalendar = field(default_factory=JakartaCalendar)
     # None when the per-client-IP limit is off: the hot path then checks nothing more.
     client_limiter: ClientLimiter | None = None
+    # The same limit's own buckets for the reads that may reach PostgreSQL.
+    read_limiter: ClientLimiter | None = None
     draining: bool = False
     # When a status poll last logged that it could not reach the priority lane
     # (monotonic seconds): one line per LANE_WARNING_SECONDS, not one per poll.
@@ -187,8 +192,14 @@ async def open_door(settings: Settings,
         storage=StatusStore(settings),
         priority=PriorityLane(redis, settings),
         token_signer=token_signer(settings),
+        ids=RegistrationIds(settings.keys.hash_key_bytes(),
+                            settings.registration_ids.legacy_window_ms()),
         client_limiter=(
             ClientLimiter(settings.client_limit) if settings.client_limit.enabled else None
+        ),
+        read_limiter=(
+            ClientLimiter(settings.client_limit, reads=True)
+            if settings.client_limit.enabled else None
         ),
     )
     with contextlib.suppress(Exception):

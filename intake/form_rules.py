@@ -68,7 +68,8 @@ ERROR_MESSAGES: Final[dict[str, str]] = {
     "queue_unavailable": "Layanan pendaftaran sedang terganggu.",
     "intake_closed": "Pendaftaran sedang ditutup.",
     "status_unavailable": "Status pendaftaran belum dapat dibaca.",
-    "not_found": "Pendaftaran Anda masih dalam antrean.",
+    "not_found": "Nomor pendaftaran ini tidak ditemukan. Periksa kembali tautan di bilah"
+                 " alamat.",
     "resend_too_soon": "Email verifikasi baru saja diminta.",
     "nothing_to_resend": "Email verifikasi tidak perlu dikirim ulang.",
     "network": "Tidak dapat terhubung ke server.",
@@ -90,6 +91,12 @@ STATE_MESSAGES: Final[dict[str, str]] = {
     "not_found": "Tidak ditemukan",
 }
 
+
+# The status page's note under a state that is still moving.
+STATUS_NOTES: Final[dict[str, str]] = {
+    "queued": "Pendaftaran Anda sudah kami terima dan sedang menunggu giliran untuk diproses."
+              " Halaman ini diperbarui dengan sendirinya.",
+}
 
 # The status page's resend of the verification email; `{seconds}` is filled in by the page.
 RESEND_MESSAGES: Final[dict[str, str]] = {
@@ -129,6 +136,7 @@ def form_rules() -> dict[str, Any]:
         "messages": FIELD_MESSAGES,
         "errors": ERROR_MESSAGES,
         "states": STATE_MESSAGES,
+        "notes": STATUS_NOTES,
         "resend": RESEND_MESSAGES,
     }
 

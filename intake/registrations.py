@@ -23,7 +23,7 @@ from queueing.admission import Candidate, Decision, Outcome
 from queueing.envelope import seal_registration
 from queueing.errors import QueueUnavailable
 from queueing.grouping import Overloaded
-from queueing.ids import format_uuid, uuid7_bytes
+from queueing.ids import Provenance, format_uuid, uuid7_unix_ms
 from queueing.keys import partition_for_digest, partition_for_idempotency_key
 
 MAX_BODY_BYTES: Final = 4096
@@ -37,7 +37,6 @@ RETRY_AFTER_CLOSED: Final = "300"
 RETRY_AFTER_OVERLOADED: Final = "1"
 # The policy name of the IETF RateLimit fields.
 POLICY_NAME: Final = '"admission"'
-CLIENT_POLICY_NAME: Final = '"client"'
 # Each verification kind of the priority lane, and its column.
 _CHECKS: Final = (("email", "email_verification"), ("nik", "nik_verification"))
 
@@ -72,7 +71,7 @@ async def create_registration(request: web.Request) -> web.Response:
         # since a replay of an earlier admission must get its 202.
         return unavailable("intake_closed", RETRY_AFTER_CLOSED)
 
-    registration_id = uuid7_bytes()
+    registration_id = door.ids.issue()
     envelope = seal_registration(
         checked, registration_id, time.time_ns() // 1_000_000, door.sealer, door.hasher,
     )
@@ -159,21 +158,22 @@ def unavailable(code: str, retry_after: str) -> web.Response:
 
 def client_limited(limiter: ClientLimiter, request: web.Request) -> web.Response | None:
     """The 429 client_limited answer once this client's bucket is empty, else None."""
+    headers = client_limit_headers(limiter, request)
+    return None if headers is None else error_response(429, "client_limited", headers=headers)
+
+
+def client_limit_headers(limiter: ClientLimiter, request: web.Request) -> dict[str, str] | None:
+    """Spend a token of this client; once its bucket is empty, the 429's headers, else None."""
     client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()),
                             limiter.trusted)
     retry_after = limiter.take(client)
     if not retry_after:
         return None
-    return error_response(
-        429,
-        "client_limited",
-        headers={
-            "Retry-After": str(retry_after),
-            "RateLimit-Policy": f"{CLIENT_POLICY_NAME};q={limiter.burst};"
-                                f"w={limiter.window_seconds}",
-            "RateLimit": f"{CLIENT_POLICY_NAME};r=0;t={retry_after}",
-        },
-    )
+    return {
+        "Retry-After": str(retry_after),
+        "RateLimit-Policy": f"{limiter.policy};q={limiter.burst};w={limiter.window_seconds}",
+        "RateLimit": f"{limiter.policy};r=0;t={retry_after}",
+    }
 
 
 def _too_large() -> web.Response:
@@ -187,21 +187,27 @@ def _closing(response: web.Response) -> web.Response:
 
 
 async def read_registration(request: web.Request) -> web.Response:
-    """GET /v1/registrations/{id}: the stored states; 404 while queued or unknown.
+    """GET /v1/registrations/{id}: the stored states; `queued` while an issued id is not stored.
 
     Someone is watching a registration whose checks are pending: they go to
     the priority lane, at most once per hold (docs/verification.md).
     """
-    text = request.match_info["registration_id"]
-    if not CANONICAL_UUID.fullmatch(text):
-        return error_response(404, "not_found")
     door = request.app[DOOR]
-    registration_id = uuid.UUID(text)
+    if door.read_limiter is not None:
+        limited = client_limited(door.read_limiter, request)
+        if limited is not None:
+            return limited
+    named = named_registration(door, request.match_info["registration_id"])
+    if named is None:
+        return error_response(404, "not_found")
+    registration_id, provenance = named
     try:
         row = await door.storage.registration(registration_id)
     except StorageUnavailable:
         return unavailable("status_unavailable", RETRY_AFTER_UNAVAILABLE)
     if row is None:
+        if provenance is Provenance.ISSUED:
+            return _queued(registration_id)
         return error_response(404, "not_found")
     if row["state"] == "accepted":
         waiting = [kind for kind, column in _CHECKS if row[column] == "pending"]
@@ -213,6 +219,33 @@ async def read_registration(request: web.Request) -> web.Response:
         "email_verification": row["email_verification"],
         "nik_verification": row["nik_verification"],
         "updated_at": rfc3339(row["updated_at"]),
+    })
+
+
+def named_registration(door: Door, text: str) -> tuple[uuid.UUID, Provenance] | None:
+    """The id a path names and what the door knows of it; None when it cannot exist.
+
+    None (answer 404 without PostgreSQL) for a string that is not a canonical
+    UUID and for an id this deployment never issued: no valid keyed check and
+    outside the legacy window, which covers random and future-dated ids.
+    """
+    if not CANONICAL_UUID.fullmatch(text):
+        return None
+    registration_id = uuid.UUID(text)
+    provenance = door.ids.provenance(registration_id.bytes)
+    return None if provenance is Provenance.NEVER else (registration_id, provenance)
+
+
+def _queued(registration_id: uuid.UUID) -> web.Response:
+    # Admitted, not stored yet: nothing is known but when it was admitted (the id's time).
+    admitted = datetime.datetime.fromtimestamp(uuid7_unix_ms(registration_id) / 1000,
+                                               datetime.UTC)
+    return json_response(200, {
+        "registration_id": str(registration_id),
+        "state": "queued",
+        "email_verification": "pending",
+        "nik_verification": "pending",
+        "updated_at": rfc3339(admitted),
     })
 
 

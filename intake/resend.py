@@ -11,7 +11,8 @@ poll's hold over (the first resend after a poll goes through), and a pending
 email whose poll put it in the lane gets no second job.
 
 Order, so that no job can reach a worker before its row is `pending`: the
-status read (404, 409), the hold (429), the guarded UPDATE, the XADD. A step
+status read (404, 409; an issued id not stored yet is 409, a forged one 404
+without PostgreSQL), the hold (429), the guarded UPDATE, the XADD. A step
 that fails after the hold was taken gives the hold back (best effort), so the
 client's retry goes through; PostgreSQL or Redis away answers 503
 `status_unavailable`. Nothing personal is read, answered or logged.
@@ -29,15 +30,16 @@ from aiohttp import web
 
 from intake.door import Door
 from intake.registrations import (
-    CANONICAL_UUID,
     RETRY_AFTER_UNAVAILABLE,
     client_limited,
+    named_registration,
     unavailable,
 )
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
 from queueing.errors import QueueUnavailable
+from queueing.ids import Provenance
 from queueing.priority import EMAIL
 from queueing.redis_client import REDIS_UNAVAILABLE
 
@@ -53,13 +55,16 @@ async def resend_verification_email(request: web.Request) -> web.Response:
         limited = client_limited(door.client_limiter, request)
         if limited is not None:
             return limited
-    text = request.match_info["registration_id"]
-    if not CANONICAL_UUID.fullmatch(text):
+    named = named_registration(door, request.match_info["registration_id"])
+    if named is None:
         return error_response(404, "not_found")
-    registration_id = uuid.UUID(text)
+    registration_id, provenance = named
     try:
         row = await door.storage.registration(registration_id)
         if row is None:
+            # Issued but still queued: its email goes out once it is stored.
+            if provenance is Provenance.ISSUED:
+                return error_response(409, "nothing_to_resend")
             return error_response(404, "not_found")
         if row["state"] != "accepted" or row["email_verification"] not in RESENDABLE:
             return error_response(409, "nothing_to_resend")

@@ -3,7 +3,8 @@
 People click it in a mail client, so the answer is a short Indonesian page;
 a client that prefers JSON (the best match of its Accept header is
 application/json) gets the contract's JSON. The token is checked before
-PostgreSQL is touched, so a flood of forged links costs one HMAC each.
+PostgreSQL is touched, so a flood of forged links costs one HMAC each; with
+`[client_limit]` on, each client address also has a bucket for reads.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
+from intake.registrations import client_limit_headers
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
@@ -38,6 +40,9 @@ _PAGES: Final = {
     400: ("Tautan tidak valid",
           "Tautan verifikasi ini tidak valid. Pastikan Anda membuka tautan lengkap dari "
           "email verifikasi."),
+    429: ("Terlalu banyak permintaan",
+          "Terlalu banyak permintaan dari jaringan Anda. Silakan buka kembali tautan ini "
+          "beberapa saat lagi."),
     410: ("Tautan sudah kedaluwarsa",
           "Tautan verifikasi ini sudah kedaluwarsa. Silakan hubungi layanan Kartu Prakerja "
           "untuk meminta tautan baru."),
@@ -45,7 +50,8 @@ _PAGES: Final = {
           "Verifikasi belum dapat diproses saat ini. Silakan buka kembali tautan ini "
           "beberapa saat lagi."),
 }
-_CODES: Final = {400: "invalid_token", 410: "token_expired", 503: "status_unavailable"}
+_CODES: Final = {400: "invalid_token", 410: "token_expired", 429: "client_limited",
+                  503: "status_unavailable"}
 
 
 def prefers_json(accept: str | None) -> bool:
@@ -78,8 +84,10 @@ def prefers_json(accept: str | None) -> bool:
     return quality["application/json"][1] > quality["text/html"][1]
 
 
-def _answer(request: web.Request, status: int) -> web.Response:
-    headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status == 503 else None
+def _answer(request: web.Request, status: int,
+            headers: dict[str, str] | None = None) -> web.Response:
+    if status == 503:
+        headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
     if prefers_json(request.headers.get("Accept")):
         if status == 200:
             return json_response(200, {"email_verification": "verified"})
@@ -92,8 +100,13 @@ def _answer(request: web.Request, status: int) -> web.Response:
 
 async def verify_email(request: web.Request) -> web.Response:
     """Check the token; mark the email verified (once); answer for a person or a program."""
+    door = request.app[DOOR]
+    if door.read_limiter is not None:
+        limited = client_limit_headers(door.read_limiter, request)
+        if limited is not None:
+            return _answer(request, 429, limited)
     # Read per request: a SIGHUP may have put new token keys in force.
-    signer = request.app[DOOR].token_signer
+    signer = door.token_signer
     if signer is None:
         return _answer(request, 503)  # keys.token_keys is not configured on this door
     try:
@@ -103,7 +116,7 @@ async def verify_email(request: web.Request) -> web.Response:
     except InvalidToken:
         return _answer(request, 400)
     try:
-        outcome = await request.app[DOOR].storage.verify_email(registration_id)
+        outcome = await door.storage.verify_email(registration_id)
     except StorageUnavailable:
         return _answer(request, 503)
     if outcome in ("verified", "already_verified"):

@@ -259,7 +259,9 @@ async def _stored_by_status(target: str, ids: list[str]) -> int:
             for _ in range(5):
                 async with session.get(f"{target}/v1/registrations/{registration_id}") as reply:
                     if reply.status == 200:
-                        found += 1
+                        # An issued id answers 200 `queued` until it is stored.
+                        if (await reply.json()).get("state") != "queued":
+                            found += 1
                         return
                     if reply.status == 404:
                         return

@@ -26,7 +26,7 @@ from gelombang.processes import free_port
 from intake.validation import validate_registration
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.envelope import STREAM_FIELD, Envelope, PersonalData, seal_registration
-from queueing.ids import uuid7_bytes
+from queueing.ids import RegistrationIds
 from queueing.keys import partitions
 from queueing.redis_client import RedisClient
 from queueing.sealing import KeyedHasher, Sealer
@@ -247,13 +247,14 @@ def seal_people(settings: Settings, people: Sequence[Registrant],
     """Envelopes as the door makes them (validated, sealed, hashed), ids in list order."""
     sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
     hasher = KeyedHasher(settings.keys.hash_key_bytes())
+    ids = RegistrationIds(settings.keys.hash_key_bytes())
     first_ms = start_ms if start_ms is not None else time.time_ns() // 1_000_000
     envelopes = []
     for offset, person in enumerate(people):
         checked = validate_registration(person.body(), datetime.date.today())
         assert isinstance(checked, PersonalData), "made-up registrants are valid"
         # One millisecond apart, so id order is list order.
-        registration_id = uuid7_bytes(first_ms + offset)
+        registration_id = ids.issue(first_ms + offset)
         envelopes.append(seal_registration(checked, registration_id, first_ms + offset,
                                            sealer, hasher))
     return envelopes

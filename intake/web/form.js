@@ -287,19 +287,25 @@
     if (response.status === 200) {
       const s = await response.json();
       renderStatus(s.state, s.email_verification, s.nik_verification, s.updated_at);
-      note.textContent = "";
-      const open = ["pending", "sent"];
-      if (open.includes(s.email_verification) || open.includes(s.nik_verification)) again(5000);
+      // Queued (admitted, not stored yet) is stored within seconds: asked again sooner.
+      const queued = s.state === "queued", open = ["pending", "sent"];
+      note.textContent = queued ? RULES.notes.queued : "";
+      if (queued) again(2000);
+      else if (open.includes(s.email_verification) || open.includes(s.nik_verification)) again(5000);
       return;
     }
     if (response.status === 404) {
-      renderStatus("queued", null, null, null);
+      // An id the door never issued (a mistyped address); asked again in case it was
+      // issued before the door's ids carried their check and is not stored yet.
+      renderStatus("not_found", null, null, null);
       note.textContent = ERR.not_found;
-      again(2000);
+      again(5000);
       return;
     }
-    note.textContent = ERR.status_unavailable;
-    again(5000);
+    // 503 status_unavailable, or 429 client_limited (the reads' per-client bucket):
+    // say which, and ask again no sooner than Retry-After.
+    note.textContent = response.status === 429 ? ERR.client_limited : ERR.status_unavailable;
+    again(Math.max(5000, (parseInt(response.headers.get("Retry-After"), 10) || 0) * 1000));
   }
 
   function startPolling(id) {

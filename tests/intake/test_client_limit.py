@@ -146,3 +146,49 @@ async def test_the_limit_is_off_by_default(door_under_test: DoorUnderTest) -> No
                                   {"X-Forwarded-For": "198.51.100.1"})
         statuses.add(status)
     assert statuses == {400}
+
+
+def test_the_reads_bucket_has_its_own_figures() -> None:
+    clock = Clock()
+    settings = limit_settings(rate_per_second=1.0, burst=1, read_rate_per_second=0.5,
+                              read_burst=3)
+    reads = ClientLimiter(settings, clock, reads=True)
+    assert (reads.rate, reads.burst, reads.policy) == (0.5, 3, '"client_read"')
+    assert [reads.take("a") for _ in range(4)] == [0, 0, 0, 2]
+    with pytest.raises(ConfigError, match=r"client_limit\.read_burst"):
+        Settings.load(client_limit={"read_burst": 0})
+
+
+async def test_status_reads_and_email_links_have_their_own_bucket_per_client(
+    test_settings: Settings, redis_client: object
+) -> None:
+    settings = test_settings.model_copy(update={"client_limit": limit_settings(
+        rate_per_second=0.001, burst=1, read_rate_per_second=0.001, read_burst=3,
+        trusted_proxies="127.0.0.1/32")})
+    client = {"X-Forwarded-For": "198.51.100.1"}
+    unknown = "/v1/registrations/0190b6a2-c1d2-7e5f-8a3b-4c5d6e7f8091"
+    async with running_door(settings) as door:
+        reads = []
+        for path in (unknown, unknown, "/v1/verify-email?token=x", unknown):
+            async with door.public.get(path, headers={**client, "Accept": "application/json"}
+                                       ) as reply:
+                reads.append((reply.status, (await reply.json())["error"]["code"],
+                              dict(reply.headers)))
+        async with door.public.get("/v1/verify-email?token=x", headers=client) as reply:
+            page = reply.status, reply.content_type, await reply.text()
+        # Another client has a full bucket; this client's POSTs have theirs.
+        async with door.public.get(unknown, headers={"X-Forwarded-For": "198.51.100.2"}
+                                   ) as reply:
+            other = reply.status
+        status, _, _ = await post(door.public, orjson.dumps(RegistrantFactory().make().body()),
+                                  client)
+
+    assert [(s, code) for s, code, _ in reads] == [
+        (404, "not_found"), (404, "not_found"), (400, "invalid_token"), (429, "client_limited")]
+    headers = reads[3][2]
+    assert int(headers["Retry-After"]) >= 1
+    assert headers["RateLimit-Policy"].startswith('"client_read";q=3;')
+    assert headers["RateLimit"].startswith('"client_read";r=0;t=')
+    assert page[:2] == (429, "text/html") and "Terlalu banyak permintaan" in page[2]
+    assert other == 404
+    assert status == 202

@@ -35,10 +35,10 @@ REQUEST_FIELDS: Final = frozenset({"nik", "full_name", "email", "phone", "birth_
 # Method, path and status codes of every operation of the public port.
 OPERATIONS: Final = {
     ("post", "/v1/registrations"): {"202", "400", "408", "413", "415", "422", "429", "503"},
-    ("get", "/v1/registrations/{registration_id}"): {"200", "404", "503"},
+    ("get", "/v1/registrations/{registration_id}"): {"200", "404", "429", "503"},
     ("post", "/v1/registrations/{registration_id}/verification-email"): {
         "202", "404", "409", "429", "503"},
-    ("get", "/v1/verify-email"): {"200", "400", "410", "503"},
+    ("get", "/v1/verify-email"): {"200", "400", "410", "429", "503"},
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
     ("get", "/openapi.json"): {"200"},
@@ -169,9 +169,21 @@ def test_every_error_code_is_answered_and_no_other() -> None:
     assert set(answered) == PUBLIC_ERROR_CODES
     # The codes with more than one home: the status read, the email link and the
     # resend (status_unavailable); the status read and the resend (not_found); both
-    # POSTs (client_limited).
+    # POSTs, the status read and the email link (client_limited).
     assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES, "status_unavailable",
-                                       "status_unavailable", "not_found", "client_limited"])
+                                       "status_unavailable", "not_found", *["client_limited"] * 3])
+
+
+def test_the_status_read_describes_queued_ids_and_its_client_limit() -> None:
+    path = "/v1/registrations/{registration_id}"
+    registration = _validator(_resolve(_json_schema("get", path, "200")))
+    registration.validate({"registration_id": "0193a4f2-6c1e-7b3a-9f00-1c2d3e4f5a6b",
+                           "state": "queued", "email_verification": "pending",
+                           "nik_verification": "pending", "updated_at": "2026-11-22T10:00:00Z"})
+    for method, limited in (("get", path), ("get", "/v1/verify-email")):
+        response = _resolve(_operation(method, limited)["responses"]["429"])
+        assert set(response["headers"]) == {"Retry-After", "RateLimit-Policy", "RateLimit"}
+        assert _response_codes(_json_schema(method, limited, "429")) == {"client_limited"}
 
 
 def test_request_schema_requires_exactly_the_contracts_fields() -> None:

@@ -209,6 +209,18 @@ async def test_an_unknown_registration_is_404_and_holds_nothing(
     assert await redis_client.keys("*:verify:*") == []
 
 
+async def test_an_issued_registration_not_stored_yet_is_409(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, redis_client: RedisClient,
+    test_settings: Settings, registrants: RegistrantFactory,
+) -> None:
+    [queued] = seal_people(test_settings, [registrants.make()])
+
+    status, body, _ = await resend(door_under_test, uuid.UUID(bytes=queued.registration_id))
+
+    assert (status, body["error"]["code"]) == (409, "nothing_to_resend")
+    assert await redis_client.keys("*:verify:*") == []
+
+
 @pytest.mark.parametrize(("which", "email"), [
     ("accepted", "verified"), ("accepted", "skipped"), ("duplicate", "skipped"),
     ("ineligible", "skipped"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,13 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from loadtest.registrants import RegistrantFactory
+from loadtest.surge_command import _stored_by_status
 from tests.conftest import TEST_ADMIN_TOKEN
-from tests.support import REPO_ROOT, DoorProcesses, door_processes
+from tests.intake.door_helpers import DoorUnderTest
+from tests.support import REPO_ROOT, DoorProcesses, door_processes, seal_people
 from tests.workers.drain_helpers import drain_settings, running_drain
+from workers.drain.store import store_batch
 
 ADMIN_TOKEN = TEST_ADMIN_TOKEN
 
@@ -134,3 +139,15 @@ async def test_the_loss_check_fails_when_admitted_registrations_are_not_stored(
     assert code == 1
     assert summary["loss_check"]["missing"] == summary["admitted"] > 0
     assert "loss check     FAILED" in output
+
+
+async def test_the_loss_check_by_status_counts_queued_registrations_as_not_stored(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    stored, queued = seal_people(test_settings, [registrants.make(), registrants.make()])
+    await store_batch(pg, 0, 0, [stored])
+    target = str(door_under_test.public.make_url("")).rstrip("/")
+    ids = [str(uuid.UUID(bytes=e.registration_id)) for e in (stored, queued)]
+
+    assert await _stored_by_status(target, ids) == 1

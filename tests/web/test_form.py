@@ -193,3 +193,32 @@ async def test_the_status_page_shows_the_wait_of_a_resend_too_soon(
     assert await pg.fetchval("SELECT email_verification::text FROM registrations"
                              " WHERE registration_id = $1", rid) == "sent"
     assert await email_jobs(redis_client, test_settings) == []
+
+
+async def test_the_status_page_shows_a_queued_registration_until_it_is_stored(
+    door_under_test: DoorUnderTest, pg: asyncpg.Connection, test_settings: Settings,
+    registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    [envelope] = seal_people(test_settings, [registrants.make()])
+    rid = uuid.UUID(bytes=envelope.registration_id)
+    never_issued = uuid.UUID(bytes=envelope.registration_id[:12] + b"\0\0\0\0")
+    async with chromium_page(tmp_path / "profile") as page:
+        await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={never_issued}")))
+        await page.wait_for_selector('#status-state[data-state="not_found"]')
+        unknown = [await page.text_content(f"#{name}") for name in ("status-state", "status-note")]
+        await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={rid}")))
+        await page.reload()
+        await page.wait_for_selector('#status-state[data-state="queued"]')
+        queued = [await page.text_content(f"#status-{name}")
+                  for name in ("state", "email", "nik", "note")]
+        resend_hidden = await page.is_hidden("#resend")
+        await store_batch(pg, 0, 0, [envelope])
+        await page.wait_for_selector('#status-state[data-state="accepted"]')
+        note = await page.text_content("#status-note")
+
+    assert unknown == ["Tidak ditemukan", "Nomor pendaftaran ini tidak ditemukan. Periksa"
+                                          " kembali tautan di bilah alamat."]
+    assert queued[:3] == ["Dalam antrean", "Menunggu", "Menunggu"]
+    assert (queued[3] or "").startswith("Pendaftaran Anda sudah kami terima")
+    assert resend_hidden
+    assert note == ""
