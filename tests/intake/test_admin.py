@@ -10,7 +10,7 @@ import pytest
 
 from loadtest.registrants import RegistrantFactory
 from queueing import breaker_reports
-from queueing.keys import AUDIT_STREAM, BREAKER_REPORTS, Partition
+from queueing.keys import ADMISSION_SETTINGS, AUDIT_STREAM, BREAKER_REPORTS, Partition
 from queueing.redis_client import RedisClient
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
@@ -113,7 +113,10 @@ async def test_invalid_update_is_422_and_changes_nothing(
     assert status == 422
     assert answer["error"]["code"] == "validation_failed"
     assert answer["error"]["fields"] == fields
-    assert await redis_client.xlen(AUDIT_STREAM) == 0
+    # Nothing changed: the one audit entry is the refusal (issue 17, item 15).
+    entries = await stream_range(redis_client, AUDIT_STREAM)
+    assert [entry[b"action"] for _, entry in entries] == [b"admission.update.refused"]
+    assert await redis_client.exists(ADMISSION_SETTINGS) == 0
 
 
 async def test_update_needs_json(door_under_test: DoorUnderTest) -> None:
