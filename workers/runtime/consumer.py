@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
@@ -85,8 +85,6 @@ class Batch:
     # Taken over from another consumer (a dead or stopped worker's): what the
     # role's outside service may already have done for them is worth a look.
     reclaimed: bool
-    # How often each reclaimed entry was delivered (filled for ordered roles).
-    deliveries: dict[bytes, int] = field(default_factory=dict)
     # The consumer that read it (a role may run several: a backlog and a priority lane).
     owner: PartitionConsumer | None = None
 
@@ -311,13 +309,9 @@ class PartitionConsumer:
             return None
         log.info("%s, partition %d: reclaimed %d entries", self.settings.role, partition.index,
                  len(claimed))
-        batch = Batch(partition, stream, consumer, claimed, reclaimed=True, owner=self)
-        if self.settings.ordered:
-            pending: Any = await self.redis.xpending_range(
-                stream, self.settings.group, min=claimed[0][0], max=claimed[-1][0],
-                count=len(claimed), consumername=consumer)
-            batch.deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        return batch
+        # Delivery counts are not read: a takeover (a restart, a rollout, a lease
+        # expiring during an outage) adds one each time, and says nothing of the entry.
+        return Batch(partition, stream, consumer, claimed, reclaimed=True, owner=self)
 
     def _track(self, batch: Batch) -> None:
         self._in_hand.add(batch.stream, batch.partition,
