@@ -26,6 +26,7 @@ import asyncpg
 from queueing.keys import Partition
 from queueing.redis_client import RedisClient
 from workers.runtime.connections import TRANSIENT
+from workers.runtime.leases import LeaseLost
 
 # SQLSTATE classes that say "this row is wrong", not "not now".
 REFUSAL_CLASSES: Final = frozenset({"22", "23", "54"})
@@ -46,7 +47,7 @@ def refusal(exc: BaseException) -> Refused | None:
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
         return Refused(f"SQLSTATE {state}") if state[:2] in REFUSAL_CLASSES else None
-    if isinstance(exc, TRANSIENT) or not isinstance(exc, Exception):
+    if isinstance(exc, (*TRANSIENT, LeaseLost)) or not isinstance(exc, Exception):
         return None
     return Refused(type(exc).__name__)
 

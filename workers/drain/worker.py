@@ -46,6 +46,7 @@ from workers.drain.refusals import RefusalCounts, Refused, refusal
 from workers.drain.store import (
     QUERIES,
     STATES,
+    fence,
     forget_handoffs,
     mark_handoffs,
     refill,
@@ -62,6 +63,7 @@ from workers.runtime.consumer import (
     ConsumerSettings,
     PartitionConsumer,
 )
+from workers.runtime.leases import LeaseLost
 
 log = logging.getLogger("gelombang.drain")
 
@@ -171,24 +173,25 @@ class DrainWorker:
                 envelopes.append((entry_id, Envelope.decode(payload)))
             except EnvelopeError as exc:
                 dead.append(DeadLetter(entry_id, f"undecodable: {exc}", 1, payload))
-        counted = await self._store_in_order(partition, envelopes, dead)
+        counted = await self._store_in_order(batch, envelopes, dead)
         if dead:
-            await self._attempt(partition, [], dead)
+            await self._attempt(batch, [], dead)
         await self.consumer.acknowledge(batch, [entry_id for entry_id, _ in batch.entries])
         if counted:
             await self.consumer.until_done(lambda: self._refusals.forget(partition, counted),
                                            f"partition {partition.index}: refusal counts")
 
-    async def _store_in_order(self, partition: Partition, envelopes: list[tuple[bytes, Envelope]],
+    async def _store_in_order(self, batch: Batch, envelopes: list[tuple[bytes, Envelope]],
                               dead: list[DeadLetter]) -> list[bytes]:
         """Store every envelope or dead-letter it (into `dead`); the ids whose refusals
         were counted."""
+        partition = batch.partition
         counted: list[bytes] = []
         runs = deque([envelopes] if envelopes else [])
         while runs:
             run = runs.popleft()
             try:
-                await self._attempt(partition, run, dead)
+                await self._attempt(batch, run, dead)
                 continue
             except Refused as refused:
                 why = refused.why
@@ -215,19 +218,21 @@ class DrainWorker:
             runs.appendleft(run)
         return counted
 
-    async def _attempt(self, partition: Partition, run: list[tuple[bytes, Envelope]],
+    async def _attempt(self, batch: Batch, run: list[tuple[bytes, Envelope]],
                        dead: list[DeadLetter]) -> None:
         """Store the run (and the dead letters in hand) until it is done or refused.
 
-        Raises Refused when PostgreSQL refused the run, BatchStopped when the
-        worker stops first; anything else is waited out with back-off.
+        Raises Refused when PostgreSQL refused the run, LeaseLost when a newer
+        holder of the lease has written, BatchStopped when the worker stops
+        first; anything else is waited out with back-off.
         """
+        partition = batch.partition
         delay = FIRST_RETRY_SECONDS
         while True:
             try:
-                await self._store(partition, [envelope for _, envelope in run], dead)
+                await self._store(batch, [envelope for _, envelope in run], dead)
                 return
-            except Refused:
+            except (Refused, LeaseLost):
                 raise
             except TRANSIENT as exc:
                 log.warning("partition %d: %d entries not stored yet (%s); again in %.1f s",
@@ -243,17 +248,18 @@ class DrainWorker:
                 raise BatchStopped  # entries stay pending; the next holder takes them
             delay = min(delay * 2, self.settings.retry_max_seconds)
 
-    async def _store(self, partition: Partition, envelopes: list[Envelope],
+    async def _store(self, batch: Batch, envelopes: list[Envelope],
                      dead: list[DeadLetter]) -> None:
+        partition = batch.partition
         async with self.pool.acquire() as connection:
             if dead:
-                await self._dead_letter(connection, partition, dead)
+                await self._dead_letter(connection, batch, dead)
             if envelopes:
                 relayed, self._relayed = self._relayed, []
                 try:
                     result = await store_batch(connection, partition.index,
                                                random.randrange(COUNTER_SHARDS), envelopes,
-                                               relayed)
+                                               relayed, batch.epoch)
                 except BaseException as exc:
                     self._relayed.extend(relayed)  # not deleted: the next batch tries
                     refused = refusal(exc)
@@ -281,16 +287,18 @@ class DrainWorker:
                     # so the refill never relays it twice (its marker expires).
                     await mark_handoffs(connection, handed.waiting())
 
-    async def _dead_letter(self, connection: Connection, partition: Partition,
+    async def _dead_letter(self, connection: Connection, batch: Batch,
                            dead: list[DeadLetter]) -> None:
         # PostgreSQL first: the table is the record; the stream is for operators.
-        stream = partition.stream
+        partition = batch.partition
         async with connection.transaction():
+            # A worker whose lease a newer holder has written under records nothing.
+            await fence(connection, partition.index, batch.epoch)
             added = 0
             for letter in dead:
                 row = await connection.fetchval(
-                    QUERIES["insert_dead_letter"], stream, letter.entry_id.decode(), letter.reason,
-                    letter.deliveries, letter.payload,
+                    QUERIES["insert_dead_letter"], partition.stream, letter.entry_id.decode(),
+                    letter.reason, letter.deliveries, letter.payload,
                 )
                 added += row is not None
             await add_counts(connection, random.randrange(COUNTER_SHARDS),

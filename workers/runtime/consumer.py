@@ -42,7 +42,7 @@ from workers.runtime.acknowledge import Acknowledger
 from workers.runtime.connections import TRANSIENT, consumer_name
 from workers.runtime.heartbeat import Heartbeat, measure_backlog
 from workers.runtime.in_hand import InHand
-from workers.runtime.leases import PartitionLeases
+from workers.runtime.leases import LeaseLost, PartitionLeases
 
 log = logging.getLogger("gelombang.runtime")
 
@@ -85,6 +85,8 @@ class Batch:
     # Taken over from another consumer (a dead or stopped worker's): what the
     # role's outside service may already have done for them is worth a look.
     reclaimed: bool
+    # The partition lease's epoch it was read under (fencing: workers/runtime/leases.py).
+    epoch: int = 0
     # The consumer that read it (a role may run several: a backlog and a priority lane).
     owner: PartitionConsumer | None = None
 
@@ -218,7 +220,7 @@ class PartitionConsumer:
         consumer = f"{self.name}-p{partition.index}"
         stream = self.stream_of(partition)
         next_claim = 0.0
-        leased = False
+        leased, epoch = False, 0
         while not self.stopping.is_set():
             await self._slots.acquire()
             handed_over = False
@@ -230,7 +232,10 @@ class PartitionConsumer:
                 # The lease is checked with a slot in hand, right before the
                 # read: a wait for a slot can outlast it.
                 if await self._hold(partition):
-                    taken_over, leased = not leased, True
+                    # Taken anew, whether or not this loop saw it go: the lease
+                    # can expire and be taken again while a batch waits.
+                    held = self.leases.epochs.get(partition.index, 0)
+                    taken_over, leased, epoch = not leased or held != epoch, True, held
                     batch = await self._next_batch(partition, stream, consumer, next_claim,
                                                    taken_over)
                     if batch is None:  # Redis failed: a retry takes over again
@@ -238,9 +243,11 @@ class PartitionConsumer:
                         continue
                     found, next_claim = batch
                     if found is not None:
+                        found.epoch = epoch
                         self._track(found)
                         if self.settings.ordered:
                             await self._run(found)
+                            leased = partition.index in self.leases.held
                         else:
                             handed_over = self._spawn(found)
                     continue
@@ -333,6 +340,12 @@ class PartitionConsumer:
                 self.metrics.batch(len(batch.entries), time.monotonic() - started)
         except BatchStopped:
             return  # left pending; released idle at the stop
+        except LeaseLost:
+            # A newer holder wrote first: its batch now, reclaimed by it (or by
+            # this worker, once it takes the lease again). Nothing is counted.
+            log.warning("%s, partition %d: lease lost to a newer holder; batch left to it",
+                        self.settings.role, batch.partition.index)
+            self.leases.lost(batch.partition)
         except Exception as exc:
             # Unforeseen (a bug): the entries stay pending and are taken again
             # after claim_idle_seconds. The type only: a message could quote data.
