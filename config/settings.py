@@ -182,8 +182,9 @@ class DrainSettings(_Section):
     block_ms: int = Field(ge=1, le=60_000)
     # Entries pending this long with a consumer are taken over by another.
     claim_idle_seconds: float = Field(gt=0)
-    # An entry delivered this many times without being stored is dead-lettered.
-    max_deliveries: int = Field(ge=1)
+    # An entry PostgreSQL refused this many times is dead-lettered (outages,
+    # restarts and lease takeovers never count: workers/drain/refusals.py).
+    max_refusals: int = Field(ge=1)
     heartbeat_seconds: float = Field(gt=0)
     # How long a handed-off job's marker stays in Redis: a relay repeated
     # within this window is a no-op.

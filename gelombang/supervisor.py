@@ -193,6 +193,18 @@ def _start_apps(
         _start_app(state, app, options, env, settings, started)
 
 
+def start_app(state: DevState, options: StartOptions, name: str, started: list[Service]) -> None:
+    """Start the one application process `name`, unless it runs; nothing else.
+
+    For a drill that restarts a worker while a server is hung: `start_stack`
+    would run the migrations first, and wait on the hung server.
+    """
+    app = next(app for app in APP_PROCESSES if app.name == name)
+    if running_pid(state, name) is None:
+        env = {**os.environ, CONFIG_ENV: str(state.config_file.absolute())}
+        _start_app(state, app, options, env, Settings.load(**read_config(state)), started)
+
+
 def _start_app(
     state: DevState,
     app: AppProcess,

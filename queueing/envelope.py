@@ -26,12 +26,22 @@ from typing import Any
 import msgpack
 
 from queueing.errors import EnvelopeError
-from queueing.sealing import KeyedHasher, Sealer
+from queueing.sealing import NONCE_BYTES, KeyedHasher, Sealer
 
 VERSION = 1
 # The only field of a stream entry; short because field names repeat per entry.
 STREAM_FIELD = b"m"
 _AAD_PREFIX = b"gelombang/v1/"
+# What PostgreSQL must take without refusing: an entry outside these bounds
+# would be refused by every store attempt, so it is refused at decode and
+# dead-lettered at once (its partition goes on). received_at: the Unix epoch
+# up to the end of year 9999 (to_timestamp overflows far beyond, bigint at 2**63).
+MAX_RECEIVED_AT_MS = 253_402_300_799_999
+# Key ids are 1-32 characters (config/settings.py); text columns take no NUL.
+MAX_KEY_ID_LENGTH = 32
+# A nonce and a GCM tag at least; the door's 4 KiB body cap bounds the rest.
+MIN_SEALED_BYTES = NONCE_BYTES + 16
+MAX_SEALED_BYTES = 64 * 1024
 
 
 # Not frozen: a frozen dataclass pays about 2 µs per instance in __init__, and
@@ -93,7 +103,7 @@ class Envelope:
         if not (
             isinstance(rid, bytes)
             and len(rid) == 16
-            and isinstance(received, int)
+            and type(received) is int  # not a bool
             and isinstance(key_id, str)
             and isinstance(sealed, bytes)
             and isinstance(nik_hash, bytes)
@@ -103,6 +113,13 @@ class Envelope:
             and (idem is None or isinstance(idem, str))
         ):
             raise EnvelopeError("envelope fields of the wrong type")
+        # The messages name the field, never its value.
+        if not 0 <= received <= MAX_RECEIVED_AT_MS:
+            raise EnvelopeError("received_at out of range")
+        if not (0 < len(key_id) <= MAX_KEY_ID_LENGTH and key_id.isprintable()):
+            raise EnvelopeError("key_id malformed")
+        if not MIN_SEALED_BYTES <= len(sealed) <= MAX_SEALED_BYTES:
+            raise EnvelopeError("sealed payload of the wrong length")
         return cls(rid, received, key_id, sealed, nik_hash, email_hash, idem)
 
     @property

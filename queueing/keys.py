@@ -137,6 +137,18 @@ class Partition:
         """The name of the worker process of `role` that alone reads this partition now."""
         return f"{PREFIX}:{self.tag}:{role}:lease"
 
+    def lease_epoch(self, role: str) -> str:
+        """The fencing epoch of the partition's `role` lease: raised each time a worker
+        takes the lease, never when it renews it (workers/runtime/leases.py). Kept
+        without expiry: a few bytes per partition and role."""
+        return f"{PREFIX}:{self.tag}:{role}:epoch"
+
+    @property
+    def drain_refusals(self) -> str:
+        """How often PostgreSQL refused each of this partition's intake entries (a hash,
+        entry id -> count), so a count survives worker restarts (workers/drain/refusals.py)."""
+        return f"{PREFIX}:{self.tag}:drain:refusals"
+
     @property
     def dead_letters(self) -> str:
         """Entries of the intake stream that could not be stored, with the reason."""

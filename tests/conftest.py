@@ -162,7 +162,7 @@ def postgres_server(run_dir: Path, postgres_port: int) -> Iterator[PostgresServe
 # Every table the workers write, emptied before each test that uses `pg`.
 STORE_TABLES = (
     "registrations", "nik_blacklist", "verification_handoffs", "funnel_counts", "dead_letters",
-    "audit_log", "nik_checks", "email_deliveries",
+    "audit_log", "nik_checks", "email_deliveries", "drain_fences",
 )
 
 

@@ -13,13 +13,26 @@
 -- counters move by what was inserted, and the outbox rows this worker has
 -- relayed since its last batch ($9) are deleted.
 --
+-- Fenced: `fence` raises the partition's epoch to the worker's lease epoch
+-- ($10), or, when a newer holder of the lease has written already, updates
+-- nothing, and then `input` is empty and the statement writes nothing
+-- (`fenced_in` false: the worker raises LeaseLost). The row lock on the
+-- fence orders a partition's writers: a stale statement that waited in a
+-- hung PostgreSQL sees the newer epoch once it runs.
+--
 -- `later` reads `first`'s output, so `first` has inserted every row before
 -- `later` inserts one (the sub-statements of one WITH see one snapshot, but
 -- the unique checks see the rows this transaction inserted).
-WITH input AS (
+WITH fence AS (
+    INSERT INTO drain_fences AS f (partition, epoch) VALUES ($7::smallint, $10::bigint)
+        ON CONFLICT (partition) DO UPDATE SET epoch = EXCLUDED.epoch
+        WHERE f.epoch <= EXCLUDED.epoch
+    RETURNING epoch
+), input AS (
     SELECT *
       FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
            AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed)
+     WHERE EXISTS (SELECT FROM fence)
 ), first AS (
     INSERT INTO registrations (
         registration_id, received_at, state, email_verification, nik_verification,
@@ -68,13 +81,15 @@ WITH input AS (
      WHERE c.value > 0
         ON CONFLICT (name, shard) DO UPDATE SET value = funnel_counts.value + EXCLUDED.value
 ), forgotten AS (
-    DELETE FROM verification_handoffs WHERE handoff_id = ANY($9::bigint[])
+    DELETE FROM verification_handoffs
+     WHERE handoff_id = ANY($9::bigint[]) AND EXISTS (SELECT FROM fence)
 )
 SELECT (SELECT handoff_id FROM handoff) AS handoff_id,
        -- The ids as the hand-off script takes them: 16 bytes each, concatenated.
        (SELECT string_agg(uuid_send(registration_id), ''::bytea ORDER BY registration_id)
           FROM accepted) AS accepted_ids,
-       t.accepted, t.ineligible, t.duplicate
+       t.accepted, t.ineligible, t.duplicate,
+       EXISTS (SELECT FROM fence) AS fenced_in
   FROM tally AS t;
 
 -- name: add_counts
@@ -111,6 +126,14 @@ UPDATE verification_handoffs AS h
    SET email_relayed = h.email_relayed OR m.email, nik_relayed = h.nik_relayed OR m.nik
   FROM unnest($1::bigint[], $2::bool[], $3::bool[]) AS m (handoff_id, email, nik)
  WHERE h.handoff_id = m.handoff_id;
+
+-- name: fence
+-- The fence of store_batch alone, first in a transaction that writes dead
+-- letters: the epoch row when this worker's epoch ($2) may write, else none.
+INSERT INTO drain_fences AS f (partition, epoch) VALUES ($1::smallint, $2::bigint)
+    ON CONFLICT (partition) DO UPDATE SET epoch = EXCLUDED.epoch
+    WHERE f.epoch <= EXCLUDED.epoch
+RETURNING epoch;
 
 -- name: insert_dead_letter
 INSERT INTO dead_letters (stream, entry_id, reason, deliveries, payload)

@@ -28,6 +28,8 @@ from loadtest.drills.verdict import Tolerance
 STRIKE_AT: Final = 0.3
 # How long a server stays down, paused or full.
 OUTAGE_SECONDS: Final = 2.5
+# Store worker restarts while PostgreSQL hangs (each one a takeover of every partition).
+HANG_RESTARTS: Final = 6
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,24 @@ async def _redis_full(ctx: DrillContext) -> None:
         await redis.aclose()
 
 
+async def _postgres_hang_with_restarts(ctx: DrillContext) -> None:
+    await ctx.when_sent(STRIKE_AT)
+    lease = ctx.settings.drain.claim_idle_seconds
+    # Hung, not down: the postmaster and every backend stopped, connections open,
+    # statements in flight waiting; then the store worker restarts six times.
+    ctx.stack.signal_group("postgres", signal.SIGSTOP)
+    try:
+        for _ in range(HANG_RESTARTS):
+            await ctx.in_thread(lambda: ctx.stack.kill("worker-store"))
+            # Not `restart()`: it would run the migrations first, on the hung server.
+            await ctx.in_thread(lambda: ctx.stack.start_one("worker-store"))
+            # Its predecessor's leases expire and it takes every partition over
+            # (a delivery more for each entry in hand), then its store hangs too.
+            await asyncio.sleep(lease + 0.5)
+    finally:
+        ctx.stack.signal_group("postgres", signal.SIGCONT)
+
+
 async def _nik_outage(ctx: DrillContext) -> None:
     await ctx.when_sent(STRIKE_AT)
     await ctx.simulator("PUT", "/admin/outage", {"on": True})
@@ -165,6 +185,10 @@ def drills(settings: Settings) -> dict[str, Drill]:
               Tolerance(nik_checks_doubled=_tolerance_for_worker(settings.nik.concurrency, 1))),
         Drill("postgres-restart", "PostgreSQL fast shutdown and restart mid-drain",
               _stop_and_restart("postgres")),
+        Drill("postgres-hang",
+              "PostgreSQL hung (SIGSTOP) past the store worker's lease while it is killed and "
+              "restarted six times: every entry stored once, none dead-lettered",
+              _postgres_hang_with_restarts),
         Drill("nik-outage", "the ministry's API down (503), then back", _nik_outage),
         Drill("smtp-down", "the SMTP relay down, then back", _stop_and_restart("mail-sink"),
               # A relay that stops after storing a message but before its reply

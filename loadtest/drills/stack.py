@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from gelombang.supervisor import (
     Service,
     StartOptions,
     running_pid,
+    start_app,
     start_stack,
     stop_services,
 )
@@ -87,12 +89,24 @@ class DrillStack:
         with contextlib.redirect_stdout(io.StringIO()):
             start_stack(self.state, self._options, self._services)
 
+    def start_one(self, name: str) -> None:
+        """Start one application process that is not running (the rest as they are)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            start_app(self.state, self._options, name, self._services)
+
+    def signal_group(self, name: str, sig: signal.Signals) -> None:
+        """Signal a server and every process it forked (PostgreSQL's backends too)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid(name), sig)
+
     def close(self, keep: bool = False) -> None:
         """Stop everything and delete the folder (unless `keep`: logs, data)."""
         for name in ("redis", "postgres"):
             pid = running_pid(self.state, name)
             if pid is not None:
-                send_signal(pid, signal.SIGCONT)  # a paused server cannot stop
+                # A paused server cannot stop (PostgreSQL: nor its backends).
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGCONT)
         live = [s for s in self._services if running_pid(self.state, s.name) == s.pid]
         # In start order, whatever order the restarts left them in: stopped in reverse.
         live.sort(key=lambda service: SERVICE_NAMES.index(service.name))

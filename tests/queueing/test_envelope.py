@@ -78,6 +78,39 @@ def test_bad_bytes_raise_envelope_error(data: bytes) -> None:
         Envelope.decode(data)
 
 
+def _fields(**changes: object) -> bytes:
+    """A valid envelope's msgpack array with some fields replaced."""
+    envelope = dataclasses.replace(_envelope(), **changes)  # type: ignore[arg-type]
+    return envelope.encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"received_at_ms": 2**62}, "received_at out of range"),  # to_timestamp overflows
+        ({"received_at_ms": 2**64 - 1}, "received_at out of range"),  # not a bigint
+        ({"received_at_ms": -1}, "received_at out of range"),
+        ({"received_at_ms": True}, "envelope fields of the wrong type"),
+        ({"key_id": ""}, "key_id malformed"),
+        ({"key_id": "k\x001"}, "key_id malformed"),  # a text column takes no NUL
+        ({"key_id": "k" * 33}, "key_id malformed"),
+        ({"sealed": b""}, "sealed payload of the wrong length"),
+        ({"sealed": b"s" * (64 * 1024 + 1)}, "sealed payload of the wrong length"),
+    ],
+)
+def test_values_postgresql_would_refuse_are_refused_at_decode(
+    changes: dict[str, object], why: str,
+) -> None:
+    with pytest.raises(EnvelopeError) as refused:
+        Envelope.decode(_fields(**changes))
+    assert str(refused.value) == why
+
+
+def test_the_last_millisecond_of_year_9999_decodes() -> None:
+    assert Envelope.decode(_fields(received_at_ms=253_402_300_799_999)).received_at_ms == (
+        253_402_300_799_999)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_decode_never_raises_anything_else(data: bytes) -> None:

@@ -32,7 +32,8 @@ def test_every_key_of_a_partition_is_in_one_cluster_slot() -> None:
     for part in (Partition(0), Partition(7)):
         record = part.idempotency("k", 86_400, 1e9)
         keys = [part.stream, part.bucket, record.current, record.previous, part.dead_letters,
-                part.verification("email"), part.verification("nik"), part.handoff(42, "email")]
+                part.verification("email"), part.verification("nik"), part.handoff(42, "email"),
+                part.lease("drain"), part.lease_epoch("drain"), part.drain_refusals]
         assert len({key_slot(key.encode()) for key in keys}) == 1
 
 

@@ -22,7 +22,7 @@ from workers.runtime.connections import connect_worker_redis, create_pool
 
 # Quick enough for tests: short reads, fast reclaim, two tries before dead letters.
 FAST_DRAIN: dict[str, Any] = {
-    "block_ms": 100, "claim_idle_seconds": 1.0, "max_deliveries": 2, "heartbeat_seconds": 0.5,
+    "block_ms": 100, "claim_idle_seconds": 1.0, "max_refusals": 2, "heartbeat_seconds": 0.5,
     "outbox_sweep_seconds": 1.0, "retry_max_seconds": 0.5, "batch_size": 100,
 }
 

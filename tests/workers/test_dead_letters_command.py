@@ -21,7 +21,7 @@ from gelombang.devstate import render_toml
 from gelombang.processes import free_port
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import STREAM_FIELD, Envelope
-from queueing.keys import AUDIT_STREAM, STORE_GROUP, Partition
+from queueing.keys import AUDIT_STREAM, Partition
 from queueing.redis_client import RedisClient
 from tests.support import REPO_ROOT, leaked, seal_people, stream_range
 from tests.workers.drain_helpers import drain_settings, running_drain, wait_drained
@@ -136,17 +136,19 @@ async def test_list_cut_short_by_limit_says_so(
 
 
 async def make_intake_dead_letter_by_the_drain(
-    redis: RedisClient, settings: Settings, envelope: Envelope,
+    pg: asyncpg.Connection, redis: RedisClient, settings: Settings, envelope: Envelope,
 ) -> Partition:
-    """The real drain dead-letters a valid envelope delivered too often (a crash loop)."""
-    async with running_drain(settings):
-        pass  # creates the consumer groups
+    """The real drain dead-letters a valid envelope PostgreSQL refused `max_refusals` times
+    (a constraint refuses its NIK hash); then what refused it is fixed (dropped)."""
     partition = Partition(0)
-    entry_id = await redis.xadd(partition.stream, {STREAM_FIELD: envelope.encode()})
-    await redis.xreadgroup(STORE_GROUP, "crashing-1", {partition.stream: ">"})
-    await redis.xclaim(partition.stream, STORE_GROUP, "crashing-2", 0, [entry_id])
-    async with running_drain(settings):
-        await wait_drained(redis, settings, within=15)
+    await redis.xadd(partition.stream, {STREAM_FIELD: envelope.encode()})
+    await pg.execute("ALTER TABLE registrations ADD CONSTRAINT test_refuses_one"
+                     f" CHECK (nik_hash <> '\\x{envelope.nik_hash.hex()}'::bytea) NOT VALID")
+    try:
+        async with running_drain(settings):
+            await wait_drained(redis, settings, within=15)
+    finally:
+        await pg.execute("ALTER TABLE registrations DROP CONSTRAINT IF EXISTS test_refuses_one")
     return partition
 
 
@@ -154,9 +156,9 @@ async def test_replay_of_an_intake_dead_letter_gets_it_stored(
     pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings,
     registrants: RegistrantFactory, tmp_path: Path,
 ) -> None:
-    settings = drain_settings(test_settings, max_deliveries=2)
+    settings = drain_settings(test_settings, max_refusals=2)
     (envelope,) = seal_people(settings, [registrants.make()])
-    partition = await make_intake_dead_letter_by_the_drain(redis_client, settings, envelope)
+    partition = await make_intake_dead_letter_by_the_drain(pg, redis_client, settings, envelope)
     assert await pg.fetchval("SELECT count(*) FROM registrations") == 0
     assert len(await records(pg)) == 1
     [(dead_id, _)] = await stream_range(redis_client, partition.dead_letters)

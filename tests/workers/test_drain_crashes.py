@@ -1,10 +1,11 @@
 """Crash safety of the drain: killed workers, a crash between commit and hand-off, and
-PostgreSQL stopped mid-drain. Every admitted registration is stored exactly once and
+PostgreSQL stopped or hung mid-drain. Every admitted registration is stored exactly once and
 gets exactly one job of each kind."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -25,8 +26,8 @@ from gelombang.devstate import render_toml
 from gelombang.services import PostgresServer
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import Envelope
-from queueing.keys import STORE_GROUP, Partition, partition_for_digest
-from tests.support import REPO_ROOT, seal_people
+from queueing.keys import STORE_GROUP, Partition, partition_for_digest, partitions
+from tests.support import REPO_ROOT, seal_people, stream_range
 from tests.workers.drain_helpers import (
     drain_settings,
     enqueue,
@@ -35,6 +36,7 @@ from tests.workers.drain_helpers import (
     wait_drained,
     wait_outbox_empty,
 )
+from tests.workers.verification_helpers import eventually
 from workers.drain.handoff import Handoff
 from workers.drain.store import store_batch
 
@@ -206,3 +208,75 @@ async def test_postgres_stopped_and_restarted_mid_drain_loses_and_doubles_nothin
     finally:
         await connection.close()
     assert recovery < 30
+
+
+async def held_by(redis: Redis, settings: Settings, pid: int) -> bool:
+    """Whether every partition's lease is held by the worker process `pid` (its consumer
+    name is `<host>-<pid>-<random>`)."""
+    for partition in partitions(settings.queue.partitions):
+        holder = await redis.get(partition.drain_lease)
+        if not isinstance(holder, bytes) or f"-{pid}-".encode() not in holder:
+            return False
+    return True
+
+
+@pytest.mark.slow
+async def test_postgres_hung_past_the_lease_while_workers_restart_six_times_dead_letters_none(
+    own_postgres: PostgresServer, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    await migrate(own_postgres.dsn)
+    # Leases of 1 s; two refusals make a dead letter: six takeovers must make none.
+    settings = drain_settings(test_settings, batch_size=50, max_refusals=2)
+    settings = settings.model_copy(update={
+        "postgres": settings.postgres.model_copy(update={"dsn": own_postgres.dsn})})
+    envelopes = seal_people(settings, [registrants.make() for _ in range(800)])
+    config = worker_config(settings, tmp_path / "worker.toml")
+    log = tmp_path / "worker.log"
+    await enqueue(redis_client, settings, envelopes[:400])
+    connection = await asyncpg.connect(own_postgres.dsn)
+    worker = start_worker(config, log)
+    workers = [worker]
+    try:
+        for _ in range(1000):
+            if await connection.fetchval("SELECT count(*) FROM registrations") > 50:
+                break
+            await asyncio.sleep(0.02)
+        await connection.close()
+        # Hung, not down: the postmaster and every backend stopped, connections open.
+        os.killpg(own_postgres.pid, signal.SIGSTOP)
+        hung_at = time.monotonic()
+        try:
+            await enqueue(redis_client, settings, envelopes[400:])
+            for _ in range(6):
+                # Each worker takes every partition over (reclaiming what its
+                # predecessor had in hand), its store hangs, and it is killed.
+                await eventually(functools.partial(held_by, redis_client, settings, worker.pid),
+                                 30, "the new worker holds every lease")
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(10)
+                worker = start_worker(config, log)
+                workers.append(worker)
+            await eventually(functools.partial(held_by, redis_client, settings, worker.pid),
+                             30, "the last worker holds every lease")
+            assert time.monotonic() - hung_at > 6 * settings.drain.claim_idle_seconds
+        finally:
+            os.killpg(own_postgres.pid, signal.SIGCONT)
+        await wait_drained(redis_client, settings, within=90)
+        await wait_outbox_empty(settings.postgres.dsn, within=60)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+    connection = await asyncpg.connect(own_postgres.dsn)
+    try:
+        await assert_stored_once_with_one_job_each(connection, redis_client, settings, envelopes)
+        assert await connection.fetchval("SELECT count(*) FROM dead_letters") == 0
+    finally:
+        await connection.close()
+    for partition in partitions(settings.queue.partitions):
+        assert await stream_range(redis_client, partition.dead_letters) == []

@@ -11,12 +11,14 @@ import pytest
 
 from config.settings import Settings
 from loadtest.registrants import RegistrantFactory
-from queueing.envelope import Envelope
+from queueing.envelope import STREAM_FIELD, Envelope
 from queueing.keys import STORE_GROUP, Partition, partitions
 from queueing.redis_client import RedisClient
 from tests.support import seal_people
 from tests.workers.drain_helpers import drain_settings, enqueue, running_drain, wait_drained
 from tests.workers.verification_helpers import eventually
+from workers.drain.store import store_batch
+from workers.runtime.leases import PartitionLeases
 
 # Each test runs on one Redis server and on a Redis Cluster (tests/conftest.py).
 pytestmark = pytest.mark.both_redis
@@ -106,3 +108,68 @@ async def test_a_dead_workers_partitions_are_taken_when_its_leases_expire(
     assert await states_in_order(pg, envelopes) == ["accepted"] * 20 + ["duplicate"] * 20
     assert await holders(redis_client, settings) == [None] * settings.queue.partitions
     assert Partition(0).drain_lease.startswith("gelombang:{p0}:")
+
+
+async def _store_statements(pg: asyncpg.Connection, state: str, waiting: bool = False) -> int:
+    """The drain's store statements in this state (waiting on a lock, if asked)."""
+    return int(await pg.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gelombang-worker'"
+        # store_batch's opening comment (the query text is cut at 1 KiB).
+        " AND query LIKE '-- A whole batch in one statement%' AND state = $1"
+        " AND ($2::bool IS FALSE OR wait_event_type = 'Lock')", state, waiting))
+
+
+async def test_a_worker_that_lost_its_lease_cannot_write_after_its_successor(
+    pg: asyncpg.Connection, redis_client: RedisClient, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    settings = drain_settings(test_settings)  # leases last claim_idle_seconds: 1 s
+    partition = Partition(0)
+    envelopes = seal_people(settings, [registrants.make() for _ in range(10)])
+    for envelope in envelopes:
+        await redis_client.xadd(partition.stream, {STREAM_FIELD: envelope.encode()})
+    (successors,) = seal_people(settings, [registrants.make()])
+    # PostgreSQL holds the worker's statement (as a hung server would).
+    blocker = await asyncpg.connect(settings.postgres.dsn)
+    hold = blocker.transaction()
+    await hold.start()
+    await blocker.execute("LOCK TABLE registrations IN EXCLUSIVE MODE")
+    try:
+        async with running_drain(settings, name="stale"):
+            await eventually(lambda: _waits(pg), 10, "the worker's statement waits")
+            # Meanwhile its lease moved on (as if it had been paused past it) ...
+            heir = PartitionLeases(redis_client, "heir", settings.queue.partitions, 1.0)
+
+            async def take_over() -> bool:
+                await redis_client.delete(partition.drain_lease)
+                return await heir.hold(partition)
+            await eventually(take_over, 5, "the successor takes the lease")
+            # ... and the successor wrote under it first.
+            await store_batch(blocker, 0, 0, [successors], epoch=heir.epochs[0])
+            await hold.commit()
+
+            async def ran() -> bool:
+                return await _store_statements(pg, "active") == 0
+            await eventually(ran, 10, "the stale statement ran")
+            # It wrote nothing: not one of its batch's registrations.
+            assert await _stored(pg) == {_id(successors)}
+            # Nobody renews the successor's lease; the worker takes it again, reclaims
+            # its batch and stores it.
+            await wait_drained(redis_client, settings, within=15)
+    finally:
+        await blocker.close()
+
+    assert await _stored(pg) == {_id(e) for e in [successors, *envelopes]}
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def _waits(pg: asyncpg.Connection) -> bool:
+    return await _store_statements(pg, "active", waiting=True) > 0
+
+
+async def _stored(pg: asyncpg.Connection) -> set[uuid.UUID]:
+    return {row[0] for row in await pg.fetch("SELECT registration_id FROM registrations")}
+
+
+def _id(envelope: Envelope) -> uuid.UUID:
+    return uuid.UUID(bytes=envelope.registration_id)

@@ -75,7 +75,7 @@ async def test_the_batch_outbox_migration_carries_over_the_old_outbox(
             " SELECT id, kind, p FROM unnest($1::uuid[], $2::smallint[]) AS o(id, p),"
             " unnest(enum_range(NULL::verification_kind)) AS kind", ids, [2, 2, 5])
 
-        assert [m.version for m in await migrate(empty_database)] == [4, 5]
+        assert [m.version for m in await migrate(empty_database)][:2] == [4, 5]
 
         rows = await connection.fetch(
             "SELECT partition, registration_ids FROM verification_handoffs ORDER BY partition")

@@ -19,7 +19,8 @@ from queueing.envelope import Envelope
 from queueing.keys import Partition
 from tests.support import seal_people, stream_range
 from workers.drain.handoff import KINDS, Handoff
-from workers.drain.store import forget_handoffs, refill, store_batch
+from workers.drain.store import fence, forget_handoffs, refill, store_batch
+from workers.runtime.leases import LeaseLost
 
 FACTORY = RegistrantFactory()
 
@@ -86,6 +87,33 @@ async def test_a_redelivered_batch_changes_nothing(
     assert (await funnel_counts(pg))["stored"] == 4
     # The repeat added an outbox row for the two new ones only.
     assert await outbox(pg) == sorted((rid(e), 0) for e in envelopes)
+
+
+async def test_a_write_under_an_older_lease_epoch_is_refused_and_writes_nothing(
+    pg: asyncpg.Connection, test_settings: Settings
+) -> None:
+    first, stale, later, elsewhere = (seal_people(test_settings, people(3)) for _ in range(4))
+    await store_batch(pg, 3, 0, first, epoch=200)
+    relayed = (await outbox(pg))[:1]
+    handoff_ids = [row[0] for row in await pg.fetch("SELECT handoff_id FROM verification_handoffs")]
+
+    # A worker whose lease a successor (epoch 200) has written under: nothing
+    # of its batch, its counters or its outbox deletes lands.
+    with pytest.raises(LeaseLost):
+        await store_batch(pg, 3, 0, stale, handoff_ids, epoch=100)
+    with pytest.raises(LeaseLost):
+        await fence(pg, 3, 199)
+
+    assert set(await states(pg)) == {rid(e) for e in first}
+    assert (await funnel_counts(pg))["stored"] == 3
+    assert (await outbox(pg))[:1] == relayed
+    # The holder itself writes on, and a newer one after it; other partitions are apart.
+    await store_batch(pg, 3, 0, later, epoch=200)
+    await store_batch(pg, 3, 0, stale, epoch=201)
+    await store_batch(pg, 4, 0, elsewhere, epoch=1)
+    assert len(await states(pg)) == 12
+    fences = await pg.fetch("SELECT partition, epoch FROM drain_fences")
+    assert {row["partition"]: row["epoch"] for row in fences} == {3: 201, 4: 1}
 
 
 @pytest.mark.parametrize("same_batch", [True, False])

@@ -5,7 +5,8 @@ round trip and one commit: every row inserted in intake order, the unique
 indexes deciding what is new (a redelivered entry changes nothing) and what
 is a duplicate; the accepted ones' ids written to the outbox as one row; the
 funnel counters moved, so they always agree with the table; and the outbox
-rows the worker relayed since its previous batch deleted.
+rows the worker relayed since its previous batch deleted. Every write is
+fenced by the worker's lease epoch (`fence`, `LeaseLost`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from asyncpg.pgproto.pgproto import UUID as WireUUID
 from database.queries import Connection, load
 from queueing.envelope import Envelope
 from workers.drain.handoff import Handoff, PendingHandoff, Relayed
+from workers.runtime.leases import LeaseLost
 
 QUERIES: Final = load("store.sql")
 STATES: Final = ("accepted", "ineligible", "duplicate")
@@ -42,7 +44,7 @@ class StoreResult:
 
 async def store_batch(
     connection: Connection, partition: int, shard: int, envelopes: Sequence[Envelope],
-    relayed: Sequence[int] = (),
+    relayed: Sequence[int] = (), epoch: int = 0,
 ) -> StoreResult:
     """Store the envelopes in one statement (a redelivered one changes nothing).
 
@@ -50,6 +52,8 @@ async def store_batch(
     duplicate has its NIK or email hash (duplicate is decided before
     ineligible); otherwise ineligible when its NIK is blacklisted. `relayed`:
     outbox rows whose jobs are in Redis, deleted in the same transaction.
+    `epoch`: the worker's lease epoch; raises LeaseLost, having written
+    nothing, when a newer one has written to the partition.
     """
     row = await connection.fetchrow(
         QUERIES["store_batch"],
@@ -61,14 +65,22 @@ async def store_batch(
         [envelope.email_hash for envelope in envelopes],
         [envelope.key_id for envelope in envelopes],
         [envelope.sealed for envelope in envelopes],
-        partition, shard, relayed)
+        partition, shard, relayed, epoch)
     assert row is not None  # the statement always returns its one row
+    if not row["fenced_in"]:
+        raise LeaseLost
     counts = Counter({state: row[state] for state in STATES if row[state]})
     if counts:
         counts["stored"] = sum(counts.values())
     handoff = (PendingHandoff(row["handoff_id"], partition, row["accepted_ids"])
                if row["handoff_id"] is not None else None)
     return StoreResult(counts, handoff)
+
+
+async def fence(connection: Connection, partition: int, epoch: int) -> None:
+    """Hold the partition's fence for this transaction, or raise LeaseLost."""
+    if await connection.fetchval(QUERIES["fence"], partition, epoch) is None:
+        raise LeaseLost
 
 
 async def forget_handoffs(connection: Connection, handoff_ids: Sequence[int]) -> None:

@@ -14,18 +14,20 @@ retried with back-off (its entries stay pending, and their idle time and
 the lease are renewed by the runtime's keeper, so no other worker takes
 them over meanwhile). Entries a dead worker left pending are taken by the
 next holder of its partition's lease, and reclaimed after
-`claim_idle_seconds` anyway; one delivered `max_deliveries` times, or one
-that cannot be decoded, goes to the dead letters with its reason and never
-blocks its partition.
+`claim_idle_seconds` anyway. An entry that cannot be decoded, or that
+PostgreSQL refused `max_refusals` times, goes to the dead letters with its
+reason and never blocks its partition; nothing else (reads, takeovers,
+outages) counts against an entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,9 +43,11 @@ from queueing.redis_client import RedisClient
 from queueing.supervision import Supervisor
 from workers.drain import audit_archive
 from workers.drain.handoff import KINDS, Handoff
+from workers.drain.refusals import RefusalCounts, Refused, refusal
 from workers.drain.store import (
     QUERIES,
     STATES,
+    fence,
     forget_handoffs,
     mark_handoffs,
     refill,
@@ -60,6 +64,7 @@ from workers.runtime.consumer import (
     ConsumerSettings,
     PartitionConsumer,
 )
+from workers.runtime.leases import LeaseLost
 
 log = logging.getLogger("gelombang.drain")
 
@@ -110,6 +115,7 @@ class DrainWorker:
                 retry_max_seconds=self.settings.retry_max_seconds, ordered=True),
             lambda partition: partition.stream, self, partition_count, name, metrics)
         self.name = self.consumer.name
+        self._refusals = RefusalCounts(redis)
         self._handoff = Handoff(redis, self.settings.handoff_marker_seconds,
                                 self.settings.verification_window)
         # Outbox rows whose jobs reached Redis: deleted by the next batch's
@@ -151,66 +157,117 @@ class DrainWorker:
         await self._forget_relayed()
 
     async def handle(self, batch: Batch) -> None:
-        """Store the batch, hand its jobs off, acknowledge; through any outage."""
+        """Store the batch in order, hand its jobs off, acknowledge; through any outage.
+
+        A run of entries PostgreSQL refuses is halved until the refused entry
+        stands alone, its neighbours stored around it in order; that entry is
+        tried again, each refusal counted (workers/drain/refusals.py), and
+        dead-lettered at the `max_refusals`-th. Nothing else counts: however
+        often the batch is read, reclaimed or taken over, it is stored.
+        """
         partition = batch.partition
         dead: list[DeadLetter] = []
         envelopes: list[tuple[bytes, Envelope]] = []
         for entry_id, fields in batch.entries:
             payload = fields.get(STREAM_FIELD)
-            times = batch.deliveries.get(entry_id, 1)
-            if times > self.settings.max_deliveries:
-                dead.append(DeadLetter(entry_id, f"delivered {times - 1} times without being "
-                                       "stored", times - 1, payload))
-                continue
             try:
                 if payload is None:
                     raise EnvelopeError("entry has no envelope field")
                 envelopes.append((entry_id, Envelope.decode(payload)))
             except EnvelopeError as exc:
                 dead.append(DeadLetter(entry_id, f"undecodable: {exc}", 1, payload))
-        entry_ids = [entry_id for entry_id, _ in batch.entries]
-        one_by_one = False
+        counted = await self._store_in_order(batch, envelopes, dead)
+        if dead:
+            await self._attempt(batch, [], dead)
+        await self.consumer.acknowledge(batch, [entry_id for entry_id, _ in batch.entries])
+        if counted:
+            await self.consumer.until_done(lambda: self._refusals.forget(partition, counted),
+                                           f"partition {partition.index}: refusal counts")
+
+    async def _store_in_order(self, batch: Batch, envelopes: list[tuple[bytes, Envelope]],
+                              dead: list[DeadLetter]) -> list[bytes]:
+        """Store every envelope or dead-letter it (into `dead`); the ids whose refusals
+        were counted."""
+        partition = batch.partition
+        counted: list[bytes] = []
+        runs = deque([envelopes] if envelopes else [])
+        while runs:
+            run = runs.popleft()
+            try:
+                await self._attempt(batch, run, dead)
+                continue
+            except Refused as refused:
+                why = refused.why
+            if len(run) > 1:
+                # Halves, first half first: intake order holds, and one bad entry
+                # costs its neighbours about 2 log2(batch) statements, no refusal.
+                half = len(run) // 2
+                runs.extendleft((run[half:], run[:half]))
+                continue
+            entry_id, envelope = run[0]
+            times = await self.consumer.until_done(
+                functools.partial(self._refusals.add, partition, entry_id),
+                f"partition {partition.index}: counting a refusal")
+            counted.append(entry_id)
+            if times >= self.settings.max_refusals:
+                dead.append(DeadLetter(entry_id, f"refused {times} times by PostgreSQL ({why})",
+                                       times, envelope.encode()))
+                continue
+            delay = min(FIRST_RETRY_SECONDS * 2 ** (times - 1), self.settings.retry_max_seconds)
+            log.warning("partition %d: an entry refused (%s, %d of %d); again in %.1f s",
+                        partition.index, why, times, self.settings.max_refusals, delay)
+            if await self.consumer.sleep_or_stop(delay):
+                raise BatchStopped  # its count is kept in Redis for the next holder
+            runs.appendleft(run)
+        return counted
+
+    async def _attempt(self, batch: Batch, run: list[tuple[bytes, Envelope]],
+                       dead: list[DeadLetter]) -> None:
+        """Store the run (and the dead letters in hand) until it is done or refused.
+
+        Raises Refused when PostgreSQL refused the run, LeaseLost when a newer
+        holder of the lease has written, BatchStopped when the worker stops
+        first; anything else is waited out with back-off.
+        """
+        partition = batch.partition
         delay = FIRST_RETRY_SECONDS
         while True:
             try:
-                if one_by_one:
-                    await self._store_singly(partition, envelopes, dead)
-                else:
-                    await self._store(partition, [envelope for _, envelope in envelopes], dead)
-                await self.consumer.acknowledge(batch, entry_ids)
+                await self._store(batch, [envelope for _, envelope in run], dead)
                 return
+            except (Refused, LeaseLost):
+                raise
             except TRANSIENT as exc:
-                log.warning("partition %d: batch of %d not stored yet (%s); retrying in %.1f s",
-                            partition.index, len(entry_ids), type(exc).__name__, delay)
-            except asyncpg.PostgresError as exc:
-                # Not an outage: something in the batch is refused. Store the
-                # entries one by one so only the bad one is dead-lettered.
-                log.error("partition %d: batch refused (SQLSTATE %s); storing one by one",
-                          partition.index, exc.sqlstate)
-                one_by_one = True
-                continue
+                log.warning("partition %d: %d entries not stored yet (%s); again in %.1f s",
+                            partition.index, len(run), type(exc).__name__, delay)
             except Exception as exc:
-                # Unforeseen: keep the entries pending and the loop alive; the
-                # type (never the message, which could quote data) goes to the log.
-                log.error("partition %d: batch failed (%s); retrying in %.1f s",
-                          partition.index, type(exc).__name__, delay)
+                # Not the entries' fault (a read-only standby, a missing table, a
+                # failure after the commit): waited out, never counted against them.
+                # The type and SQLSTATE only: a message could quote data.
+                log.error("partition %d: %d entries not stored (%s %s); again in %.1f s",
+                          partition.index, len(run), type(exc).__name__,
+                          getattr(exc, "sqlstate", ""), delay)
             if await self.consumer.sleep_or_stop(delay):
                 raise BatchStopped  # entries stay pending; the next holder takes them
             delay = min(delay * 2, self.settings.retry_max_seconds)
 
-    async def _store(self, partition: Partition, envelopes: list[Envelope],
+    async def _store(self, batch: Batch, envelopes: list[Envelope],
                      dead: list[DeadLetter]) -> None:
+        partition = batch.partition
         async with self.pool.acquire() as connection:
             if dead:
-                await self._dead_letter(connection, partition, dead)
+                await self._dead_letter(connection, batch, dead)
             if envelopes:
                 relayed, self._relayed = self._relayed, []
                 try:
                     result = await store_batch(connection, partition.index,
                                                random.randrange(COUNTER_SHARDS), envelopes,
-                                               relayed)
-                except BaseException:
+                                               relayed, batch.epoch)
+                except BaseException as exc:
                     self._relayed.extend(relayed)  # not deleted: the next batch tries
+                    refused = refusal(exc)
+                    if refused is not None:
+                        raise refused from None
                     raise
                 self.stats.batches += 1
                 self.stats.stored += result.stored
@@ -233,31 +290,18 @@ class DrainWorker:
                     # so the refill never relays it twice (its marker expires).
                     await mark_handoffs(connection, handed.waiting())
 
-    async def _store_singly(self, partition: Partition, batch: list[tuple[bytes, Envelope]],
-                            dead: list[DeadLetter]) -> None:
-        while batch:
-            entry_id, envelope = batch[0]
-            try:
-                await self._store(partition, [envelope], dead)
-            except TRANSIENT:
-                raise
-            except asyncpg.PostgresError as exc:
-                dead.append(DeadLetter(entry_id, f"refused by PostgreSQL: SQLSTATE {exc.sqlstate}",
-                                       1, envelope.encode()))
-            batch.pop(0)
-        if dead:
-            await self._store(partition, [], dead)
-
-    async def _dead_letter(self, connection: Connection, partition: Partition,
+    async def _dead_letter(self, connection: Connection, batch: Batch,
                            dead: list[DeadLetter]) -> None:
         # PostgreSQL first: the table is the record; the stream is for operators.
-        stream = partition.stream
+        partition = batch.partition
         async with connection.transaction():
+            # A worker whose lease a newer holder has written under records nothing.
+            await fence(connection, partition.index, batch.epoch)
             added = 0
             for letter in dead:
                 row = await connection.fetchval(
-                    QUERIES["insert_dead_letter"], stream, letter.entry_id.decode(), letter.reason,
-                    letter.deliveries, letter.payload,
+                    QUERIES["insert_dead_letter"], partition.stream, letter.entry_id.decode(),
+                    letter.reason, letter.deliveries, letter.payload,
                 )
                 added += row is not None
             await add_counts(connection, random.randrange(COUNTER_SHARDS),

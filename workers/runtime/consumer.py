@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
@@ -43,7 +43,7 @@ from workers.runtime.acknowledge import Acknowledger
 from workers.runtime.connections import TRANSIENT, consumer_name
 from workers.runtime.heartbeat import Heartbeat, measure_backlog
 from workers.runtime.in_hand import InHand
-from workers.runtime.leases import PartitionLeases
+from workers.runtime.leases import LeaseLost, PartitionLeases
 
 log = logging.getLogger("gelombang.runtime")
 
@@ -86,8 +86,8 @@ class Batch:
     # Taken over from another consumer (a dead or stopped worker's): what the
     # role's outside service may already have done for them is worth a look.
     reclaimed: bool
-    # How often each reclaimed entry was delivered (filled for ordered roles).
-    deliveries: dict[bytes, int] = field(default_factory=dict)
+    # The partition lease's epoch it was read under (fencing: workers/runtime/leases.py).
+    epoch: int = 0
     # The consumer that read it (a role may run several: a backlog and a priority lane).
     owner: PartitionConsumer | None = None
 
@@ -230,7 +230,7 @@ class PartitionConsumer:
         consumer = f"{self.name}-p{partition.index}"
         stream = self.stream_of(partition)
         next_claim = 0.0
-        leased = False
+        leased, epoch = False, 0
         while not self.stopping.is_set():
             await self._slots.acquire()
             handed_over = False
@@ -242,7 +242,10 @@ class PartitionConsumer:
                 # The lease is checked with a slot in hand, right before the
                 # read: a wait for a slot can outlast it.
                 if await self._hold(partition):
-                    taken_over, leased = not leased, True
+                    # Taken anew, whether or not this loop saw it go: the lease
+                    # can expire and be taken again while a batch waits.
+                    held = self.leases.epochs.get(partition.index, 0)
+                    taken_over, leased, epoch = not leased or held != epoch, True, held
                     batch = await self._next_batch(partition, stream, consumer, next_claim,
                                                    taken_over)
                     if batch is None:  # Redis failed: a retry takes over again
@@ -250,9 +253,11 @@ class PartitionConsumer:
                         continue
                     found, next_claim = batch
                     if found is not None:
+                        found.epoch = epoch
                         self._track(found)
                         if self.settings.ordered:
                             await self._run(found)
+                            leased = partition.index in self.leases.held
                         else:
                             handed_over = self._spawn(found)
                     continue
@@ -321,13 +326,9 @@ class PartitionConsumer:
             return None
         log.info("%s, partition %d: reclaimed %d entries", self.settings.role, partition.index,
                  len(claimed))
-        batch = Batch(partition, stream, consumer, claimed, reclaimed=True, owner=self)
-        if self.settings.ordered:
-            pending: Any = await self.redis.xpending_range(
-                stream, self.settings.group, min=claimed[0][0], max=claimed[-1][0],
-                count=len(claimed), consumername=consumer)
-            batch.deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        return batch
+        # Delivery counts are not read: a takeover (a restart, a rollout, a lease
+        # expiring during an outage) adds one each time, and says nothing of the entry.
+        return Batch(partition, stream, consumer, claimed, reclaimed=True, owner=self)
 
     def _track(self, batch: Batch) -> None:
         self._in_hand.add(batch.stream, batch.partition,
@@ -349,6 +350,12 @@ class PartitionConsumer:
                 self.metrics.batch(len(batch.entries), time.monotonic() - started)
         except BatchStopped:
             return  # left pending; released idle at the stop
+        except LeaseLost:
+            # A newer holder wrote first: its batch now, reclaimed by it (or by
+            # this worker, once it takes the lease again). Nothing is counted.
+            log.warning("%s, partition %d: lease lost to a newer holder; batch left to it",
+                        self.settings.role, batch.partition.index)
+            self.leases.lost(batch.partition)
         except Exception as exc:
             # Unforeseen (a bug): the entries stay pending and are taken again
             # after claim_idle_seconds. The type only: a message could quote data.

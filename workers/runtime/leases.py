@@ -16,6 +16,13 @@ partition no more, and a partition's jobs are spread over the processes. A worke
 most its fair share, the partitions divided by the live workers (by their
 heartbeats), so another process takes over half of them within a
 heartbeat; a stopping worker gives its leases up, a dead one's expire.
+
+Every take of a lease raises the partition's epoch
+(`gelombang:{pN}:<role>:epoch`, queueing/lua/lease.lua); a renewal keeps
+it. A batch carries the epoch it was read under, and the drain's store
+refuses to write under an epoch older than one PostgreSQL has seen
+(fencing): a worker paused past its lease, or whose statement waited in a
+hung PostgreSQL, cannot write once its successor has (`LeaseLost`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ import math
 from queueing.keys import Partition
 from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, script_source
+
+
+class LeaseLost(Exception):
+    """A newer holder of the partition's lease has written: this batch is its now."""
 
 
 class PartitionLeases:
@@ -38,6 +49,8 @@ class PartitionLeases:
         self._partition_count = partition_count
         self._milliseconds = max(1, int(seconds * 1000))
         self.held: set[int] = set()
+        # The epoch of each lease held, as of its take (a renewal keeps it).
+        self.epochs: dict[int, int] = {}
         self.share = partition_count
 
     def set_live_workers(self, count: int) -> None:
@@ -67,6 +80,10 @@ class PartitionLeases:
         if partition.index in self.held and not await self._call(partition, take=True):
             self.held.discard(partition.index)  # another worker took it: it expired
 
+    def lost(self, partition: Partition) -> None:
+        """A newer holder wrote (fencing): hold it no more until it is taken again."""
+        self.held.discard(partition.index)
+
     async def give_up(self, partition: Partition) -> None:
         """Release the partition's lease, if this worker holds it."""
         self.held.discard(partition.index)
@@ -78,5 +95,11 @@ class PartitionLeases:
             await self.give_up(Partition(index))
 
     async def _call(self, partition: Partition, *, take: bool) -> bool:
-        return bool(int(await self._script.run(
-            [partition.lease(self._role)], [self._worker, self._milliseconds, int(take)])))
+        epoch = int(await self._script.run(
+            [partition.lease(self._role), partition.lease_epoch(self._role)],
+            [self._worker, self._milliseconds, int(take)]))
+        if epoch:
+            self.epochs[partition.index] = epoch
+        else:
+            self.epochs.pop(partition.index, None)
+        return bool(epoch)
