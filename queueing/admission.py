@@ -13,14 +13,13 @@ exactly burst + rate * t. See docs/admission.md for the bounds.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from queueing.errors import QueueUnavailable
-from queueing.keys import Partition, idempotency_expiry
+from queueing.keys import Partition, idempotency_bucket, idempotency_digest
 from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, ScriptCall, script_source
 
@@ -157,17 +156,17 @@ class AdmissionScript:
 def _script_call(
     partition: Partition, share: PartitionShare, group: Sequence[Candidate]
 ) -> ScriptCall:
-    keys: list[str] = [partition.stream, partition.bucket]
-    now = time.time()
-    ttl = share.idempotency_ttl
-    args: list[str | bytes | int] = [*share.args, idempotency_expiry(ttl, now), len(group)]
+    keys = (partition.stream, partition.bucket)
+    # No clock of the door's here: the script names the idempotency period
+    # from the Redis server's (keys.py, Partition.idempotency).
+    args: list[str | bytes | int] = [
+        *share.args, share.idempotency_ttl, partition.idempotency_stem, len(group)]
     for candidate in group:
         if candidate.idempotency_key is None:
-            args += (0, b"")
+            args += (b"", b"")
         else:
-            record = partition.idempotency(candidate.idempotency_key, ttl, now)
-            keys += (record.current, record.previous)
-            args += (len(keys) - 1, record.field)
+            digest = idempotency_digest(candidate.idempotency_key)
+            args += (idempotency_bucket(digest), digest)
         args += (candidate.registration_id, candidate.envelope)
     return keys, args
 

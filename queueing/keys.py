@@ -70,8 +70,17 @@ def idempotency_digest(key: str) -> bytes:
 
 
 def idempotency_expiry(ttl: int, now: float) -> int:
-    """When the hashes written at `now` expire: the end of the next period."""
+    """When the hashes written at `now` expire: the end of the next period.
+
+    The admission script computes this itself from the Redis server's clock
+    (queueing/lua/admit.lua); this is its mirror, for readers and tests.
+    """
     return (int(now // ttl) + 2) * ttl
+
+
+def idempotency_bucket(digest: bytes) -> int:
+    """Which of the IDEMPOTENCY_BUCKETS hashes of a period holds a key's record."""
+    return int.from_bytes(digest[:4], "big") % IDEMPOTENCY_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,11 @@ class Partition:
         """This partition's share of the admission token bucket (a hash)."""
         return f"{PREFIX}:{self.tag}:bucket"
 
+    @property
+    def idempotency_stem(self) -> str:
+        """The start of this partition's idempotency hashes' names: `<stem><period>:<bucket>`."""
+        return f"{PREFIX}:{self.tag}:idem:"
+
     def idempotency(self, key: str, ttl: int, now: float) -> IdempotencyRecord:
         """Where the record of one Idempotency-Key is written and looked up at `now`.
 
@@ -114,11 +128,17 @@ class Partition:
         seconds and expires at the end of the next period, so a record is
         kept between `ttl` and twice that; a lookup reads the current and the
         previous period's hash.
+
+        The admission script names these hashes itself, from the Redis
+        server's clock, never a door's (doors' clocks differ: one a second
+        ahead would write a key into the next period while another a second
+        behind still looked in the two before it). This is its mirror, for
+        readers (the wave benchmark) and tests.
         """
         digest = idempotency_digest(key)
-        bucket = int.from_bytes(digest[:4], "big") % IDEMPOTENCY_BUCKETS
+        bucket = idempotency_bucket(digest)
         period = int(now // ttl)
-        stem = f"{PREFIX}:{self.tag}:idem:"
+        stem = self.idempotency_stem
         return IdempotencyRecord(f"{stem}{period}:{bucket}", f"{stem}{period - 1}:{bucket}",
                                  digest)
 
