@@ -13,6 +13,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
+from intake import metrics
 from intake.client_limit import ClientLimiter, client_address
 from intake.door import Door
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response
@@ -21,7 +22,7 @@ from intake.storage import StorageUnavailable
 from intake.validation import validate_registration
 from queueing.admission import Candidate, Decision, Outcome
 from queueing.envelope import seal_registration
-from queueing.errors import QueueUnavailable
+from queueing.errors import OutcomeUnknown, QueueUnavailable
 from queueing.grouping import Overloaded
 from queueing.ids import format_uuid, uuid7_bytes
 from queueing.keys import partition_for_digest, partition_for_idempotency_key
@@ -87,8 +88,15 @@ async def create_registration(request: web.Request) -> web.Response:
             partition, Candidate(registration_id, envelope.encode(), idempotency_key)
         )
     except QueueUnavailable:
+        # Certainly not stored: Redis refused, was not reached, or the call
+        # was fenced, or this request was never sent (grouping.Shed).
         return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
+    except OutcomeUnknown:
+        # Sent, and Redis did not say what it did in time: it may be queued.
+        # Never "nothing stored"; a retry with the same key learns which.
+        return unavailable("outcome_unknown", RETRY_AFTER_UNAVAILABLE)
     except Overloaded:
+        metrics.OVERLOADED.inc()
         return unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
     return _answer(door, decision)
 

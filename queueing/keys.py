@@ -83,6 +83,19 @@ def idempotency_bucket(digest: bytes) -> int:
     return int.from_bytes(digest[:4], "big") % IDEMPOTENCY_BUCKETS
 
 
+# The record of what one admission call decided, kept so that a door that
+# lost the reply (a timeout, a broken connection) can read it: the door asks
+# within redis.timeout_seconds + redis.outcome_check_seconds of sending (at
+# most 10.8 s at the defaults' timeout and the settings' largest check). One
+# key per call (per partition's group): about 180 bytes by used_memory on Redis
+# 7.0 (a call of four), so at 1,500 calls a second 45,000 keys, 8 MB.
+ADMISSION_OUTCOME_SECONDS = 30
+# The fence a door sets when it found a call had not run: the call must not
+# run later, should its bytes still arrive (a slow network, a paused Redis).
+# Rare (only calls whose reply was lost), so kept long.
+ADMISSION_FENCE_SECONDS = 600
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
     """The hash fields that hold, or will hold, one Idempotency-Key's record."""
@@ -141,6 +154,10 @@ class Partition:
         stem = self.idempotency_stem
         return IdempotencyRecord(f"{stem}{period}:{bucket}", f"{stem}{period - 1}:{bucket}",
                                  digest)
+
+    def admission_outcome(self, call_id: str) -> str:
+        """What one admission call decided (its replies), or the fence saying it never ran."""
+        return f"{PREFIX}:{self.tag}:admitted:{call_id}"
 
     @property
     def drain_lease(self) -> str:

@@ -8,6 +8,7 @@
 --
 -- KEYS[1]  stream of admitted registrations
 -- KEYS[2]  token bucket hash {tokens, ts}
+-- KEYS[3]  this call's outcome record (unique per call; see the end)
 -- ARGV[1]  refill rate, tokens per second (this partition's share)
 -- ARGV[2]  bucket capacity (this partition's share, >= 1)
 -- ARGV[3]  backlog high-water mark (this partition's share)
@@ -15,7 +16,8 @@
 -- ARGV[5]  "1" when intake is open
 -- ARGV[6]  idempotency period in seconds (queue.idempotency_ttl_seconds)
 -- ARGV[7]  the stem of this partition's idempotency hashes (keys.py)
--- ARGV[8]  number of items n; then n quadruples from ARGV[9]:
+-- ARGV[8]  how long the outcome record is kept (seconds)
+-- ARGV[9]  number of items n; then n quadruples from ARGV[10]:
 --          the bucket of the item's idempotency record ("": no key), the
 --          record's field (the key's digest), registration id (16 bytes),
 --          envelope (msgpack bytes)
@@ -32,6 +34,8 @@
 --   {0, wait in ms}          no token; when one would be there for this item
 --   {-1}                     backlog full
 --   {-2}                     intake closed
+-- or the error FENCED when a door already found this call had not run
+-- (outcome.lua): it must not run now.
 
 local rate = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
@@ -40,7 +44,16 @@ local limiting = ARGV[4] == '1'
 local open = ARGV[5] == '1'
 local ttl = tonumber(ARGV[6])
 local stem = ARGV[7]
-local n = tonumber(ARGV[8])
+local outcome_ttl = ARGV[8]
+local n = tonumber(ARGV[9])
+
+local known = redis.call('GET', KEYS[3])
+if known == 'fenced' then
+  return redis.error_reply('FENCED this admission call was settled as not run')
+elseif known then
+  -- The same call run again (a client that re-sent it): what it decided then.
+  return cmsgpack.unpack(known)
+end
 
 -- One clock for every door process: the Redis server's.
 local clock = redis.call('TIME')
@@ -66,7 +79,7 @@ local taken = 0
 local waiting = 0
 
 for i = 1, n do
-  local at = 9 + (i - 1) * 4
+  local at = 10 + (i - 1) * 4
   local bucket = ARGV[at]
   local field = ARGV[at + 1]
   local record = false
@@ -111,4 +124,9 @@ if taken > 0 then
 end
 
 replies[n + 1] = math.floor(tokens)
+-- Kept for a door that sent this call and lost the reply: it reads the
+-- decisions (outcome.lua) instead of answering a failure for a registration
+-- this call stored. Written last: nothing above fails once a write was made
+-- (Redis 7 lets a script that has written go on writing past maxmemory).
+redis.call('SET', KEYS[3], cmsgpack.pack(replies), 'EX', outcome_ttl)
 return replies

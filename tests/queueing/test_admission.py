@@ -39,7 +39,7 @@ def _admitter(
     sink = stats if stats is not None else []
     return GroupAdmitter(AdmissionScript(redis), partitions(PARTS), lambda: share,
                          group_max=group_max, pending_max=pending_max, timeout=timeout,
-                         observe=sink.append)
+                         check_seconds=1.0, observe=sink.append)
 
 
 def _policy(rate: float = 0.001, burst: int = 40, high_water: int = 1_000_000,
@@ -149,7 +149,8 @@ async def test_doors_with_skewed_clocks_admit_a_key_once_at_a_period_boundary(
     ttl = 3
     share = PartitionShare.of(_policy(burst=1000), PARTS, ttl)
     fast, slow = (GroupAdmitter(AdmissionScript(redis_client), partitions(PARTS), lambda: share,
-                                group_max=256, pending_max=100, timeout=1.0) for _ in range(2))
+                                group_max=256, pending_max=100, timeout=1.0, check_seconds=1.0)
+                  for _ in range(2))
     real = time.time
     # Redis runs on this machine: its clock is the test's. 0.8 s before a boundary.
     await asyncio.sleep((ttl - 0.8 - real() % ttl) % ttl)
@@ -222,6 +223,8 @@ async def test_pending_bound_refuses_at_once(redis_client: RedisClient) -> None:
         *(admitter.admit(0, c) for c in _candidates(30)), return_exceptions=True
     )
     assert sum(isinstance(r, Overloaded) for r in results) == 20
+    # Shed before anything was sent: of the refused, nothing is stored.
+    assert await _stream_total(redis_client) == 10
 
 
 async def test_unreachable_redis_fails_fast() -> None:
