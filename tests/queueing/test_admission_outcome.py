@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import ResponseError
 
 from config.settings import Settings
-from gelombang.services import RedisServer, start_redis
+from gelombang.services import RedisServer
 from intake.door import connect_redis
 from queueing.admission import (
     AdmissionPolicy,
@@ -39,17 +38,6 @@ from tests.support import stream_range
 PARTS = 2
 TIMEOUT = 0.5
 CHECK_SECONDS = 1.5
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, to pause."""
-    server = start_redis(tmp_path / "redis", log_file=tmp_path / "redis.log")
-    try:
-        yield server
-    finally:
-        server.resume()
-        server.stop()
 
 
 @pytest.fixture
