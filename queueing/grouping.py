@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from queueing.admission import (
     AdmissionScript,
@@ -30,12 +29,11 @@ from queueing.admission import (
 )
 from queueing.errors import OutcomeUnknown, QueueingError, QueueUnavailable
 from queueing.keys import Partition
+from queueing.lost_replies import find_out
 from queueing.redis_client import REDIS_UNAVAILABLE, never_ran
 
 _Waiting = deque[tuple[Candidate, "asyncio.Future[Decision]"]]
 _Batch = list[tuple[Candidate, "asyncio.Future[Decision]"]]
-# Between two tries to learn a lost reply's outcome when the last failed at once.
-RECHECK_PAUSE_SECONDS: Final = 0.05
 
 
 class Overloaded(QueueingError):
@@ -64,9 +62,10 @@ class GroupAdmitter:
     A group sent to Redis is never answered as refused unless it certainly
     did not run: when the reply is lost (a timeout, a connection broken after
     sending) the admitter asks Redis what the call did, for up to
-    `check_seconds`, and answers from that; if Redis still does not say, the
-    candidates get OutcomeUnknown. Meanwhile nothing more is sent: waiting
-    and arriving candidates are shed at once (nothing of theirs was stored).
+    `check_seconds`, beside the round trips that go on, and answers from
+    that; if Redis still does not say, the candidates get OutcomeUnknown.
+    Meanwhile nothing more is sent for that partition: its waiting and
+    arriving candidates are shed at once (nothing of theirs was stored).
     """
 
     def __init__(
@@ -92,25 +91,28 @@ class GroupAdmitter:
         self._observe = observe
         self._pending = 0
         self._flusher: asyncio.Task[None] | None = None
-        self._checking = False
+        # Partitions whose last call's reply is being found out, and those checks.
+        self._checking: set[int] = set()
+        self._checks: set[asyncio.Task[None]] = set()
         # Call ids unique across processes and restarts: a random prefix and a count.
         self._call_prefix = secrets.token_hex(6)
         self._calls = itertools.count()
 
     @property
     def pending(self) -> int:
-        """Requests waiting for, or inside, a round trip."""
+        """Requests waiting for, or inside, a round trip (or its check)."""
         return self._pending
 
     async def admit(self, partition_index: int, candidate: Candidate) -> Decision:
         """Wait for admission's decision on one candidate.
 
         Raises Overloaded when this process is at its bound, Shed while it is
-        finding out a lost reply, QueueUnavailable when Redis certainly did
-        not take the candidate, OutcomeUnknown when it may have.
+        finding out a lost reply of this partition, QueueUnavailable when
+        Redis certainly did not take the candidate, OutcomeUnknown when it may
+        have.
         """
-        if self._checking:
-            raise Shed("finding out what became of a group")
+        if partition_index in self._checking:
+            raise Shed("finding out what became of this partition's last group")
         if self._pending >= self._pending_max:
             raise Overloaded("too many requests waiting for admission")
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
@@ -124,7 +126,7 @@ class GroupAdmitter:
         # Round trips are sequential: each carries what queued while the
         # previous one was in flight, at most group_max per partition.
         try:
-            while self._pending:
+            while any(self._waiting):
                 await self._round_trip(self._take_groups())
         finally:
             self._flusher = None
@@ -139,115 +141,90 @@ class GroupAdmitter:
 
     async def _round_trip(self, groups: list[tuple[Partition, _Batch]]) -> None:
         started = time.perf_counter()
-        batch = [entry for _, group in groups for entry in group]
         calls = [GroupCall(partition, _candidates(group), partition.admission_outcome(
             f"{self._call_prefix}{next(self._calls):x}")) for partition, group in groups]
-        # One outcome per entry of batch: its decision, or why there is none.
-        outcomes: list[Decision | QueueingError] | None = None
+        batches = [group for _, group in groups]
+        results: list[GroupResult | QueueingError] | None = None
         try:
-            results = await self._decide(calls)
-            outcomes = []
-            for result, call in zip(results, calls, strict=True):
-                if isinstance(result, GroupResult):
-                    outcomes.extend(result.decisions)
-                else:
-                    outcomes.extend(result for _ in call.candidates)
+            results = await self._send(calls)
         finally:
-            self._pending -= len(batch)
-            for index, (_, future) in enumerate(batch):
-                if future.done():  # the waiting handler went away
-                    continue
-                outcome = outcomes[index] if outcomes is not None else None
-                if isinstance(outcome, Decision):
-                    future.set_result(outcome)
-                else:
-                    # Cancelled or failed mid-call: it may have run, so
-                    # unknown, never "not stored".
-                    future.set_exception(OutcomeUnknown("no reply") if outcome is None
-                                         else outcome)
-            decided = None if outcomes is None else [
-                outcome for outcome in outcomes if isinstance(outcome, Decision)]
-            unknown = len(batch) if outcomes is None else sum(
-                isinstance(outcome, OutcomeUnknown) for outcome in outcomes)
-            self._observe(GroupStats(len(batch), time.perf_counter() - started, decided,
-                                     unknown))
+            if results is None:  # cancelled or failed mid-call: it may have run
+                results = [OutcomeUnknown("no reply") for _ in calls]
+            lost = [index for index, result in enumerate(results)
+                    if isinstance(result, OutcomeUnknown)]
+            if not lost:
+                self._settle(batches, results, started)
+            else:
+                for index in lost:
+                    self._start_checking(calls[index].partition.index)
+                check = asyncio.create_task(self._check(calls, batches, results, lost, started))
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
 
-    async def _decide(self, calls: list[GroupCall]) -> list[GroupResult | QueueingError]:
-        """Each call's result, or why there is none; a lost reply is found out first."""
+    async def _send(self, calls: list[GroupCall]) -> list[GroupResult | QueueingError]:
+        """Each call's result, or why there is none (OutcomeUnknown: the reply was lost)."""
         replies: list[GroupResult | BaseException]
         try:
             async with asyncio.timeout(self._timeout):
                 replies = await self._script.admit_groups(self._share(), calls)
         except REDIS_UNAVAILABLE as exc:
             replies = [exc for _ in calls]
-        results: list[GroupResult | QueueingError] = []
-        lost = []
-        for index, reply in enumerate(replies):
-            if isinstance(reply, GroupResult):
-                results.append(reply)
-            elif never_ran(reply):
-                results.append(QueueUnavailable(type(reply).__name__))
-            else:
-                results.append(OutcomeUnknown(type(reply).__name__))
-                lost.append(index)
-        if lost:
-            found = await self._find_out([calls[index] for index in lost])
+        return [reply if isinstance(reply, GroupResult)
+                else QueueUnavailable(type(reply).__name__) if never_ran(reply)
+                else OutcomeUnknown(type(reply).__name__) for reply in replies]
+
+    def _start_checking(self, partition_index: int) -> None:
+        # Redis is not answering this partition as it should: send nothing
+        # more for it until its lost reply is found out. Those waiting were
+        # not sent, so refusing them is true.
+        self._checking.add(partition_index)
+        waiting = self._waiting[partition_index]
+        while waiting:
+            _, future = waiting.popleft()
+            self._pending -= 1
+            if not future.done():
+                future.set_exception(Shed("finding out what became of this partition's group"))
+
+    async def _check(self, calls: list[GroupCall], batches: list[_Batch],
+                     results: list[GroupResult | QueueingError], lost: list[int],
+                     started: float) -> None:
+        try:
+            found = await find_out(self._script, [calls[i] for i in lost],
+                                   per_try=self._timeout, within=self._check_seconds)
             for index, result in zip(lost, found, strict=True):
                 results[index] = result
-        return results
-
-    async def _find_out(self, calls: list[GroupCall]) -> list[GroupResult | QueueingError]:
-        """What Redis did with calls whose replies were lost, asked until check_seconds pass.
-
-        Redis is not answering as it should: nothing more is sent meanwhile,
-        and the requests waiting are shed (not sent, so truthfully refused),
-        which bounds every answer by the timeout plus check_seconds.
-        """
-        self._checking = True
-        self._shed_waiting()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._check_seconds
-        found: list[GroupResult | QueueingError] = [
-            OutcomeUnknown("Redis did not say within the check") for _ in calls]
-        left = list(range(len(calls)))
-        try:
-            while left and (remaining := deadline - loop.time()) > 0:
-                replies: list[GroupResult | BaseException | None]
-                try:
-                    async with asyncio.timeout(min(remaining, self._timeout)):
-                        replies = await self._script.outcomes([calls[i] for i in left])
-                except REDIS_UNAVAILABLE as exc:
-                    replies = [exc for _ in left]
-                still = []
-                for index, reply in zip(left, replies, strict=True):
-                    if reply is None:  # it had not run, and now never will
-                        found[index] = QueueUnavailable("not run; fenced")
-                    elif isinstance(reply, GroupResult):
-                        found[index] = reply
-                    else:
-                        still.append(index)
-                left = still
-                if left:
-                    # A refused connection fails at once (Redis restarting):
-                    # ask again shortly rather than in a tight loop.
-                    await asyncio.sleep(min(RECHECK_PAUSE_SECONDS,
-                                            max(0.0, deadline - loop.time())))
         finally:
-            self._checking = False
-        return found
+            # Cancelled (a shutdown past its deadline): the lost ones stay unknown.
+            for index in lost:
+                self._checking.discard(calls[index].partition.index)
+            self._settle(batches, results, started)
 
-    def _shed_waiting(self) -> None:
-        for waiting in self._waiting:
-            while waiting:
-                _, future = waiting.popleft()
-                self._pending -= 1
-                if not future.done():
-                    future.set_exception(Shed("finding out what became of a group"))
+    def _settle(self, batches: list[_Batch], results: list[GroupResult | QueueingError],
+                started: float) -> None:
+        """Answer every candidate of a round trip and record it."""
+        decided: list[Decision] = []
+        unknown = size = 0
+        for batch, result in zip(batches, results, strict=True):
+            size += len(batch)
+            self._pending -= len(batch)
+            if isinstance(result, GroupResult):
+                decided += result.decisions
+            elif isinstance(result, OutcomeUnknown):
+                unknown += len(batch)
+            for index, (_, future) in enumerate(batch):
+                if future.done():  # the waiting handler went away
+                    continue
+                if isinstance(result, GroupResult):
+                    future.set_result(result.decisions[index])
+                else:
+                    future.set_exception(result)
+        self._observe(GroupStats(size, time.perf_counter() - started, decided, unknown))
 
     async def close(self) -> None:
-        """Wait for the round trips in flight (the pending groups are flushed)."""
-        while self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        """Wait for the round trips in flight and their checks (pending groups are flushed)."""
+        while self._flusher is not None or self._checks:
+            running = [*self._checks, *([self._flusher] if self._flusher else [])]
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 def _candidates(group: _Batch) -> Sequence[Candidate]:

@@ -112,12 +112,19 @@ async def test_a_group_whose_outcome_stays_unknown_is_answered_outcome_unknown(
         assert int(headers["Retry-After"]) >= 1
         assert leaked(orjson.dumps(body), [person for person, _ in people]) == 0
     queued = await _queued(door_settings)
-    # The unknown ones were queued after all, when Redis went on; the shed ones not.
-    assert len(queued) == codes.count("outcome_unknown") + 1  # and the warm-up
-    # The same key again: 202 with the registration Redis took, nothing new.
+    # "Unknown" is no more than that: the group Redis held ran when it went on;
+    # calls that never got past a connection's opening did not. Nothing else ran.
+    assert 2 <= len(queued) <= codes.count("outcome_unknown") + 1  # and the warm-up
+    # The same key again: 202, with the registration Redis took if it took one.
+    replayed, new = 0, set()
     for (person, key), code in zip(people, codes, strict=True):
         if key is not None and code == "outcome_unknown":
             status, _, body = await _post(door, person, key)
             assert status == 202
-            assert body["registration_id"] in queued
-    assert await _queued(door_settings) == queued
+            if body["registration_id"] in queued:
+                replayed += 1
+            else:
+                new.add(body["registration_id"])
+    assert replayed >= 1  # the first, keyed, rode in the group Redis held
+    # A key Redis had taken got its original id back, nothing new was queued for it.
+    assert await _queued(door_settings) == queued | new
