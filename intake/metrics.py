@@ -62,7 +62,9 @@ _OUTCOME_NAMES: Mapping[Outcome, str] = {
     Outcome.CLOSED: "closed",
 }
 _DECISION_COUNTERS = {outcome: DECISIONS.labels(name) for outcome, name in _OUTCOME_NAMES.items()}
-_UNAVAILABLE = DECISIONS.labels("unavailable")
+# Also a request shed unsent while a lost reply is found out (answered 503
+# queue_unavailable, as the round trips Redis refused).
+UNAVAILABLE = DECISIONS.labels("unavailable")
 _UNKNOWN = DECISIONS.labels("unknown")
 OVERLOADED = DECISIONS.labels("overloaded")
 
@@ -94,7 +96,7 @@ def observe_group(stats: GroupStats) -> None:
     if stats.unknown:
         _UNKNOWN.inc(stats.unknown)
     if len(decisions) + stats.unknown < stats.size:
-        _UNAVAILABLE.inc(stats.size - len(decisions) - stats.unknown)
+        UNAVAILABLE.inc(stats.size - len(decisions) - stats.unknown)
     counts: dict[Outcome, int] = {}
     for decision in decisions:
         counts[decision.outcome] = counts.get(decision.outcome, 0) + 1

@@ -23,7 +23,7 @@ from intake.validation import validate_registration
 from queueing.admission import Candidate, Decision, Outcome
 from queueing.envelope import seal_registration
 from queueing.errors import OutcomeUnknown, QueueUnavailable
-from queueing.grouping import Overloaded
+from queueing.grouping import Overloaded, Shed
 from queueing.ids import format_uuid, uuid7_bytes
 from queueing.keys import partition_for_digest, partition_for_idempotency_key
 
@@ -83,13 +83,21 @@ async def create_registration(request: web.Request) -> web.Response:
         if idempotency_key is None
         else partition_for_idempotency_key(idempotency_key, count)
     )
+    return await _admit(door, partition,
+                        Candidate(registration_id, envelope.encode(), idempotency_key))
+
+
+async def _admit(door: Door, partition: int, candidate: Candidate) -> web.Response:
+    """Admission's answer, as the contract words it: never a failure for a stored one."""
     try:
-        decision = await door.admitter.admit(
-            partition, Candidate(registration_id, envelope.encode(), idempotency_key)
-        )
+        decision = await door.admitter.admit(partition, candidate)
+    except Shed:
+        # Never sent: its partition's lost reply is being found out.
+        metrics.UNAVAILABLE.inc()
+        return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
     except QueueUnavailable:
         # Certainly not stored: Redis refused, was not reached, or the call
-        # was fenced, or this request was never sent (grouping.Shed).
+        # was fenced (counted by the round trip's metrics).
         return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
     except OutcomeUnknown:
         # Sent, and Redis did not say what it did in time: it may be queued.
