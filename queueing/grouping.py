@@ -152,8 +152,11 @@ class GroupAdmitter:
                 results = [OutcomeUnknown("no reply") for _ in calls]
             lost = [index for index, result in enumerate(results)
                     if isinstance(result, OutcomeUnknown)]
+            for index, (batch, result) in enumerate(zip(batches, results, strict=True)):
+                if index not in lost:  # the others are answered now, not after the check
+                    self._answer(batch, result)
             if not lost:
-                self._settle(batches, results, started)
+                self._record(batches, results, started)
             else:
                 for index in lost:
                     self._start_checking(calls[index].partition.index)
@@ -197,27 +200,28 @@ class GroupAdmitter:
             # Cancelled (a shutdown past its deadline): the lost ones stay unknown.
             for index in lost:
                 self._checking.discard(calls[index].partition.index)
-            self._settle(batches, results, started)
+                self._answer(batches[index], results[index])
+            self._record(batches, results, started)
 
-    def _settle(self, batches: list[_Batch], results: list[GroupResult | QueueingError],
-                started: float) -> None:
-        """Answer every candidate of a round trip and record it."""
-        decided: list[Decision] = []
-        unknown = size = 0
-        for batch, result in zip(batches, results, strict=True):
-            size += len(batch)
-            self._pending -= len(batch)
+    def _answer(self, batch: _Batch, result: GroupResult | QueueingError) -> None:
+        """Answer every candidate of one call."""
+        self._pending -= len(batch)
+        for index, (_, future) in enumerate(batch):
+            if future.done():  # the waiting handler went away
+                continue
             if isinstance(result, GroupResult):
-                decided += result.decisions
-            elif isinstance(result, OutcomeUnknown):
-                unknown += len(batch)
-            for index, (_, future) in enumerate(batch):
-                if future.done():  # the waiting handler went away
-                    continue
-                if isinstance(result, GroupResult):
-                    future.set_result(result.decisions[index])
-                else:
-                    future.set_exception(result)
+                future.set_result(result.decisions[index])
+            else:
+                future.set_exception(result)
+
+    def _record(self, batches: list[_Batch], results: list[GroupResult | QueueingError],
+                started: float) -> None:
+        """One round trip's observations, once all of it is answered."""
+        decided = [decision for result in results if isinstance(result, GroupResult)
+                   for decision in result.decisions]
+        unknown = sum(len(batch) for batch, result in zip(batches, results, strict=True)
+                      if isinstance(result, OutcomeUnknown))
+        size = sum(len(batch) for batch in batches)
         self._observe(GroupStats(size, time.perf_counter() - started, decided, unknown))
 
     async def close(self) -> None:
