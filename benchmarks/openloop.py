@@ -130,6 +130,8 @@ class _Run:
     accepted: list[float] = field(default_factory=list)
     all_done: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
+    # Told each answer: (request index, status, body); for who needs answers per request.
+    on_answer: Callable[[int, int, bytes], None] | None = None
 
     def finished_one(self) -> None:
         self.outstanding -= 1
@@ -145,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.due: float | None = None  # due time of the request in flight
+        self.index = -1  # and its index
         self.alive = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -155,7 +158,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, index: int, due: float) -> None:
         assert self.transport is not None
-        self.due = due
+        self.due, self.index = due, index
         self.transport.write(self.run.requests(index))
 
     def data_received(self, data: bytes) -> None:
@@ -189,6 +192,8 @@ class _Connection(asyncio.Protocol):
             run.accepted.append(latency_ms)
         run.statuses[status] += 1
         run.completed += 1
+        if run.on_answer is not None:
+            run.on_answer(self.index, status, bytes(self.buffer[end + 4: end + 4 + length]))
         self.due = None
         del self.buffer[: end + 4 + length]
         run.finished_one()
@@ -303,12 +308,15 @@ async def run_open_loop(host: str, port: int, path: str, bodies: Sequence[bytes]
                         seconds: float, *, headers: Callable[[int], dict[str, str]] | None = None,
                         max_connections: int = 1000, drain_timeout: float = 10.0,
                         rate_at: Callable[[float], float] | None = None,
-                        preconnect: int = 0) -> OpenLoopResult:
+                        preconnect: int = 0,
+                        on_answer: Callable[[int, int, bytes], None] | None = None,
+                        ) -> OpenLoopResult:
     """Offer POSTs at `rate` per second (or `rate_at(t)`) for `seconds`; measure from due times.
 
     `bodies[i % len(bodies)]` is request i's body and `headers(i)` its extra
     headers. `preconnect` connections are opened before the clock starts (so
     the first requests do not pay for the connect, as in a warm service).
+    `on_answer(i, status, body)` is told each answer as it comes.
     """
     if not bodies:
         raise ValueError("no bodies to send")
@@ -318,7 +326,7 @@ async def run_open_loop(host: str, port: int, path: str, bodies: Sequence[bytes]
     cpu_before = _cpu_seconds()
     run = _Run(host=host, port=port, start=0.0,
                requests=_request_maker(host, port, path, bodies, headers),
-               max_connections=max_connections)
+               max_connections=max_connections, on_answer=on_answer)
     try:
         for _ in range(min(preconnect, max_connections)):
             try:

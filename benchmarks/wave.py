@@ -53,11 +53,12 @@ import orjson
 import redis
 
 from benchmarks import harness, openloop, verification
+from benchmarks.admitted import PassAnswers, admitted_mask
 from config.settings import Settings
 from gelombang.processes import free_port
 from loadtest.drills.stack import DrillStack
 from loadtest.registrants import RegistrantFactory
-from queueing.keys import Partition, partition_for_idempotency_key, partitions
+from queueing.keys import partitions
 
 # The issue's goal: every registration of the wave stored this soon after its start.
 STORED_GOAL_SECONDS: Final = 90.0
@@ -116,23 +117,6 @@ def applicants(settings: Settings, count: int) -> list[bytes]:
     sim = settings.nik_sim
     return [orjson.dumps(factory.citizen(sim.population_seed, sim.existing_share).body())
             for _ in range(count)]
-
-
-def admitted_mask(client: redis.Redis, keys: list[str], partition_count: int,
-                  ttl: int) -> list[bool]:
-    """Which Idempotency-Keys the door admitted: their records exist (kept a day)."""
-    found: list[bool] = []
-    now = time.time()
-    for start in range(0, len(keys), 2500):
-        with client.pipeline(transaction=False) as pipe:
-            for key in keys[start:start + 2500]:
-                record = Partition(partition_for_idempotency_key(
-                    key, partition_count)).idempotency(key, ttl, now)
-                pipe.hexists(record.current, record.field)
-                pipe.hexists(record.previous, record.field)
-            answers = pipe.execute()
-            found += [bool(a or b) for a, b in zip(answers[::2], answers[1::2], strict=True)]
-    return found
 
 
 class Sampler(threading.Thread):
@@ -211,10 +195,12 @@ def send(args: argparse.Namespace, settings: Settings, bodies: list[bytes], star
             def headers(i: int, indices: list[int] = indices) -> dict[str, str]:
                 return {"Idempotency-Key": keys[indices[i]]}
 
+            answers = PassAnswers(len(indices))
             result = openloop.run_sync(
                 "127.0.0.1", settings.public.port, REGISTRATIONS_PATH,
                 [bodies[i] for i in indices], rate, len(indices) / rate, headers=headers,
-                max_connections=MAX_CONNECTIONS, drain_timeout=DRAIN_TIMEOUT_SECONDS)
+                max_connections=MAX_CONNECTIONS, drain_timeout=DRAIN_TIMEOUT_SECONDS,
+                on_answer=answers.record)
             sending.last_answer_s = time.monotonic() - started
             sending.statuses.update(result.statuses)
             sending.max_send_lag_ms = max(sending.max_send_lag_ms, result.max_send_lag_ms)
@@ -231,7 +217,8 @@ def send(args: argparse.Namespace, settings: Settings, bodies: list[bytes], star
                          f"{result.errors}, unfinished {result.unfinished}")
             found = admitted_mask(client, [keys[i] for i in indices],
                                   settings.queue.partitions, ttl)
-            sending.passes[-1]["admitted"] = sum(found)
+            sending.passes[-1] |= {"admitted": sum(found), "outcome_unknown": answers.unknown,
+                                   "refused_yet_admitted": answers.refused_yet_admitted(found)}
             todo = [i for i, admitted in zip(indices, found, strict=True) if not admitted]
         sending.admitted = sum(admitted_mask(client, keys, settings.queue.partitions, ttl))
     finally:
@@ -298,9 +285,13 @@ def summarise(args: argparse.Namespace, sending: Sending, timeline: list[Point],
         "refused_answers": statuses.get(429, 0) + statuses.get(503, 0),
         "answers_429": statuses.get(429, 0), "answers_503": statuses.get(503, 0),
         "retried_applicants": len(sending.retried), "passes": sending.passes,
-        # Answered 429/503 (or not at all) in a pass, but with an idempotency record after it.
-        "refused_but_admitted": sum(p["admitted"] - p["statuses"].get("202", 0)
+        # Admitted by a pass without a 202 in it: answered outcome_unknown, not at all, or
+        # (a false refusal) 429/503 otherwise.
+        "admitted_without_202": sum(p["admitted"] - p["statuses"].get("202", 0)
                                     for p in sending.passes),
+        "outcome_unknown": sum(p["outcome_unknown"] for p in sending.passes),
+        # Told "nothing stored" (429, or 503 other than outcome_unknown), yet admitted.
+        "refused_yet_admitted": sum(p["refused_yet_admitted"] for p in sending.passes),
         "errors": sum(p["errors"] for p in sending.passes),
         "unfinished": sum(p["unfinished"] for p in sending.passes),
         "unexpected_answers": sum(n for status, n in statuses.items()
@@ -318,7 +309,7 @@ def check(summary: dict[str, Any]) -> list[str]:
     count = summary["count"]
     wrong = [f"{name}: {summary[name]}, expected {value}"
              for name, value in (("admitted", count), ("stored", count),
-                                 ("unexpected_answers", 0))
+                                 ("unexpected_answers", 0), ("refused_yet_admitted", 0))
              if summary[name] != value]
     wrong += [f"{name} not reached" for name in ("all_stored_s", "all_emails_s",
                                                  "all_nik_checked_s") if summary[name] is None]
@@ -336,8 +327,12 @@ def table(summary: dict[str, Any]) -> str:
          f"({summary['arrival_rate']:,.0f}/s)"),
         ("admitted (202)", f"{summary['admitted']:,}"),
         ("refused answers (429 / 503)", f"{summary['answers_429']:,} / {summary['answers_503']:,}"),
-        ("refused, yet admitted (a 503 after the Redis call timed out; a retry replays it)",
-         f"{summary['refused_but_admitted']:,}"),
+        ("failure answered for an admitted registration (429, or 503 other than "
+         "outcome_unknown; must be 0)", f"{summary['refused_yet_admitted']:,}"),
+        ("503 outcome_unknown (sent, Redis did not say in time; a retry replays it)",
+         f"{summary['outcome_unknown']:,}"),
+        ("admitted without a 202 in their pass (unknown, unanswered or refused)",
+         f"{summary['admitted_without_202']:,}"),
         ("applicants sent again (retry passes)", f"{summary['retried_applicants']:,} "
          f"({len(summary['passes']) - 1} pass(es))"),
         ("connection errors / unanswered", f"{summary['errors']} / {summary['unfinished']}"),

@@ -150,6 +150,9 @@ class AdminSettings(_Section):
 class RedisSettings(_Section):
     url: str
     timeout_seconds: float = Field(gt=0)
+    # How long the door asks what became of an admission call whose reply was
+    # lost; the call's outcome record outlives it (keys.ADMISSION_OUTCOME_SECONDS).
+    outcome_check_seconds: float = Field(default=2.0, gt=0, le=10)
     # A Redis Cluster: `url` names one node; `cluster_seeds` ("host:port") more, so a
     # process can start while one is down (docs/cluster.md).
     cluster: bool = False

@@ -179,6 +179,7 @@ async def open_door(settings: Settings,
         group_max=queue.group_max,
         pending_max=queue.pending_max,
         timeout=settings.redis.timeout_seconds,
+        check_seconds=settings.redis.outcome_check_seconds,
         observe=metrics.observe_group,
     )
     door = Door(

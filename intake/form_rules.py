@@ -66,6 +66,7 @@ ERROR_MESSAGES: Final[dict[str, str]] = {
     "client_limited": "Terlalu banyak permintaan dari jaringan Anda.",
     "backlog_full": "Antrean pendaftaran sedang penuh.",
     "queue_unavailable": "Layanan pendaftaran sedang terganggu.",
+    "outcome_unknown": "Pendaftaran Anda mungkin sudah masuk antrean; kami memeriksanya lagi.",
     "intake_closed": "Pendaftaran sedang ditutup.",
     "status_unavailable": "Status pendaftaran belum dapat dibaca.",
     "not_found": "Nomor pendaftaran ini tidak ditemukan. Periksa kembali tautan di bilah"

@@ -41,7 +41,7 @@ REQUEST_SECONDS = Histogram(
 DECISIONS = Counter(
     "gelombang_admission_decisions_total",
     "Admission outcomes: admitted, replayed, limited, backlog_full, closed, unavailable,"
-    " overloaded.",
+    " unknown (sent, and Redis did not say what it did in time), overloaded.",
     ["outcome"],
 )
 GROUP_SIZE = Histogram(
@@ -63,7 +63,10 @@ _OUTCOME_NAMES: Mapping[Outcome, str] = {
     Outcome.CLOSED: "closed",
 }
 _DECISION_COUNTERS = {outcome: DECISIONS.labels(name) for outcome, name in _OUTCOME_NAMES.items()}
-_UNAVAILABLE = DECISIONS.labels("unavailable")
+# Also a request shed unsent while a lost reply is found out (answered 503
+# queue_unavailable, as the round trips Redis refused).
+UNAVAILABLE = DECISIONS.labels("unavailable")
+_UNKNOWN = DECISIONS.labels("unknown")
 OVERLOADED = DECISIONS.labels("overloaded")
 
 
@@ -89,9 +92,12 @@ def observe_group(stats: GroupStats) -> None:
     GROUP_SIZE.observe(stats.size)
     REDIS_SECONDS.observe(stats.seconds)
     decisions = stats.decisions or []
-    # Fewer decisions than requests: Redis, or some cluster nodes, failed for the rest.
-    if len(decisions) < stats.size:
-        _UNAVAILABLE.inc(stats.size - len(decisions))
+    # Fewer decisions than requests: Redis, or some cluster nodes, failed for
+    # the rest; of those, `unknown` may have been queued all the same.
+    if stats.unknown:
+        _UNKNOWN.inc(stats.unknown)
+    if len(decisions) + stats.unknown < stats.size:
+        UNAVAILABLE.inc(stats.size - len(decisions) - stats.unknown)
     counts: dict[Outcome, int] = {}
     for decision in decisions:
         counts[decision.outcome] = counts.get(decision.outcome, 0) + 1

@@ -13,6 +13,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
+from intake import metrics
 from intake.client_limit import ClientLimiter, client_address
 from intake.door import Door
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response
@@ -21,8 +22,8 @@ from intake.storage import StorageUnavailable
 from intake.validation import validate_registration
 from queueing.admission import Candidate, Decision, Outcome
 from queueing.envelope import seal_registration
-from queueing.errors import QueueUnavailable
-from queueing.grouping import Overloaded
+from queueing.errors import OutcomeUnknown, QueueUnavailable
+from queueing.grouping import Overloaded, Shed
 from queueing.ids import Provenance, format_uuid, uuid7_unix_ms
 from queueing.keys import partition_for_digest, partition_for_idempotency_key
 
@@ -81,13 +82,28 @@ async def create_registration(request: web.Request) -> web.Response:
         if idempotency_key is None
         else partition_for_idempotency_key(idempotency_key, count)
     )
+    return await _admit(door, partition,
+                        Candidate(registration_id, envelope.encode(), idempotency_key))
+
+
+async def _admit(door: Door, partition: int, candidate: Candidate) -> web.Response:
+    """Admission's answer, as the contract words it: never a failure for a stored one."""
     try:
-        decision = await door.admitter.admit(
-            partition, Candidate(registration_id, envelope.encode(), idempotency_key)
-        )
-    except QueueUnavailable:
+        decision = await door.admitter.admit(partition, candidate)
+    except Shed:
+        # Never sent: its partition's lost reply is being found out.
+        metrics.UNAVAILABLE.inc()
         return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
+    except QueueUnavailable:
+        # Certainly not stored: Redis refused, was not reached, or the call
+        # was fenced (counted by the round trip's metrics).
+        return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
+    except OutcomeUnknown:
+        # Sent, and Redis did not say what it did in time: it may be queued.
+        # Never "nothing stored"; a retry with the same key learns which.
+        return unavailable("outcome_unknown", RETRY_AFTER_UNAVAILABLE)
     except Overloaded:
+        metrics.OVERLOADED.inc()
         return unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
     return _answer(door, decision)
 

@@ -24,6 +24,8 @@ MESSAGES: Mapping[str, str] = {
     "client_limited": "Too many requests from this address; retry after the given delay.",
     "backlog_full": "The registration queue is full; retry after the given delay.",
     "queue_unavailable": "The registration queue is unavailable; retry after the given delay.",
+    "outcome_unknown": "The registration may or may not have been queued; retry after the given"
+                       " delay with the same Idempotency-Key to learn which.",
     "intake_closed": "Registration is closed right now.",
     "status_unavailable": "Registration status cannot be read right now; try again later.",
     "not_found": "No such registration (it may still be queued).",

@@ -151,5 +151,6 @@ def run(args: argparse.Namespace) -> int:
     count = args.processes or settings.door.processes
     door = settings.door
     kill_after = (door.drain_grace_seconds + 2 * door.shutdown_deadline_seconds
-                  + settings.redis.timeout_seconds + KILL_MARGIN_SECONDS)
+                  + settings.redis.timeout_seconds + settings.redis.outcome_check_seconds
+                  + KILL_MARGIN_SECONDS)
     return Supervisor(count, _metrics_dir(), kill_after).run()

@@ -23,7 +23,7 @@ OUTCOMES: Final = ("offered", "admitted", "limited", "shed", "rejected", "errors
                    "unexpected_5xx", "retries", "polls", "verified_links", "reads_unavailable")
 # 503 codes the contract documents (each with Retry-After): expected under load.
 DOCUMENTED_503: Final = frozenset({"backlog_full", "queue_unavailable", "intake_closed",
-                                   "status_unavailable"})
+                                   "status_unavailable", "outcome_unknown"})
 
 
 @dataclass

@@ -8,23 +8,32 @@ that has requests waiting travel together in one pipelined round trip.
 A registration's partition comes from a keyed hash (uniform), so under a
 sustained overload every partition is saturated and the sum admitted is
 exactly burst + rate * t. See docs/admission.md for the bounds.
+
+Each call also records what it decided, briefly, under a key of its own, so
+a door that lost the reply can find out instead of guessing
+(queueing/lua/outcome.lua; docs/admission.md, "When Redis fails").
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from queueing.errors import QueueUnavailable
-from queueing.keys import Partition, idempotency_expiry
+from queueing.keys import (
+    ADMISSION_FENCE_SECONDS,
+    ADMISSION_OUTCOME_SECONDS,
+    Partition,
+    idempotency_bucket,
+    idempotency_digest,
+)
 from queueing.redis_client import RedisClient
 from queueing.scripts import PipelinedScript, ScriptCall, script_source
 
 ADMIT_SCRIPT = script_source("admit")
+OUTCOME_SCRIPT = script_source("outcome")
 
 
 class Outcome(IntEnum):
@@ -86,8 +95,8 @@ class PartitionShare:
         return cls(rate, capacity, high_water, idempotency_ttl, args)
 
 
-# Candidate, Decision and GroupResult are made per request: not frozen, for the
-# reason given in envelope.py. Treat them as values.
+# Candidate, Decision, GroupResult and GroupCall are made per request: not
+# frozen, for the reason given in envelope.py. Treat them as values.
 @dataclass(slots=True)
 class Candidate:
     """A validated, sealed registration asking to be admitted."""
@@ -116,58 +125,72 @@ class GroupResult:
     tokens_left: int
 
 
+@dataclass(slots=True)
+class GroupCall:
+    """One partition's group in one round trip, and where the call records its outcome."""
+
+    partition: Partition
+    candidates: Sequence[Candidate]
+    # Unique per call (keys.py, Partition.admission_outcome).
+    outcome_key: str
+
+
 class AdmissionScript:
-    """The admission script bound to one Redis client."""
+    """The admission script, and the question after a lost reply, bound to one Redis client."""
 
     def __init__(self, redis: RedisClient) -> None:
-        self._script = PipelinedScript(redis, ADMIT_SCRIPT)
-
-    async def admit(
-        self, partition: Partition, share: PartitionShare, group: Sequence[Candidate]
-    ) -> GroupResult:
-        """Run one round trip deciding every candidate of one partition's group."""
-        (result,) = await self.admit_groups(share, [(partition, group)])
-        if isinstance(result, QueueUnavailable):
-            raise result
-        return result
+        self._admit = PipelinedScript(redis, ADMIT_SCRIPT)
+        self._outcome = PipelinedScript(redis, OUTCOME_SCRIPT)
 
     async def admit_groups(
-        self, share: PartitionShare, groups: Sequence[tuple[Partition, Sequence[Candidate]]]
-    ) -> list[GroupResult | QueueUnavailable]:
+        self, share: PartitionShare, calls: Sequence[GroupCall]
+    ) -> list[GroupResult | BaseException]:
         """Decide several partitions' groups in one round trip: one script call each.
 
-        A group whose cluster node failed gets QueueUnavailable; the others
-        are decided (on one server, any failure raises for all).
+        On a cluster a call whose node failed has the exception in its place
+        and the others are decided; on one server any failure raises for all.
         """
-        replies = await self._script.run_all(
-            [_script_call(partition, share, group) for partition, group in groups]
-        )
-        return [
-            QueueUnavailable(type(group_replies).__name__)
-            if isinstance(group_replies, BaseException)
-            else GroupResult(
-                [_decision(reply, candidate) for reply, candidate in zip(
-                    group_replies, group, strict=False)],
-                int(group_replies[-1]),
-            )
-            for group_replies, (_, group) in zip(replies, groups, strict=True)
-        ]
+        replies = await self._admit.run_all([_script_call(call, share) for call in calls])
+        return [reply if isinstance(reply, BaseException) else _group_result(reply, call)
+                for reply, call in zip(replies, calls, strict=True)]
+
+    async def outcomes(
+        self, calls: Sequence[GroupCall]
+    ) -> list[GroupResult | BaseException | None]:
+        """What became of calls whose replies were lost, in one round trip.
+
+        Each call's decisions, or None: it had not run, and now never will
+        (queueing/lua/outcome.lua fences it). Failures as admit_groups.
+        """
+        replies = await self._outcome.run_all(
+            [((call.outcome_key,), (ADMISSION_FENCE_SECONDS,)) for call in calls])
+        return [reply if reply is None or isinstance(reply, BaseException)
+                else _group_result(reply, call)
+                for reply, call in zip(replies, calls, strict=True)]
 
 
-def _script_call(
-    partition: Partition, share: PartitionShare, group: Sequence[Candidate]
-) -> ScriptCall:
-    keys: list[str] = [partition.stream, partition.bucket]
-    now = time.time()
-    ttl = share.idempotency_ttl
-    args: list[str | bytes | int] = [*share.args, idempotency_expiry(ttl, now), len(group)]
+def _group_result(replies: list[Any], call: GroupCall) -> GroupResult:
+    return GroupResult(
+        [_decision(reply, candidate)
+         for reply, candidate in zip(replies, call.candidates, strict=False)],
+        int(replies[-1]),
+    )
+
+
+def _script_call(call: GroupCall, share: PartitionShare) -> ScriptCall:
+    partition, group = call.partition, call.candidates
+    keys = (partition.stream, partition.bucket, call.outcome_key)
+    # No clock of the door's here: the script names the idempotency period
+    # from the Redis server's (keys.py, Partition.idempotency).
+    args: list[str | bytes | int] = [
+        *share.args, share.idempotency_ttl, partition.idempotency_stem,
+        ADMISSION_OUTCOME_SECONDS, len(group)]
     for candidate in group:
         if candidate.idempotency_key is None:
-            args += (0, b"")
+            args += (b"", b"")
         else:
-            record = partition.idempotency(candidate.idempotency_key, ttl, now)
-            keys += (record.current, record.previous)
-            args += (len(keys) - 1, record.field)
+            digest = idempotency_digest(candidate.idempotency_key)
+            args += (idempotency_bucket(digest), digest)
         args += (candidate.registration_id, candidate.envelope)
     return keys, args
 

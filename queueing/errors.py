@@ -17,3 +17,11 @@ class EnvelopeError(QueueingError):
 
 class QueueUnavailable(QueueingError):
     """Redis did not answer in time or refused the connection."""
+
+
+class OutcomeUnknown(QueueingError):
+    """A group was sent to Redis and what Redis did with it could not be found out in time.
+
+    Not a QueueUnavailable: the registration may be queued, so the door must
+    not answer that nothing was stored.
+    """

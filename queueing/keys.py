@@ -76,8 +76,30 @@ def idempotency_digest(key: str) -> bytes:
 
 
 def idempotency_expiry(ttl: int, now: float) -> int:
-    """When the hashes written at `now` expire: the end of the next period."""
+    """When the hashes written at `now` expire: the end of the next period.
+
+    The admission script computes this itself from the Redis server's clock
+    (queueing/lua/admit.lua); this is its mirror, for readers and tests.
+    """
     return (int(now // ttl) + 2) * ttl
+
+
+def idempotency_bucket(digest: bytes) -> int:
+    """Which of the IDEMPOTENCY_BUCKETS hashes of a period holds a key's record."""
+    return int.from_bytes(digest[:4], "big") % IDEMPOTENCY_BUCKETS
+
+
+# The record of what one admission call decided, kept so that a door that
+# lost the reply (a timeout, a broken connection) can read it: the door asks
+# within redis.timeout_seconds + redis.outcome_check_seconds of sending (at
+# most 10.8 s at the defaults' timeout and the settings' largest check). One
+# key per call (per partition's group): about 180 bytes by used_memory on Redis
+# 7.0 (a call of four), so at 1,500 calls a second 45,000 keys, 8 MB.
+ADMISSION_OUTCOME_SECONDS = 30
+# The fence a door sets when it found a call had not run: the call must not
+# run later, should its bytes still arrive (a slow network, a paused Redis).
+# Rare (only calls whose reply was lost), so kept long.
+ADMISSION_FENCE_SECONDS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +132,11 @@ class Partition:
         """This partition's share of the admission token bucket (a hash)."""
         return f"{PREFIX}:{self.tag}:bucket"
 
+    @property
+    def idempotency_stem(self) -> str:
+        """The start of this partition's idempotency hashes' names: `<stem><period>:<bucket>`."""
+        return f"{PREFIX}:{self.tag}:idem:"
+
     def idempotency(self, key: str, ttl: int, now: float) -> IdempotencyRecord:
         """Where the record of one Idempotency-Key is written and looked up at `now`.
 
@@ -120,13 +147,23 @@ class Partition:
         seconds and expires at the end of the next period, so a record is
         kept between `ttl` and twice that; a lookup reads the current and the
         previous period's hash.
+
+        The admission script names these hashes itself, from the Redis
+        server's clock, never a door's (doors' clocks differ: one a second
+        ahead would write a key into the next period while another a second
+        behind still looked in the two before it). This is its mirror, for
+        readers (the wave benchmark) and tests.
         """
         digest = idempotency_digest(key)
-        bucket = int.from_bytes(digest[:4], "big") % IDEMPOTENCY_BUCKETS
+        bucket = idempotency_bucket(digest)
         period = int(now // ttl)
-        stem = f"{PREFIX}:{self.tag}:idem:"
+        stem = self.idempotency_stem
         return IdempotencyRecord(f"{stem}{period}:{bucket}", f"{stem}{period - 1}:{bucket}",
                                  digest)
+
+    def admission_outcome(self, call_id: str) -> str:
+        """What one admission call decided (its replies), or the fence saying it never ran."""
+        return f"{PREFIX}:{self.tag}:admitted:{call_id}"
 
     @property
     def drain_lease(self) -> str:

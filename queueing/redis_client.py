@@ -12,7 +12,9 @@ from typing import Any, Final, TypeAlias
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.settings import RedisSettings
 
@@ -22,6 +24,23 @@ RedisClient: TypeAlias = Redis | RedisCluster
 # view of the cluster) is not there: the door answers 503, a worker retries.
 # RedisClusterException is not a RedisError (e.g. SlotNotCoveredError).
 REDIS_UNAVAILABLE: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+
+def never_ran(error: BaseException) -> bool:
+    """Whether a call that failed with `error` certainly did not run in Redis.
+
+    True when Redis answered with an error (a Gelombang script errs, if at
+    all, before its first write: out of memory, busy, no script, a cluster
+    redirect, a fenced call), when the client found no node for the slot, or
+    when the connection could not be opened: redis-py opens it before writing
+    a byte of the call, and says "connecting to" in that error only. False
+    for a timeout or a connection lost once the call may have been sent:
+    Redis may have run it.
+    """
+    if isinstance(error, ResponseError | RedisClusterException):
+        return True
+    return (isinstance(error, RedisConnectionError | RedisTimeoutError)
+            and "connecting to" in str(error))
 
 
 def _seed(address: str) -> ClusterNode:

@@ -185,6 +185,18 @@ def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to pause (SIGSTOP), kill and start."""
+    server = start_redis(tmp_path / "redis", log_file=tmp_path / "redis.log")
+    try:
+        yield server
+    finally:
+        if server.running:
+            server.resume()  # a stopped process would not see the SIGTERM
+        server.stop()
+
+
+@pytest.fixture
 async def pg(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the migrated database, its tables emptied before the test."""
     connection = await asyncpg.connect(migrated_dsn)

@@ -33,6 +33,10 @@ async def redis_full_dump(redis: RedisClient) -> bytes:
         kind = raw_kind.decode()
         # redis-py's annotations are loose (sync or async, str or bytes): read as Any.
         value: Any
+        if kind == "none":
+            # Gone between SCAN and TYPE: expired (an admission call's outcome
+            # record lives 30 s) or deleted; nothing is left to scan.
+            continue
         if kind == "string":
             chunks.append(cast(bytes, await redis.get(key)) or b"")
         elif kind == "hash":

@@ -116,6 +116,23 @@ async def _redis_pause(ctx: DrillContext) -> None:
         ctx.stack.signal("redis", signal.SIGCONT)
 
 
+async def _redis_pause_after_send(ctx: DrillContext) -> None:
+    # Stopped while the door sends: the next group lands in Redis's socket and
+    # runs when it goes on, its reply long past the door's timeout. Once within
+    # the door's check of that group's outcome (found out: 202), once past it
+    # (503 outcome_unknown; the retry with the same key replays it).
+    redis = ctx.settings.redis
+    for share, held in ((STRIKE_AT, redis.timeout_seconds + redis.outcome_check_seconds / 2),
+                        (STRIKE_AT + 0.3, redis.timeout_seconds + redis.outcome_check_seconds
+                         + 1.0)):
+        await ctx.when_sent(share)
+        ctx.stack.signal("redis", signal.SIGSTOP)
+        try:
+            await asyncio.sleep(held)
+        finally:
+            ctx.stack.signal("redis", signal.SIGCONT)
+
+
 async def _redis_full(ctx: DrillContext) -> None:
     await ctx.when_sent(STRIKE_AT)
     redis = ctx.redis()
@@ -174,6 +191,10 @@ def drills(settings: Settings) -> dict[str, Drill]:
               _redis_kill_everysec()),
         Drill("redis-pause", "Redis SIGSTOP longer than the door's timeout, then SIGCONT",
               _redis_pause),
+        Drill("redis-pause-after-send",
+              "Redis SIGSTOP with a group just sent to it, past the door's timeout (then "
+              "past its check too): no refusal for a registration it stored",
+              _redis_pause_after_send),
         Drill("redis-full", "Redis maxmemory reached (as a full disk): the door sheds with 503",
               _redis_full),
         Drill("store-kill", "store worker kill -9 mid-batch, three times",

@@ -32,6 +32,16 @@ RECONNECT_PAUSE_SECONDS: Final = 0.3
 PATIENCE_SECONDS: Final = 30.0
 
 
+@dataclass(frozen=True)
+class Try:
+    """One try of an applicant: when it was sent (Unix ms), the status (0: no
+    answer) and, for a refusal, the error code."""
+
+    sent_ms: int
+    status: int
+    code: str = ""
+
+
 @dataclass
 class Applicant:
     """One applicant of the surge and what the door answered it."""
@@ -40,6 +50,7 @@ class Applicant:
     key: str
     registration_id: uuid.UUID | None = None
     statuses: list[int] = field(default_factory=list)
+    tries: list[Try] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Applicant({self.key}, statuses={self.statuses})"
@@ -121,6 +132,9 @@ class Surge:
         headers = {"Content-Type": "application/json", "Idempotency-Key": applicant.key}
         give_up_at = time.monotonic() + self.patience_seconds
         while time.monotonic() < give_up_at:
+            # The door's clock is this machine's: a registration id (UUIDv7)
+            # made by this try carries a time at or after this.
+            sent_ms = time.time_ns() // 1_000_000
             try:
                 async with session.post(self.base_url + REGISTRATIONS_PATH, data=body,
                                         headers=headers) as reply:
@@ -129,12 +143,15 @@ class Surge:
                     retry_after = reply.headers.get("Retry-After")
             except TimeoutError:
                 self.record.hangs += 1
+                applicant.tries.append(Try(sent_ms, 0))
                 continue
             except aiohttp.ClientError:
                 self.record.connection_errors += 1
+                applicant.tries.append(Try(sent_ms, 0))
                 await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
                 continue
             applicant.statuses.append(status)
+            applicant.tries.append(Try(sent_ms, status, "" if status == 202 else _code(payload)))
             self.record.statuses[status] += 1
             if status == 202:
                 applicant.registration_id = uuid.UUID(orjson.loads(payload)["registration_id"])
@@ -146,3 +163,12 @@ class Surge:
             wait = min(float(retry_after or 1), RETRY_AFTER_CAP_SECONDS)
             await asyncio.sleep(wait * self._rng.uniform(0.5, 1.0))
         self.record.gave_up += 1
+
+
+def _code(payload: bytes) -> str:
+    """The contract's error code of a refusal ("" when the body is not the contract's)."""
+    try:
+        code = orjson.loads(payload)["error"]["code"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return ""
+    return code if isinstance(code, str) else ""

@@ -20,6 +20,7 @@ import asyncpg
 
 from config.settings import Settings
 from loadtest.drills.traffic import SurgeRecord
+from loadtest.drills.truth import refused_yet_stored, unknown_outcomes
 from loadtest.mailbox import registration_ids_of_mail
 from queueing.sealing import KeyedHasher
 
@@ -59,6 +60,10 @@ class Verdict:
     unsettled: int
     seconds: float
     failures: tuple[str, ...]
+    # 503 outcome_unknown answers (they do not claim that nothing was stored).
+    unknown: int = 0
+    # Refusals claiming that nothing was stored, for a registration that was.
+    refused_yet_stored: int = 0
 
     @property
     def ok(self) -> bool:
@@ -73,7 +78,8 @@ class Verdict:
                   f"conn_errors={self.connection_errors} hangs={self.hangs} "
                   f"stored={self.stored} missing={self.missing} doubled={self.doubled} "
                   f"emails_doubled={self.emails_doubled} "
-                  f"nik_doubled={self.nik_checks_doubled} ({self.seconds:.1f} s)")
+                  f"nik_doubled={self.nik_checks_doubled} unknown={self.unknown} "
+                  f"refused_yet_stored={self.refused_yet_stored} ({self.seconds:.1f} s)")
         why = f"  [{'; '.join(self.failures)}]" if self.failures else ""
         return f"{head} {self.drill}: {counts}{why}"
 
@@ -119,9 +125,12 @@ async def judge(drill: str, record: SurgeRecord, settings: Settings, maildir: Pa
             session.get(f"{nik_sim_url}/admin/stats") as reply:
         nik_doubled = int((await reply.json())["answered_again"])
     missing = len(ids) - len(stored_ids)
+    falsely_refused = refused_yet_stored(record.applicants)
     failures = _failures(record, tolerance, missing=missing, doubled=doubled,
                          emails_doubled=emails_doubled, nik_doubled=nik_doubled,
                          unsettled=unsettled)
+    if falsely_refused:
+        failures.append(f"{falsely_refused} told nothing was stored, yet stored")
     return Verdict(
         drill=drill, sent=len(record.applicants), accepted=len(ids),
         limited=record.statuses[429], unavailable=record.statuses[503],
@@ -129,7 +138,8 @@ async def judge(drill: str, record: SurgeRecord, settings: Settings, maildir: Pa
         hangs=record.hangs, without_retry_after=record.without_retry_after,
         stored=len(stored_ids), missing=missing, doubled=doubled,
         emails_doubled=emails_doubled, nik_checks_doubled=nik_doubled, unsettled=unsettled,
-        seconds=record.seconds, failures=tuple(failures))
+        seconds=record.seconds, failures=tuple(failures),
+        unknown=unknown_outcomes(record.applicants), refused_yet_stored=falsely_refused)
 
 
 def _failures(record: SurgeRecord, tolerance: Tolerance, *, missing: int, doubled: int,

@@ -225,3 +225,14 @@ def test_the_pinned_process_against_the_plain_aiohttp_baseline() -> None:
     assert len(result.accepted_latencies_ms) == 300
     assert result.cpu_s > 0
     assert result.percentile(99) >= result.percentile(50) > 0
+
+
+async def test_each_answer_is_told_with_its_request_index() -> None:
+    told: dict[int, tuple[int, bytes]] = {}
+    async with serving(status_in_body) as server:
+        result = await openloop.run_open_loop(
+            "127.0.0.1", server.port, "/", BODIES, 200, 0.2,
+            on_answer=lambda i, status, body: told.__setitem__(i, (status, body)))
+    assert sorted(told) == list(range(result.offered))
+    assert all(status == int(BODIES[i % len(BODIES)]) for i, (status, _) in told.items())
+    assert {body for _, body in told.values()} == {b'{"status":"queued"}'}

@@ -24,6 +24,12 @@ def test_a_tiny_wave_is_admitted_stored_emailed_and_checked(tmp_path: Path) -> N
     assert summary["failures"] == []
     assert summary["count"] == summary["admitted"] == summary["stored"] == 300
     assert summary["unexpected_answers"] == 0
+    # No failure answered for an admitted registration (each request's answer read
+    # against its key's record).
+    assert summary["refused_yet_admitted"] == 0
+    assert all({"outcome_unknown", "refused_yet_admitted"} <= set(p) for p in summary["passes"])
+    assert summary["admitted_without_202"] >= 0
+    assert "failure answered for an admitted registration" in (folder / "results.md").read_text()
     # Every answer is counted: at least one 202 per applicant (a retry of one admitted
     # but unanswered is a replay, a 202 too), and each refusal was sent again.
     assert summary["statuses"]["202"] >= 300

@@ -33,6 +33,8 @@ EVIDENCE: dict[str, Callable[[Verdict], bool]] = {
     "redis-kill": lambda v: v.unavailable > 0,
     "redis-kill-everysec": lambda v: v.unavailable > 0,
     "redis-pause": lambda v: v.unavailable > 0,
+    # The second strike outlasts the door's check: some outcomes stay unknown.
+    "redis-pause-after-send": lambda v: v.unknown > 0,
     "redis-full": lambda v: v.unavailable > 0,
     "door-sigterm": lambda v: v.connection_errors > 0,
     "door-kill": lambda v: v.connection_errors > 0,

@@ -24,6 +24,9 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     "request_timeout", "client_limited",
     # Added with the resend of the verification email (the priority lane), backward compatible.
     "nothing_to_resend", "resend_too_soon",
+    # Added so that no failure is answered for a registration that was queued (issue 17):
+    # the queue took the request and did not say in time what it did.
+    "outcome_unknown",
 })
 # The field codes of API.md's validation table.
 FIELD_CODES: Final = frozenset({

@@ -39,7 +39,7 @@ def _admitter(
     sink = stats if stats is not None else []
     return GroupAdmitter(AdmissionScript(redis), partitions(PARTS), lambda: share,
                          group_max=group_max, pending_max=pending_max, timeout=timeout,
-                         observe=sink.append)
+                         check_seconds=1.0, observe=sink.append)
 
 
 def _policy(rate: float = 0.001, burst: int = 40, high_water: int = 1_000_000,
@@ -140,6 +140,32 @@ async def test_a_record_of_the_previous_period_still_replays(redis_client: Redis
     assert await redis_client.xlen(part.stream) == 0
 
 
+async def test_doors_with_skewed_clocks_admit_a_key_once_at_a_period_boundary(
+    redis_client: RedisClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two doors whose clocks differ by 2 s, just before an idempotency period
+    # ends: by its own clock the fast one is in the next period already, the
+    # slow one still in the one before. A short period brings a boundary near.
+    ttl = 3
+    share = PartitionShare.of(_policy(burst=1000), PARTS, ttl)
+    fast, slow = (GroupAdmitter(AdmissionScript(redis_client), partitions(PARTS), lambda: share,
+                                group_max=256, pending_max=100, timeout=1.0, check_seconds=1.0)
+                  for _ in range(2))
+    real = time.time
+    # Redis runs on this machine: its clock is the test's. 0.8 s before a boundary.
+    await asyncio.sleep((ttl - 0.8 - real() % ttl) % ttl)
+    monkeypatch.setattr(time, "time", lambda: real() + 1.0)
+    first = await fast.admit(0, Candidate(os.urandom(16), b"first", "skewed"))
+    monkeypatch.setattr(time, "time", lambda: real() - 1.0)
+    second = await slow.admit(0, Candidate(os.urandom(16), b"second", "skewed"))
+    monkeypatch.setattr(time, "time", real)
+
+    assert real() % ttl > ttl - 0.8, "the boundary passed during the test: too slow a machine"
+    assert first.outcome is Outcome.ADMITTED
+    assert (second.outcome, second.registration_id) == (Outcome.REPLAYED, first.registration_id)
+    assert await redis_client.xlen(partitions(PARTS)[0].stream) == 1
+
+
 async def test_backlog_high_water_sheds(redis_client: RedisClient) -> None:
     admitter = _admitter(redis_client, _policy(burst=1000, high_water=2 * PARTS))
     decisions = await asyncio.gather(*(admitter.admit(0, c) for c in _candidates(5)))
@@ -197,6 +223,8 @@ async def test_pending_bound_refuses_at_once(redis_client: RedisClient) -> None:
         *(admitter.admit(0, c) for c in _candidates(30)), return_exceptions=True
     )
     assert sum(isinstance(r, Overloaded) for r in results) == 20
+    # Shed before anything was sent: of the refused, nothing is stored.
+    assert await _stream_total(redis_client) == 10
 
 
 async def test_unreachable_redis_fails_fast() -> None:
