@@ -150,6 +150,10 @@ class RedisServer(_ServerProcess):
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
+        # Full means refusing writes (the door answers 503), never dropping
+        # queued registrations: every process refuses any other policy. Only
+        # tests of that refusal start a server with another one.
+        self.maxmemory_policy = "noeviction"
         self.appendfsync: AppendFsync = appendfsync
         self.log_file = log_file or self.data_dir.parent / "logs" / "redis.log"
         # None: a standalone server; else a node of a Redis Cluster (gelombang/redis_cluster.py).
@@ -170,9 +174,7 @@ class RedisServer(_ServerProcess):
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
             "--appendfsync", self.appendfsync,
-            # Full means refusing writes (the door answers 503), never dropping
-            # queued registrations: every process refuses any other policy.
-            "--maxmemory-policy", "noeviction",
+            "--maxmemory-policy", self.maxmemory_policy,
             # The AOF is the durability story; RDB snapshots would only add fork pauses.
             "--save", "",
             # Detached by our own Popen instead, so the pid we hold is the server's.

@@ -171,6 +171,14 @@ async def test_replay_of_an_intake_dead_letter_gets_it_stored(
     assert "\r" not in result.stderr and "replaying: 1/1" in result.stderr
     assert await stream_range(redis_client, partition.dead_letters) == []
     assert await records(pg) == []
+    # Audited: the selection first, then what happened (read before a drain
+    # runs: its archiver moves the trail to PostgreSQL).
+    trail = await audit_trail(redis_client)
+    assert [action for action, _ in trail] == [b"dead_letters.replay.start",
+                                              b"dead_letters.replay.done"]
+    assert trail[0][1] == {"kinds": "all", "partitions": "all", "ids": [], "limit": None}
+    assert trail[1][1]["outcome"] == "ok"
+    assert (trail[1][1]["selected"], trail[1][1]["done"], trail[1][1]["rows_deleted"]) == (1, 1, 1)
     [(_, fields)] = await stream_range(redis_client, partition.stream)
     assert fields == {STREAM_FIELD: envelope.encode()}
     async with running_drain(settings):
@@ -178,13 +186,6 @@ async def test_replay_of_an_intake_dead_letter_gets_it_stored(
     stored = await pg.fetchval("SELECT registration_id FROM registrations")
     assert stored == uuid.UUID(bytes=envelope.registration_id)
     assert await stream_range(redis_client, partition.dead_letters) == []
-    # Audited: the selection first, then what happened.
-    trail = await audit_trail(redis_client)
-    assert [action for action, _ in trail] == [b"dead_letters.replay.start",
-                                              b"dead_letters.replay.done"]
-    assert trail[0][1] == {"kinds": "all", "partitions": "all", "ids": [], "limit": None}
-    assert trail[1][1]["outcome"] == "ok"
-    assert (trail[1][1]["selected"], trail[1][1]["done"], trail[1][1]["rows_deleted"]) == (1, 1, 1)
     # Replayed once: the id is gone, a second replay of it is refused and adds nothing.
     again = await cli(settings, tmp_path, "replay", "--id", dead_id.decode())
     assert again.returncode == 1 and "no such dead letter" in again.stderr
