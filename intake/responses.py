@@ -33,6 +33,7 @@ MESSAGES: Mapping[str, str] = {
     "token_expired": "The verification link has expired.",
     "unauthorized": "A valid admin bearer token is required.",
     "method_not_allowed": "This method is not allowed here.",
+    "malformed_request": "The request is not well-formed HTTP.",
     "internal_error": "An unexpected error occurred.",
 }
 

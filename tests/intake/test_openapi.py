@@ -24,7 +24,11 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     "request_timeout", "client_limited",
     # Added with the resend of the verification email (the priority lane), backward compatible.
     "nothing_to_resend", "resend_too_soon",
+    *{"malformed_request", "method_not_allowed"},
 })
+# Answered whatever the path, before any operation (issue 17): a request the HTTP layer
+# cannot parse, and a method the path does not serve. The document's description says so.
+HTTP_LAYER_CODES: Final = frozenset({"malformed_request", "method_not_allowed"})
 # The field codes of API.md's validation table.
 FIELD_CODES: Final = frozenset({
     "required", "wrong_type", "unknown_field", "invalid_format", "invalid_region",
@@ -166,11 +170,12 @@ def test_every_error_code_is_answered_and_no_other() -> None:
         for status in statuses:
             if status.startswith("4") or (status == "503" and path.startswith("/v1/")):
                 answered += _response_codes(_json_schema(method, path, status))
-    assert set(answered) == PUBLIC_ERROR_CODES
+    assert set(answered) == PUBLIC_ERROR_CODES - HTTP_LAYER_CODES
     # The codes with more than one home: the status read, the email link and the
     # resend (status_unavailable); the status read and the resend (not_found); both
     # POSTs (client_limited).
-    assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES, "status_unavailable",
+    assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES - HTTP_LAYER_CODES,
+                                       "status_unavailable",
                                        "status_unavailable", "not_found", "client_limited"])
 
 
@@ -262,6 +267,12 @@ def test_the_resend_answers_the_contracts_headers_and_codes() -> None:
     _validator(accepted).validate({"email_verification": "pending", "resend_after_seconds": 60})
     assert not _validator(accepted).is_valid({"email_verification": "sent",
                                               "resend_after_seconds": 60})
+
+
+def test_the_http_layers_own_answers_are_described() -> None:
+    description = DOCUMENT["info"]["description"]
+    assert all(f"`{code}`" in description for code in HTTP_LAYER_CODES)
+    assert "`Allow`" in description
 
 
 def test_every_answered_error_code_has_a_message() -> None:
