@@ -31,10 +31,14 @@ def _observing(timer: RequestTimer) -> Middleware:
         started = time.perf_counter()
         try:
             response = await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            # aiohttp's own 405 comes as text; RFC 9110 requires its Allow header, which
+            # lists the path's methods (HEAD only where a route allows it).
+            response = error_response(405, "method_not_allowed",
+                                      headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
         except web.HTTPException as exc:
-            # aiohttp's own 404/405 come as text: answer in the contract's shape.
-            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status)
-            response = error_response(exc.status, code) if code else exc
+            # aiohttp's own 404 comes as text: answer in the contract's shape.
+            response = error_response(404, "not_found") if exc.status == 404 else exc
         except Exception as exc:
             # Only the type: an exception's message could quote request data.
             log.error("unhandled %s in %s %s", type(exc).__name__, request.method,

@@ -13,6 +13,8 @@ import struct
 
 from aiohttp import web
 
+from intake.http_errors import contract_handler
+
 
 class _Refused(asyncio.Protocol):
     """Closes the connection as soon as it is made: no handler, no task, no buffer."""
@@ -26,7 +28,7 @@ class _Refused(asyncio.Protocol):
 
 
 class _Capped:
-    """The protocol factory of a site: aiohttp's handler while under the cap."""
+    """The protocol factory of a site: a handler (intake/http_errors.py) while under the cap."""
 
     def __init__(self, server: web.Server, max_connections: int) -> None:
         self._server = server
@@ -39,7 +41,7 @@ class _Capped:
         if len(self._server._connections) >= self._max:
             self.refused += 1
             return _Refused()
-        return self._server()
+        return contract_handler(self._server)
 
 
 class CappedSite(web.TCPSite):

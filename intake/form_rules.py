@@ -23,7 +23,7 @@ _ANY: Final = {
 }
 FIELD_MESSAGES: Final[dict[str, dict[str, str]]] = {
     "body": {validation.WRONG_TYPE: "Formulir tidak valid."},
-    "*": {validation.UNKNOWN_FIELD: "Isian tidak dikenal."},
+    validation.UNKNOWN: {validation.UNKNOWN_FIELD: "Isian tidak dikenal."},
     "nik": {
         **_ANY,
         nik.INVALID_FORMAT: "NIK harus terdiri dari tepat 16 angka.",
@@ -134,6 +134,7 @@ def form_rules() -> dict[str, Any]:
         "phone": {"separators": " -", "pattern": validation._PHONE.pattern},
         "birth_date": {"pattern": validation._ISO_DATE.pattern, "adult_age": validation.ADULT_AGE},
         "fields": list(validation.KNOWN_FIELDS),
+        "unknown": validation.UNKNOWN,
         "messages": FIELD_MESSAGES,
         "errors": ERROR_MESSAGES,
         "states": STATE_MESSAGES,

@@ -19,7 +19,7 @@ from intake.door import Door
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
-from intake.validation import validate_registration
+from intake.validation import UNKNOWN, unknown_field_count, validate_registration
 from queueing.admission import Candidate, Decision, Outcome
 from queueing.envelope import seal_registration
 from queueing.errors import OutcomeUnknown, QueueUnavailable
@@ -64,7 +64,8 @@ async def create_registration(request: web.Request) -> web.Response:
 
     checked = validate_registration(body, door.calendar.today())
     if isinstance(checked, dict):
-        return error_response(422, "validation_failed", fields=checked)
+        unknown = unknown_field_count(body) if UNKNOWN in checked else 0
+        return error_response(422, "validation_failed", fields=checked, unknown_fields=unknown)
 
     policy = door.live.policy
     if not policy.open and idempotency_key is None:

@@ -35,15 +35,23 @@ MESSAGES: Mapping[str, str] = {
     "token_expired": "The verification link has expired.",
     "unauthorized": "A valid admin bearer token is required.",
     "method_not_allowed": "This method is not allowed here.",
+    "malformed_request": "The request is not well-formed HTTP.",
     "internal_error": "An unexpected error occurred.",
 }
 
 
-def error_body(code: str, fields: Mapping[str, str] | None = None) -> bytes:
-    """The contract's error body for a code (and field codes for validation)."""
+def error_body(code: str, fields: Mapping[str, str] | None = None,
+               unknown_fields: int = 0) -> bytes:
+    """The contract's error body for a code (and field codes for validation).
+
+    `unknown_fields` counts the body's unknown keys, which `fields` names only
+    as `_unknown`: a key is client input too, and is never quoted back.
+    """
     error: dict[str, object] = {"code": code, "message": MESSAGES[code]}
     if fields is not None:
         error["fields"] = fields
+    if unknown_fields:
+        error["unknown_fields"] = unknown_fields
     return orjson.dumps({"error": error})
 
 
@@ -56,10 +64,11 @@ def error_response(
     code: str,
     *,
     fields: Mapping[str, str] | None = None,
+    unknown_fields: int = 0,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """An error response of the contract's shape."""
-    body = _STATIC_BODIES[code] if fields is None else error_body(code, fields)
+    body = _STATIC_BODIES[code] if fields is None else error_body(code, fields, unknown_fields)
     all_headers = {"Content-Type": JSON_CONTENT_TYPE}
     if headers:
         all_headers.update(headers)

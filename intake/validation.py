@@ -28,11 +28,15 @@ BIRTH_DATE_MISMATCH: Final = "birth_date_mismatch"
 UNDERAGE: Final = "underage"
 MUST_BE_TRUE: Final = "must_be_true"
 
+# The one key that stands for every field name not in KNOWN_FIELDS: a client's own key
+# names are never quoted back (an email address typed into a key would be).
+UNKNOWN: Final = "_unknown"
+
 _ANY_FIELD: Final = (REQUIRED, WRONG_TYPE)
 # Every code each field can get, for the OpenAPI document and its test.
 FIELD_CODES: Final[dict[str, frozenset[str]]] = {
     "body": frozenset({WRONG_TYPE}),
-    "*": frozenset({UNKNOWN_FIELD}),  # any name not in KNOWN_FIELDS
+    UNKNOWN: frozenset({UNKNOWN_FIELD}),
     "nik": frozenset({*_ANY_FIELD, *NIK_CODES}),
     "full_name": frozenset({*_ANY_FIELD, TOO_SHORT, TOO_LONG, INVALID_CHARACTERS}),
     "email": frozenset({*_ANY_FIELD, INVALID_FORMAT, TOO_LONG}),
@@ -72,7 +76,7 @@ def validate_registration(body: Any, today: datetime.date) -> PersonalData | dic
         return {"body": WRONG_TYPE}
     failures: dict[str, str] = {}
     if not _KNOWN_FIELD_SET.issuperset(body):
-        failures = {name: UNKNOWN_FIELD for name in body if name not in _KNOWN_FIELD_SET}
+        failures[UNKNOWN] = UNKNOWN_FIELD
 
     nik_value = _string(body, "nik", failures)
     nik_date: datetime.date | None = None
@@ -110,6 +114,11 @@ def validate_registration(body: Any, today: datetime.date) -> PersonalData | dic
     assert nik_value is not None and full_name is not None and email is not None
     assert phone is not None and birth_date is not None
     return PersonalData(nik_value, full_name, email, phone, birth_date)
+
+
+def unknown_field_count(body: dict[str, Any]) -> int:
+    """How many of the body's keys are not the contract's fields (the 422's `unknown_fields`)."""
+    return sum(1 for name in body if name not in _KNOWN_FIELD_SET)
 
 
 class FieldInvalid(ValueError):

@@ -113,7 +113,10 @@
     }
     const today = parseIso(todayText);
     const failures = {};
-    for (const name of Object.keys(body)) if (!KNOWN.has(name)) failures[name] = "unknown_field";
+    // One key for every unknown name: the server never quotes a client's key back.
+    if (Object.keys(body).some((name) => !KNOWN.has(name))) {
+      failures[RULES.unknown] = "unknown_field";
+    }
     const text = (name) => {
       if (!(name in body)) { failures[name] = "required"; return null; }
       if (typeof body[name] !== "string") { failures[name] = "wrong_type"; return null; }

@@ -159,8 +159,9 @@ async def test_every_bad_field_is_reported(door_under_test: DoorUnderTest) -> No
     assert body["error"]["fields"] == {
         "nik": "invalid_format", "full_name": "too_short", "email": "invalid_format",
         "phone": "invalid_format", "birth_date": "invalid_date", "consent": "must_be_true",
-        "extra": "unknown_field",
+        "_unknown": "unknown_field",
     }
+    assert body["error"]["unknown_fields"] == 1
 
 
 async def test_missing_fields_are_required(door_under_test: DoorUnderTest) -> None:

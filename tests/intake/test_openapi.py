@@ -27,7 +27,11 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     # Added so that no failure is answered for a registration that was queued (issue 17):
     # the queue took the request and did not say in time what it did.
     "outcome_unknown",
+    *{"malformed_request", "method_not_allowed"},
 })
+# Answered whatever the path, before any operation (issue 17): a request the HTTP layer
+# cannot parse, and a method the path does not serve. The document's description says so.
+HTTP_LAYER_CODES: Final = frozenset({"malformed_request", "method_not_allowed"})
 # The field codes of API.md's validation table.
 FIELD_CODES: Final = frozenset({
     "required", "wrong_type", "unknown_field", "invalid_format", "invalid_region",
@@ -169,12 +173,13 @@ def test_every_error_code_is_answered_and_no_other() -> None:
         for status in statuses:
             if status.startswith("4") or (status == "503" and path.startswith("/v1/")):
                 answered += _response_codes(_json_schema(method, path, status))
-    assert set(answered) == PUBLIC_ERROR_CODES
+    assert set(answered) == PUBLIC_ERROR_CODES - HTTP_LAYER_CODES
     # The codes with more than one home: the status read, the email link and the
     # resend (status_unavailable); the status read and the resend (not_found); both
     # POSTs, the status read and the email link (client_limited).
-    assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES, "status_unavailable",
-                                       "status_unavailable", "not_found", *["client_limited"] * 3])
+    assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES - HTTP_LAYER_CODES,
+                                       "status_unavailable", "status_unavailable",
+                                       "not_found", *["client_limited"] * 3])
 
 
 def test_the_status_read_describes_queued_ids_and_its_client_limit() -> None:
@@ -277,6 +282,12 @@ def test_the_resend_answers_the_contracts_headers_and_codes() -> None:
     _validator(accepted).validate({"email_verification": "pending", "resend_after_seconds": 60})
     assert not _validator(accepted).is_valid({"email_verification": "sent",
                                               "resend_after_seconds": 60})
+
+
+def test_the_http_layers_own_answers_are_described() -> None:
+    description = DOCUMENT["info"]["description"]
+    assert all(f"`{code}`" in description for code in HTTP_LAYER_CODES)
+    assert "`Allow`" in description
 
 
 def test_every_answered_error_code_has_a_message() -> None:
