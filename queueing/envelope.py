@@ -53,8 +53,9 @@ MAX_KEY_ID_LENGTH = 32
 # A nonce and a GCM tag at least; the door's 4 KiB body cap bounds the rest.
 MIN_SEALED_BYTES = NONCE_BYTES + 16
 MAX_SEALED_BYTES = 64 * 1024
-# An address is at most 254 bytes (validation), sealed with nonce and tag.
-MAX_SEALED_ADDRESS_BYTES = 512
+# An address is at most 254 characters (ASCII after validation; 4 bytes each
+# allowed here all the same), sealed with a nonce and a tag.
+MAX_SEALED_ADDRESS_BYTES = 4 * 254 + NONCE_BYTES + 16
 
 
 # Fields per envelope version.
