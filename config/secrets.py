@@ -88,6 +88,11 @@ class KeySettings(_Section):
     # new key rolls out while links already in mailboxes stay valid.
     active_token_key_id: str = ""
     token_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Address keys: id -> base64 of 32 random bytes (AES-256-GCM), rotated like the
+    # sealing keys. The door seals the email address a second time under them,
+    # so the email worker holds a key that opens the address and nothing else.
+    active_address_key_id: str = ""
+    address_keys: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -100,7 +105,7 @@ class KeySettings(_Section):
                              "and links already sent stay valid (docs/security.md)")
         return data
 
-    @field_validator("sealing_keys")
+    @field_validator("sealing_keys", "address_keys")
     @classmethod
     def _sealing_keys_are_aes256(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_key_ids(value, exact=32)
@@ -122,6 +127,10 @@ class KeySettings(_Section):
         if (self.token_keys or self.active_token_key_id) and (
                 self.active_token_key_id not in self.token_keys):
             raise ValueError("active_token_key_id: must name a key listed in keys.token_keys")
+        if (self.address_keys or self.active_address_key_id) and (
+                self.active_address_key_id not in self.address_keys):
+            raise ValueError("active_address_key_id: must name a key listed in "
+                             "keys.address_keys")
         # One key for two purposes couples them: a leaked token key would open
         # the blobs, and rotating one would silently rotate the other.
         seen: dict[bytes, str] = {}
@@ -138,6 +147,7 @@ class KeySettings(_Section):
         if self.hash_key:
             named.append(("keys.hash_key", self.hash_key))
         named += [(f"keys.token_keys.{kid}", key) for kid, key in self.token_keys.items()]
+        named += [(f"keys.address_keys.{kid}", key) for kid, key in self.address_keys.items()]
         return named
 
     def dev_only_keys(self) -> list[str]:
@@ -148,6 +158,10 @@ class KeySettings(_Section):
     def sealing_key_bytes(self) -> dict[str, bytes]:
         """Every readable sealing key, decoded."""
         return {kid: base64.b64decode(key) for kid, key in self.sealing_keys.items()}
+
+    def address_key_bytes(self) -> dict[str, bytes]:
+        """Every readable address key, decoded."""
+        return {kid: base64.b64decode(key) for kid, key in self.address_keys.items()}
 
     def token_key_bytes(self) -> dict[str, bytes]:
         """Every token key (id -> bytes): the active one signs, any of them verifies."""
@@ -168,3 +182,18 @@ class KeySettings(_Section):
             raise ConfigError(
                 "keys.active_sealing_key_id: must name a key listed in keys.sealing_keys"
             )
+
+    def require_door(self) -> None:
+        """Fail unless the door's keys are configured: sealing, address and hash keys."""
+        self.require()
+        self.require_address()
+
+    def require_address(self) -> None:
+        """Fail unless the address keys are configured (the door and the email worker)."""
+        if self.active_address_key_id not in self.address_keys:
+            raise ConfigError("keys.address_keys: required (id -> base64 of 32 random bytes)"
+                              " with keys.active_address_key_id")
+
+    def has_sealing_keys(self) -> bool:
+        """Whether the full blobs can be opened here (the email worker may go without)."""
+        return self.active_sealing_key_id in self.sealing_keys

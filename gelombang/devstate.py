@@ -19,6 +19,7 @@ from config.settings import DEFAULT_CONFIG
 DEFAULT_STATE_DIR = Path(".dev")
 DEV_SEALING_KEY_ID = "dev1"
 DEV_TOKEN_KEY_ID = "dev1"
+DEV_ADDRESS_KEY_ID = "dev1"
 # The sections the dev config sets. Each is written whole (defaults included) because
 # TOML files are merged table by table, not key by key (tests/devstack/test_config_merge.py).
 _SECTIONS = ("public", "admin", "redis", "postgres", "email", "keys")
@@ -150,6 +151,10 @@ def ensure_config(state: DevState, redis_url: str, postgres_dsn: str,
     if not keys.get("token_keys"):
         keys["token_keys"] = {DEV_TOKEN_KEY_ID: legacy_token_key or _random_key()}
         keys["active_token_key_id"] = DEV_TOKEN_KEY_ID
+    # Address keys (the email worker's own), added to a dev config made before them.
+    if not keys.get("address_keys"):
+        keys["address_keys"] = {DEV_ADDRESS_KEY_ID: _random_key()}
+        keys["active_address_key_id"] = DEV_ADDRESS_KEY_ID
     with DEFAULT_CONFIG.open("rb") as handle:
         defaults = tomllib.load(handle)
     sections = {name: dict(defaults[name]) for name in _SECTIONS}

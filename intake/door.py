@@ -64,6 +64,8 @@ class Door:
     live: LiveAdmission
     admitter: GroupAdmitter
     sealer: Sealer
+    # Seals the email address again on its own, for the email worker (queueing/envelope.py).
+    address_sealer: Sealer
     hasher: KeyedHasher
     storage: StatusStore
     priority: PriorityLane
@@ -146,6 +148,11 @@ def token_signer(settings: Settings) -> TokenSigner | None:
     return TokenSigner(keys.token_key_bytes(), keys.active_token_key_id)
 
 
+def address_sealer(settings: Settings) -> Sealer:
+    """The sealer of the configured address keys (`keys.require_address()` checked first)."""
+    return Sealer(settings.keys.address_key_bytes(), settings.keys.active_address_key_id)
+
+
 @contextlib.asynccontextmanager
 async def open_door(settings: Settings,
                     on_fatal: Callable[[], None] | None = None) -> AsyncIterator[Door]:
@@ -155,7 +162,7 @@ async def open_door(settings: Settings,
     yet, the check runs once it answers, and a failure then calls `on_fatal`
     (stop the process) and is raised (BackgroundTaskFailed) on exit.
     """
-    settings.keys.require()
+    settings.keys.require_door()
     queue = settings.queue
     parts = partitions(queue.partitions)
     # One connection per partition lane in flight, plus refresh and admin calls.
@@ -189,6 +196,7 @@ async def open_door(settings: Settings,
         live=live,
         admitter=admitter,
         sealer=Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id),
+        address_sealer=address_sealer(settings),
         hasher=KeyedHasher(settings.keys.hash_key_bytes()),
         storage=StatusStore(settings),
         priority=PriorityLane(redis, settings),

@@ -1,9 +1,9 @@
-"""Live reload of the sealing and token keys in a door process (SIGHUP), for key rotation.
+"""Live reload of the sealing, address and token keys in a door process (SIGHUP), for key rotation.
 
 A rotation must not stop intake: on SIGHUP each door process re-reads its
 configuration (the GELOMBANG_CONFIG file and the environment) and, when the
 `[keys]` section is valid, seals every registration it admits from then on
-with the new active sealing key, and checks emailed links against the new list
+with the new active sealing and address keys, and checks emailed links against the new list
 of token keys (a link names the key that signed it, so links signed with a key
 still listed stay valid). Nothing else is reloaded: the listeners, Redis
 connections and requests in hand carry on. A bad new configuration is refused
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from config.settings import ConfigError, Settings
-from intake.door import Door, token_signer
+from intake.door import Door, address_sealer, token_signer
 from queueing.sealing import Sealer
 
 log = logging.getLogger("gelombang.door")
@@ -31,7 +31,7 @@ def reload_keys(door: Door) -> str:
     """Put the configuration's keys in force in this process; what is in force, in words."""
     try:
         fresh = Settings.load()
-        fresh.keys.require()
+        fresh.keys.require_door()
     except ConfigError as exc:
         raise KeyReloadRefused(str(exc)) from None
     if fresh.keys.hash_key_bytes() != door.settings.keys.hash_key_bytes():
@@ -40,13 +40,16 @@ def reload_keys(door: Door) -> str:
         # Every emailed link would stop working at once.
         raise KeyReloadRefused("keys.token_keys: cannot be emptied while running")
     sealer = Sealer(fresh.keys.sealing_key_bytes(), fresh.keys.active_sealing_key_id)
+    addresses = address_sealer(fresh)
     # Attribute swaps: a request being sealed or checked right now finishes with
-    # what it took; the next one takes the new sealer and signer.
+    # what it took; the next one takes the new sealers and signer.
     door.sealer = sealer
+    door.address_sealer = addresses
     door.token_signer = token_signer(fresh)
     door.settings = door.settings.model_copy(update={"keys": fresh.keys})
     token_ids = ", ".join(repr(kid) for kid in sorted(fresh.keys.token_keys)) or "none"
-    return (f"sealing with key id {sealer.active_key_id!r}; "
+    return (f"sealing with key id {sealer.active_key_id!r}, addresses with key id "
+            f"{addresses.active_key_id!r}; "
             f"links checked with token key ids {token_ids}")
 
 

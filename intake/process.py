@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _note_early_reload)
     try:
         settings = Settings.load()
-        settings.keys.require()
+        settings.keys.require_door()
     except ConfigError as exc:
         print(f"gelombang: invalid configuration: {exc}", file=sys.stderr)
         return 3

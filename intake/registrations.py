@@ -76,6 +76,7 @@ async def create_registration(request: web.Request) -> web.Response:
     registration_id = door.ids.issue()
     envelope = seal_registration(
         checked, registration_id, time.time_ns() // 1_000_000, door.sealer, door.hasher,
+        door.address_sealer,
     )
     count = len(door.partitions)
     partition = (

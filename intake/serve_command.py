@@ -146,7 +146,7 @@ async def _check_redis(settings: Settings) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of `gelombang serve`."""
     settings = Settings.load()
-    settings.keys.require()  # fail here, once, rather than in every child
+    settings.keys.require_door()  # fail here, once, rather than in every child
     asyncio.run(_check_redis(settings))  # likewise: EvictingRedis, exit status 3
     count = args.processes or settings.door.processes
     door = settings.door

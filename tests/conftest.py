@@ -54,6 +54,7 @@ RUN_DIR_PREFIX = "test-"
 # test ids that quote it stay the same from run to run.
 TEST_ADMIN_TOKEN = "19OxKKOm2AhbjwAOIHurLLGJPYo-2vm23E_t0djhthY"
 TEST_TOKEN_KEY_ID = "t1"
+TEST_ADDRESS_KEY_ID = "a1"
 # What each server's command line contains, to recognise it behind a pid file
 # (run/redis.pid, run/redis-cluster-<port>.pid, run/postgres.pid).
 _MARKERS = {"redis": "redis-server", "postgres": "postgres"}
@@ -245,6 +246,8 @@ def test_settings(redis_kind: str, postgres_port: int,
             "hash_key": _random_key(),
             "active_token_key_id": TEST_TOKEN_KEY_ID,
             "token_keys": {TEST_TOKEN_KEY_ID: _random_key()},
+            "active_address_key_id": TEST_ADDRESS_KEY_ID,
+            "address_keys": {TEST_ADDRESS_KEY_ID: _random_key()},
         },
         # Worker processes a test starts listen for scrapes only where it asks.
         worker_metrics={"enabled": False},

@@ -247,6 +247,9 @@ def seal_people(settings: Settings, people: Sequence[Registrant],
     """Envelopes as the door makes them (validated, sealed, hashed), ids in list order."""
     sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
     hasher = KeyedHasher(settings.keys.hash_key_bytes())
+    # Without address keys: version 1 envelopes, as an older door made them.
+    addresses = (Sealer(settings.keys.address_key_bytes(), settings.keys.active_address_key_id)
+                 if settings.keys.address_keys else None)
     ids = RegistrationIds(settings.keys.hash_key_bytes())
     first_ms = start_ms if start_ms is not None else time.time_ns() // 1_000_000
     envelopes = []
@@ -256,5 +259,5 @@ def seal_people(settings: Settings, people: Sequence[Registrant],
         # One millisecond apart, so id order is list order.
         registration_id = ids.issue(first_ms + offset)
         envelopes.append(seal_registration(checked, registration_id, first_ms + offset,
-                                           sealer, hasher))
+                                           sealer, hasher, addresses))
     return envelopes

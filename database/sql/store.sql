@@ -11,7 +11,8 @@
 -- redelivered ones conflict on the key again. A blacklisted NIK is
 -- ineligible. Then one outbox row holds the accepted ids, the funnel
 -- counters move by what was inserted, and the outbox rows this worker has
--- relayed since its last batch ($9) are deleted.
+-- relayed since its last batch ($9) are deleted. $11 and $12: each entry's
+-- separately sealed address and its key id (NULL for an older door's entry).
 --
 -- Fenced: `fence` raises the partition's epoch to the worker's lease epoch
 -- ($10), or, when a newer holder of the lease has written already, updates
@@ -30,18 +31,20 @@ WITH fence AS (
     RETURNING epoch
 ), input AS (
     SELECT *
-      FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[])
-           AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed)
+      FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[],
+                  $11::text[], $12::bytea[])
+           AS r (registration_id, received_ms, nik_hash, email_hash, key_id, sealed,
+                 address_key_id, sealed_address)
      WHERE EXISTS (SELECT FROM fence)
 ), first AS (
     INSERT INTO registrations (
         registration_id, received_at, state, email_verification, nik_verification,
-        nik_hash, email_hash, key_id, sealed)
+        nik_hash, email_hash, key_id, sealed, address_key_id, sealed_address)
     SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000),
            CASE WHEN b.nik_hash IS NULL THEN 'accepted' ELSE 'ineligible' END::registration_state,
            CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::email_verification,
            CASE WHEN b.nik_hash IS NULL THEN 'pending' ELSE 'skipped' END::nik_verification,
-           r.nik_hash, r.email_hash, r.key_id, r.sealed
+           r.nik_hash, r.email_hash, r.key_id, r.sealed, r.address_key_id, r.sealed_address
       FROM input AS r
       LEFT JOIN nik_blacklist AS b ON b.nik_hash = r.nik_hash
      ORDER BY r.registration_id
@@ -50,9 +53,10 @@ WITH fence AS (
 ), later AS (
     INSERT INTO registrations (
         registration_id, received_at, state, email_verification, nik_verification,
-        nik_hash, email_hash, key_id, sealed)
+        nik_hash, email_hash, key_id, sealed, address_key_id, sealed_address)
     SELECT r.registration_id, to_timestamp(r.received_ms::float8 / 1000), 'duplicate',
-           'skipped', 'skipped', r.nik_hash, r.email_hash, r.key_id, r.sealed
+           'skipped', 'skipped', r.nik_hash, r.email_hash, r.key_id, r.sealed,
+           r.address_key_id, r.sealed_address
       FROM input AS r
      WHERE r.registration_id NOT IN (SELECT registration_id FROM first)
      ORDER BY r.registration_id

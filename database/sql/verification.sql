@@ -14,12 +14,21 @@ RETURNING 1;
 SELECT email_verification::text FROM registrations WHERE registration_id = $1;
 
 -- name: email_jobs
--- A batch of email jobs' registrations in one query ($1: their ids).
-SELECT r.registration_id, r.state::text, r.email_verification::text, r.key_id, r.sealed,
-       coalesce(d.attempts, 0) AS attempts
+-- A batch of email jobs' registrations in one query ($1: their ids). The
+-- separately sealed address only, never the full blob: the email worker holds
+-- the address keys alone (docs/security.md).
+SELECT r.registration_id, r.state::text, r.email_verification::text, r.address_key_id,
+       r.sealed_address, coalesce(d.attempts, 0) AS attempts
   FROM unnest($1::uuid[]) AS j (registration_id)
   JOIN registrations AS r USING (registration_id)
   LEFT JOIN email_deliveries AS d USING (registration_id);
+
+-- name: email_legacy_blobs
+-- The full blobs of rows an older door stored without a sealed address ($1:
+-- their ids): read only by an email worker configured with the sealing keys.
+SELECT registration_id, key_id, sealed
+  FROM registrations
+ WHERE registration_id = ANY($1::uuid[]) AND sealed_address IS NULL;
 
 -- name: record_email_outcomes
 -- A batch's sends in one statement: tries counted in email_deliveries for

@@ -33,7 +33,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def keys(**changes: Any) -> dict[str, Any]:
     return {"active_sealing_key_id": "s1", "sealing_keys": {"s1": key()},
             "hash_key": key(), "active_token_key_id": "t1", "token_keys": {"t1": key()},
-            **changes}
+            "active_address_key_id": "a1", "address_keys": {"a1": key()}, **changes}
 
 
 def production(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -133,6 +133,9 @@ def test_production_refuses_the_public_dev_only_secrets() -> None:
     ("hash_key", "token_keys.t1"), ("sealing_keys.s1", "hash_key"),
     ("sealing_keys.s1", "token_keys.t1"), ("sealing_keys.s1", "sealing_keys.s2"),
     ("token_keys.t1", "token_keys.t2"),
+    # Item 16: the address keys are keys of their own too.
+    ("address_keys.a1", "sealing_keys.s1"), ("address_keys.a1", "hash_key"),
+    ("address_keys.a1", "token_keys.t1"), ("address_keys.a1", "address_keys.a2"),
 ])
 def test_one_key_in_two_settings_is_refused(where: str, other: str) -> None:
     shared = key()
@@ -164,3 +167,34 @@ def test_token_keys_load_with_ids() -> None:
     assert set(settings.keys.token_key_bytes()) == {"t1", "t2"}
     with pytest.raises(ConfigError, match=r"keys\.token_keys: required"):
         Settings.load().keys.token_key_bytes()
+
+
+# Item 16: address keys, rules as for the sealing keys; the email role needs only them.
+
+def test_the_active_address_key_id_must_name_a_listed_key() -> None:
+    assert "active_address_key_id" in refusal(keys=keys(active_address_key_id="a9"))
+    assert "active_address_key_id" in refusal(keys=keys(address_keys={}))
+
+
+def test_address_keys_are_aes256_and_look_random() -> None:
+    short = base64.b64encode(os.urandom(16)).decode()
+    assert "address_keys" in refusal(keys=keys(address_keys={"a1": short}))
+    zeros = base64.b64encode(bytes(32)).decode()
+    assert "does not look random" in refusal(keys=keys(address_keys={"a1": zeros}))
+
+
+def test_the_email_role_needs_the_address_keys_and_not_the_sealing_keys() -> None:
+    email_only = Settings.load(keys={"active_address_key_id": "a1", "address_keys": {"a1": key()},
+                                     "active_token_key_id": "t1", "token_keys": {"t1": key()}})
+    email_only.keys.require_address()  # what `gelombang worker email` checks
+    assert not email_only.keys.has_sealing_keys()
+    with pytest.raises(ConfigError, match=r"keys\.hash_key"):
+        email_only.keys.require()  # the NIK worker's and the door's keys
+    with pytest.raises(ConfigError, match=r"keys\.address_keys: required"):
+        Settings.load(keys=keys(active_address_key_id="", address_keys={})).keys.require_door()
+
+
+def test_a_dev_only_address_key_is_refused_in_production() -> None:
+    dev_key = base64.b64encode(b"DEV-ONLY-address-key-NOT-SECRET!").decode()
+    message = refusal(**production(keys=keys(address_keys={"a1": dev_key})))
+    assert "keys.address_keys.a1: a public dev-only value" in message

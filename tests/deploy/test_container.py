@@ -242,7 +242,8 @@ def test_compose_secrets_are_refused_in_production(
     with pytest.raises(ConfigError) as refused:
         Settings.load()
     for key in ("admin.token", "keys.sealing_keys.dev1", "keys.hash_key",
-                "keys.token_keys.dev1", "public.base_url", "nik.base_url", "email.smtp_tls"):
+                "keys.token_keys.dev1", "keys.address_keys.dev1", "public.base_url",
+                "nik.base_url", "email.smtp_tls"):
         assert key in str(refused.value)
 
 

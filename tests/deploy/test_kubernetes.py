@@ -146,7 +146,8 @@ def secret_data(manifests: list[Manifest]) -> dict[str, str]:
 
 def _real_secrets(placeholders: dict[str, str]) -> dict[str, str]:
     """What an operator would put in place of each placeholder (made-up values)."""
-    sealing, hashing, signing = (base64.b64encode(os.urandom(32)).decode() for _ in range(3))
+    sealing, hashing, signing, address = (base64.b64encode(os.urandom(32)).decode()
+                                          for _ in range(4))
     values = {
         "GELOMBANG_ADMIN__TOKEN": secrets.token_urlsafe(48),
         "GELOMBANG_KEYS__ACTIVE_SEALING_KEY_ID": "k2026",
@@ -154,6 +155,8 @@ def _real_secrets(placeholders: dict[str, str]) -> dict[str, str]:
         "GELOMBANG_KEYS__HASH_KEY": hashing,
         "GELOMBANG_KEYS__ACTIVE_TOKEN_KEY_ID": "t2026",
         "GELOMBANG_KEYS__TOKEN_KEYS": f'{{"t2026": "{signing}"}}',
+        "GELOMBANG_KEYS__ACTIVE_ADDRESS_KEY_ID": "a2026",
+        "GELOMBANG_KEYS__ADDRESS_KEYS": f'{{"a2026": "{address}"}}',
     }
     return {name: values.get(name, value.replace("REPLACE-", "made-up-"))
             for name, value in placeholders.items()}
@@ -184,7 +187,7 @@ def test_config_and_filled_in_secret_are_a_complete_configuration(
         secret_data: dict[str, str], config_data: dict[str, str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _settings_with(monkeypatch, config_data, _real_secrets(secret_data))
-    settings.keys.require()
+    settings.keys.require_door()
     assert settings.admin.host == "0.0.0.0"  # Prometheus scrapes it from another pod
 
 

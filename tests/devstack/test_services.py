@@ -168,6 +168,9 @@ def test_an_older_dev_config_is_brought_up_to_date(
     assert settings.keys.sealing_keys == {DEV_SEALING_KEY_ID: sealing}
     assert settings.keys.hash_key == hashing
     assert settings.keys.token_keys == {settings.keys.active_token_key_id: old_token_key}
+    # Keys a later version needs are generated, each its own.
+    settings.keys.require_door()
+    assert len(settings.keys.address_key_bytes()[settings.keys.active_address_key_id]) == 32
     assert len(settings.admin.token) >= 32
     assert settings.admin.token == state.token_file.read_text().strip()
 

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from queueing.envelope import open_address
 from queueing.sealing import Sealer
 from queueing.tokens import TokenSigner
 from tests.intake.door_helpers import with_admission
@@ -132,3 +133,42 @@ async def test_sighup_puts_a_new_token_key_in_force_and_old_links_stay_valid(
             assert await link_status(doors.url, old_link) == 410
         assert doors.process.poll() is None
     assert "Traceback" not in doors.log_text()
+
+
+def with_address_keys(settings: Settings, active: str, keys: dict[str, str]) -> Settings:
+    return settings.model_copy(update={"keys": settings.keys.model_copy(
+        update={"active_address_key_id": active, "address_keys": keys})})
+
+
+async def test_sighup_puts_a_new_address_key_in_force(
+    test_settings: Settings, redis_client: Redis, tmp_path: Path,
+) -> None:
+    settings = with_admission(test_settings, rate_per_second=100_000.0, burst=100_000)
+    both = {**settings.keys.address_keys, "a2": NEW_KEY}
+    with door_processes(settings, tmp_path, processes=2) as doors:
+        before = await run_load(doors.url, concurrency=2, duration=0.5, fresh_connections=True)
+        # The active address id must name a listed key: refused, the old key stays.
+        rewrite_config(doors, tmp_path, with_address_keys(settings, "missing", both))
+        doors.process.send_signal(signal.SIGHUP)
+        await log_count(doors, "keys not reloaded", 2)
+        rewrite_config(doors, tmp_path, with_address_keys(settings, "a2", both))
+        doors.process.send_signal(signal.SIGHUP)
+        await log_count(doors, "addresses with key id 'a2'", 2)
+        after = await run_load(doors.url, concurrency=2, duration=0.5, fresh_connections=True)
+    assert set(before.statuses) == set(after.statuses) == {202}
+    envelopes = await queued_envelopes(redis_client, settings.queue.partitions)
+    by_id = {str(envelope.registration_uuid): envelope for envelope in envelopes}
+    assert {by_id[rid].address_key_id for rid in before.accepted_ids} == {"a1"}
+    assert {by_id[rid].address_key_id for rid in after.accepted_ids} == {"a2"}
+    # Every address opens with the rotated address keys, and the full blobs with
+    # the sealing key, which did not change.
+    addresses = Sealer({**settings.keys.address_key_bytes(), "a2": base64.b64decode(NEW_KEY)},
+                       "a2")
+    sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
+    same = 0
+    for envelope in envelopes:
+        assert envelope.address_key_id is not None and envelope.sealed_address is not None
+        address = open_address(addresses, envelope.registration_id, envelope.address_key_id,
+                               envelope.sealed_address)
+        same += address == envelope.open(sealer).email
+    assert same == len(envelopes)

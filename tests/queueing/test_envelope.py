@@ -11,19 +11,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from queueing.envelope import Envelope, PersonalData, seal_registration
+from queueing.envelope import (
+    VERSION_WITHOUT_ADDRESS,
+    Envelope,
+    PersonalData,
+    open_address,
+    open_sealed,
+    seal_registration,
+)
 from queueing.errors import EnvelopeError, SealingError
 from queueing.ids import uuid7_bytes
 from queueing.sealing import KeyedHasher, Sealer
 
 SEALER = Sealer({"k1": os.urandom(32)}, "k1")
+ADDRESSES = Sealer({"a1": os.urandom(32)}, "a1")
 HASHER = KeyedHasher(os.urandom(32))
 PERSON = PersonalData("3171014501900001", "Siti Aminah", "siti@example.co.id",
                       "+6281234567890", datetime.date(1990, 1, 5))
 
 
 def _envelope(person: PersonalData = PERSON, key: str | None = None) -> Envelope:
-    envelope = seal_registration(person, uuid7_bytes(), 1_700_000_000_000, SEALER, HASHER)
+    envelope = seal_registration(person, uuid7_bytes(), 1_700_000_000_000, SEALER, HASHER,
+                                 ADDRESSES)
     # A key as an older door's entries carry it: they must still decode.
     return dataclasses.replace(envelope, idempotency_key=key)
 
@@ -96,6 +105,11 @@ def _fields(**changes: object) -> bytes:
         ({"key_id": "k" * 33}, "key_id malformed"),
         ({"sealed": b""}, "sealed payload of the wrong length"),
         ({"sealed": b"s" * (64 * 1024 + 1)}, "sealed payload of the wrong length"),
+        ({"address_key_id": ""}, "address_key_id malformed"),
+        ({"address_key_id": "a\x001"}, "address_key_id malformed"),
+        ({"address_key_id": None}, "address_key_id malformed"),
+        ({"sealed_address": b"s" * 27}, "sealed address of the wrong length"),
+        ({"sealed_address": b"s" * 1045}, "sealed address of the wrong length"),
     ],
 )
 def test_values_postgresql_would_refuse_are_refused_at_decode(
@@ -130,4 +144,49 @@ def test_decode_never_raises_anything_else(data: bytes) -> None:
 def test_any_values_round_trip(nik: str, name: str, email: str, key: str | None) -> None:
     person = PersonalData(nik, name, email, "+628123456789", datetime.date(2000, 2, 29))
     envelope = _envelope(person, key)
-    assert Envelope.decode(envelope.encode()).open(SEALER) == person
+    decoded = Envelope.decode(envelope.encode())
+    assert decoded.open(SEALER) == person
+    assert decoded.address_key_id is not None and decoded.sealed_address is not None
+    assert open_address(ADDRESSES, decoded.registration_id, decoded.address_key_id,
+                        decoded.sealed_address) == email
+
+
+# Item 16: the address sealed on its own, for the email worker.
+
+def test_the_address_opens_with_the_address_key_alone() -> None:
+    envelope = Envelope.decode(_envelope().encode())
+    assert envelope.address_key_id == "a1" and envelope.sealed_address is not None
+    opened = open_address(ADDRESSES, envelope.registration_id, "a1", envelope.sealed_address)
+    assert opened == PERSON.email
+    # The address keys open nothing else: not the full blob, under any key id.
+    with pytest.raises(SealingError):
+        open_sealed(ADDRESSES, envelope.registration_id, envelope.key_id, envelope.sealed)
+    with pytest.raises(SealingError):
+        open_sealed(ADDRESSES, envelope.registration_id, "a1", envelope.sealed)
+    # Nor does the sealing key pass an address blob for its own.
+    with pytest.raises(SealingError):
+        open_address(SEALER, envelope.registration_id, "k1", envelope.sealed_address)
+
+
+def test_a_sealed_address_cannot_move_to_another_registration() -> None:
+    one, two = _envelope(), _envelope()
+    assert one.sealed_address is not None
+    with pytest.raises(SealingError):
+        open_address(ADDRESSES, two.registration_id, "a1", one.sealed_address)
+
+
+def test_an_older_doors_envelope_without_the_address_still_decodes() -> None:
+    older = seal_registration(PERSON, uuid7_bytes(), 1_700_000_000_000, SEALER, HASHER)
+    data = older.encode()
+    assert msgpack.unpackb(data)[0] == VERSION_WITHOUT_ADDRESS and len(msgpack.unpackb(data)) == 8
+    decoded = Envelope.decode(data)
+    assert (decoded.address_key_id, decoded.sealed_address) == (None, None)
+    assert decoded.open(SEALER) == PERSON
+
+
+def test_the_sealed_address_adds_one_small_blob() -> None:
+    with_address, without = _envelope(), seal_registration(
+        PERSON, uuid7_bytes(), 1_700_000_000_000, SEALER, HASHER)
+    # The address, a nonce and a tag, its key id and msgpack's few bytes of framing.
+    extra = len(with_address.encode()) - len(without.encode())
+    assert extra == len(PERSON.email) + 12 + 16 + len("a1") + 3

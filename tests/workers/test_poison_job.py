@@ -25,10 +25,11 @@ from tests.workers.verification_helpers import (
 
 
 def with_old_key(settings: Settings, key: str) -> Settings:
-    """The settings sealing with a key "old" (as before a rotation)."""
+    """The settings sealing addresses with a key "old" (as before a rotation): the
+    email worker opens the address only, with the address keys."""
     keys = settings.keys.model_copy(update={
-        "sealing_keys": {**settings.keys.sealing_keys, "old": key},
-        "active_sealing_key_id": "old"})
+        "address_keys": {**settings.keys.address_keys, "old": key},
+        "active_address_key_id": "old"})
     return settings.model_copy(update={"keys": keys})
 
 

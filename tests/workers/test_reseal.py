@@ -22,15 +22,16 @@ from config.settings import Settings
 from gelombang.processes import free_port
 from gelombang.services import postgres_dsn
 from loadtest.registrants import Registrant, RegistrantFactory
-from queueing.envelope import PersonalData, open_sealed
+from queueing.envelope import PersonalData, open_address, open_sealed
 from queueing.keys import AUDIT_STREAM
 from queueing.sealing import Sealer
 from tests.support import REPO_ROOT, seal_people, stream_range, write_config
 from tests.workers.drain_helpers import drain_settings, enqueue, running_drain, wait_drained
 from workers.progress import ProgressBar
-from workers.reseal import reseal_registrations
+from workers.reseal import reseal_addresses, reseal_registrations
 
 NEW_KEY = base64.b64encode(os.urandom(32)).decode()
+NEW_ADDRESS_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
 def rotated(settings: Settings, *, keep_old: bool = True) -> Settings:
@@ -39,6 +40,24 @@ def rotated(settings: Settings, *, keep_old: bool = True) -> Settings:
     keys = settings.keys.model_copy(update={"active_sealing_key_id": "new",
                                             "sealing_keys": {**old, "new": NEW_KEY}})
     return settings.model_copy(update={"keys": keys})
+
+
+def rotated_addresses(settings: Settings, *, keep_old: bool = True) -> Settings:
+    """The settings after an address key rotation to key id `a2`."""
+    old = dict(settings.keys.address_keys) if keep_old else {}
+    keys = settings.keys.model_copy(update={"active_address_key_id": "a2",
+                                            "address_keys": {**old, "a2": NEW_ADDRESS_KEY}})
+    return settings.model_copy(update={"keys": keys})
+
+
+def without_address_keys(settings: Settings) -> Settings:
+    """An older door's settings: its envelopes carry no sealed address (version 1)."""
+    keys = settings.keys.model_copy(update={"active_address_key_id": "", "address_keys": {}})
+    return settings.model_copy(update={"keys": keys})
+
+
+def address_sealer_of(settings: Settings) -> Sealer:
+    return Sealer(settings.keys.address_key_bytes(), settings.keys.active_address_key_id)
 
 
 def sealer_of(settings: Settings) -> Sealer:
@@ -106,6 +125,41 @@ async def test_reseal_moves_every_row_to_the_active_key_in_batches(
         " email_hash, updated_at FROM registrations ORDER BY registration_id") == other_columns
     # A second run finds nothing to do.
     again = await reseal_registrations(pool, sealer_of(rotated(test_settings)), batch_size=7)
+    assert (again.resealed, again.batches) == (0, 0)
+
+
+async def test_reseal_rotates_the_address_key_and_seals_older_rows_addresses(
+    pg: asyncpg.Connection, pool: asyncpg.Pool, redis_client: Redis, test_settings: Settings,
+    registrants: RegistrantFactory,
+) -> None:
+    await store(redis_client, test_settings, [registrants.make() for _ in range(4)])
+    await store(redis_client, without_address_keys(test_settings),
+                [registrants.make() for _ in range(3)])
+    assert await counted(pg, "SELECT coalesce(address_key_id, '-'), count(*)"
+                             " FROM registrations GROUP BY 1") == {"a1": 4, "-": 3}
+    blobs_query = "SELECT registration_id, key_id, sealed FROM registrations ORDER BY 1"
+    blobs = await pg.fetch(blobs_query)
+
+    report = await reseal_addresses(pool, address_sealer_of(rotated_addresses(test_settings)),
+                                    sealer_of(test_settings), batch_size=3)
+
+    assert (report.key_id, report.resealed, report.batches, report.unreadable) == (
+        "a2", 7, 3, 0)
+    assert report.left == {}
+    # Readable with the new address key alone, each the address its full blob holds.
+    new_only = address_sealer_of(rotated_addresses(test_settings, keep_old=False))
+    rows = await pg.fetch("SELECT registration_id, address_key_id, sealed_address, key_id,"
+                          " sealed FROM registrations")
+    assert {row["address_key_id"] for row in rows} == {"a2"}
+    matching = sum(
+        open_address(new_only, row[0].bytes, row[1], row[2])
+        == open_sealed(sealer_of(test_settings), row[0].bytes, row[3], row[4]).email
+        for row in rows)
+    assert matching == 7
+    # The full blobs are not touched by the address pass.
+    assert blobs == await pg.fetch(blobs_query)
+    again = await reseal_addresses(pool, address_sealer_of(rotated_addresses(test_settings)),
+                                   sealer_of(test_settings), batch_size=3)
     assert (again.resealed, again.batches) == (0, 0)
 
 
@@ -204,9 +258,12 @@ async def test_the_command_reseals_prints_a_final_count_and_is_audited(
         subprocess.run, [sys.executable, "-m", "gelombang", "keys", "reseal", "--batch-size", "5"],
         cwd=REPO_ROOT, env=env, capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr.decode()[-500:]
-    assert done.stdout.decode().strip() == (
+    assert done.stdout.decode().strip().splitlines() == [
         "resealed 12 registrations with key id 'new' in 3 batches; unreadable: 0;"
-        " left under other key ids: 0")
+        " left under other key ids: 0",
+        # The addresses were sealed with the active address key already.
+        "resealed 0 addresses with key id 'a1' in 0 batches; unreadable: 0;"
+        " left under other key ids: 0"]
     assert "\r" not in done.stderr.decode()  # not a terminal: plain progress lines
     assert await pg.fetchval("SELECT count(*) FROM registrations WHERE key_id = 'new'") == 12
     audit = [fields for _, fields in await stream_range(redis_client, AUDIT_STREAM)]
@@ -235,5 +292,6 @@ async def test_a_failed_reseal_is_audited_with_its_reason_and_exits_1(
         b"keys.reseal.start", b"keys.reseal.failed"]
     assert orjson.loads(audit[1][b"changes"]) == {
         "error": "ConnectionRefusedError", "key_id": "new", "resealed": 0, "batches": 0,
-        "unreadable": 0, "left": {}}
+        "unreadable": 0, "left": {},
+        "addresses": {"key_id": "a1", "resealed": 0, "batches": 0, "unreadable": 0, "left": {}}}
     assert audit[1][b"actor"] == audit[0][b"actor"] and audit[1][b"actor"].startswith(b"cli:")

@@ -65,7 +65,9 @@ async def store_batch(
         [envelope.email_hash for envelope in envelopes],
         [envelope.key_id for envelope in envelopes],
         [envelope.sealed for envelope in envelopes],
-        partition, shard, relayed, epoch)
+        partition, shard, relayed, epoch,
+        [envelope.address_key_id for envelope in envelopes],
+        [envelope.sealed_address for envelope in envelopes])
     assert row is not None  # the statement always returns its one row
     if not row["fenced_in"]:
         raise LeaseLost

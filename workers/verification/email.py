@@ -1,7 +1,12 @@
 """Email verification: a batch of jobs becomes a batch of messages on reused SMTP sessions.
 
 Per batch: one query loads the registrations (and their tries so far); the
-sealed addresses are opened in memory only; each message is the prebuilt
+sealed addresses are opened in memory only, with the address keys: this
+worker never reads the full blob (NIK, name, phone, birth date) unless it is
+configured with the sealing keys too, and then only for rows an older door
+stored without a separate address (a second query, those rows only). Without
+the sealing keys such a row's job is dead-lettered, to be replayed once
+`gelombang keys reseal` has sealed its address (docs/security.md); each message is the prebuilt
 template with its link filled in (workers/verification/email_message.py);
 tokens of the deployment-wide bucket (`email.rate_per_second`) are
 reserved for the whole batch in one script call; the messages go out over
@@ -29,7 +34,7 @@ from asyncpg.pgproto.pgproto import UUID as WireUUID
 from config.settings import Settings
 from database.counters import counter_shard
 from database.queries import Connection
-from queueing.envelope import open_sealed
+from queueing.envelope import open_address, open_sealed
 from queueing.errors import EnvelopeError, SealingError
 from queueing.redis_client import RedisClient
 from queueing.sealing import Sealer
@@ -46,6 +51,19 @@ from workers.verification.store import QUERIES
 log = logging.getLogger("gelombang.email")
 
 SENT = b"sent"
+# The dead letter of a row an older door stored without a separately sealed
+# address, met by a worker without the sealing keys: replay it after
+# `gelombang keys reseal` (which seals those addresses) or from a worker that has them.
+NO_SEALED_ADDRESS = ("stored without a sealed address and this worker has no sealing keys:"
+                     " run `gelombang keys reseal`, then replay")
+
+
+class Unopenable(Exception):
+    """A job's address cannot be opened here; `reason` goes into its dead letter."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -70,8 +88,13 @@ class EmailVerifier(Verifier):
         self.base_url = settings.public.base_url
         self.smtp = smtp
         self.limit = limit
-        self.sealer = Sealer(settings.keys.sealing_key_bytes(),
-                             settings.keys.active_sealing_key_id)
+        keys = settings.keys
+        keys.require_address()
+        self.addresses = Sealer(keys.address_key_bytes(), keys.active_address_key_id)
+        # Only for rows an older door stored without a sealed address; None
+        # (the recommended setup) keeps every other field out of this process.
+        self.blobs = (Sealer(keys.sealing_key_bytes(), keys.active_sealing_key_id)
+                      if keys.has_sealing_keys() else None)
         self.signer = TokenSigner(settings.keys.token_key_bytes(),
                                   settings.keys.active_token_key_id)
         self.emails = VerificationEmails(settings.email.from_address)
@@ -89,6 +112,7 @@ class EmailVerifier(Verifier):
         messages: list[Message] = []
         left = await self.left_outcomes(batch, jobs)
         already_sent: list[Job] = []
+        to_send: list[tuple[Job, asyncpg.Record]] = []
         for job in jobs:
             row = rows.get(job.registration_id)
             if row is None:
@@ -102,12 +126,14 @@ class EmailVerifier(Verifier):
             elif left.get(job.registration_id) == SENT:
                 already_sent.append(job)
             else:
-                message = self._message(job, row)
-                if message is None:
-                    dead.append(DeadJob(job.entry_id, "sealed data cannot be opened",
-                                        job.registration_id))
-                else:
-                    messages.append(message)
+                to_send.append((job, row))
+        blobs = await self._legacy_blobs([job for job, row in to_send
+                                          if row["sealed_address"] is None])
+        for job, row in to_send:
+            try:
+                messages.append(self._message(job, row, blobs.get(job.registration_id)))
+            except Unopenable as exc:
+                dead.append(DeadJob(job.entry_id, exc.reason, job.registration_id))
         if already_sent:
             await self._record(batch, [(job, "sent", "") for job in already_sent])
             await self.forget_outcomes(batch, [job.registration_id for job in already_sent])
@@ -120,18 +146,35 @@ class EmailVerifier(Verifier):
         finally:
             self.in_flight -= ids
 
-    def _message(self, job: Job, row: asyncpg.Record) -> Message | None:
+    async def _legacy_blobs(self, jobs: Sequence[Job]) -> dict[bytes, asyncpg.Record]:
+        """Full blobs of rows stored without a sealed address, if this worker may open them."""
+        if not jobs or self.blobs is None:
+            return {}
+        return await self.load(QUERIES["email_legacy_blobs"], jobs)
+
+    def _address(self, job: Job, row: asyncpg.Record, blob: asyncpg.Record | None) -> str:
+        """The address to write to, opened in memory; Unopenable says why not."""
         try:
-            person = open_sealed(self.sealer, job.registration_id, row["key_id"], row["sealed"])
+            if row["sealed_address"] is not None:
+                return open_address(self.addresses, job.registration_id,
+                                    row["address_key_id"], row["sealed_address"])
+            if self.blobs is None or blob is None:
+                raise Unopenable(NO_SEALED_ADDRESS)
+            return open_sealed(self.blobs, job.registration_id, blob["key_id"],
+                               blob["sealed"]).email
         except (SealingError, EnvelopeError):
-            return None  # a key id this process does not know, or a damaged blob
+            # A key id this process does not know, or a damaged blob.
+            raise Unopenable("sealed data cannot be opened") from None
+
+    def _message(self, job: Job, row: asyncpg.Record, blob: asyncpg.Record | None) -> Message:
+        address = self._address(job, row, blob)
         expires_at = int(time.time() + self.settings.token_ttl_hours * 3600)
         rid = row["registration_id"]
         link = verification_link(self.base_url, self.signer.issue(rid, expires_at))
         try:
-            mail = self.emails.make(person.email, rid, link, expires_at)
+            mail = self.emails.make(address, rid, link, expires_at)
         except ValueError:
-            return None
+            raise Unopenable("sealed data cannot be opened") from None
         return Message(job, mail, row["attempts"])
 
     async def _send_until_done(self, batch: Batch, messages: list[Message]) -> None:

@@ -71,7 +71,11 @@ def run_role(args: argparse.Namespace) -> int:
     if args.concurrency is not None:
         overrides[args.role] = {"concurrency": args.concurrency}
     settings = Settings.load(**overrides)
-    settings.keys.require()
+    # The email worker needs the address keys, never the sealing keys (docs/security.md).
+    if args.role == "email":
+        settings.keys.require_address()
+    else:
+        settings.keys.require()
     configure_logging(settings)
     uvloop.run(serve(settings, args.role))
     return 0
