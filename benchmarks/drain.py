@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import shutil
 import signal
@@ -124,9 +123,7 @@ class Meter:
 def worker_config(path: Path, redis_url: str, dsn: str, batch_size: int) -> Path:
     """A worker config: the scratch Redis and PostgreSQL, fresh keys, the batch size."""
     base = Settings.load().model_dump(mode="json")
-    key = base64.b64encode(os.urandom(32)).decode()
-    base["keys"].update(active_sealing_key_id="bench", sealing_keys={"bench": key},
-                        hash_key=base64.b64encode(os.urandom(32)).decode())
+    base["keys"].update(stack.fresh_keys())
     base["redis"]["url"] = redis_url
     base["postgres"]["dsn"] = dsn
     base["drain"]["batch_size"] = batch_size

@@ -52,10 +52,7 @@ def door_config(path: Path, redis_url: str, port: int, admin_port: int,
                 **admission: Any) -> Path:
     """A door config file for benchmarks: fresh keys, the given Redis and ports."""
     base = Settings.load().model_dump(mode="json")
-    keys = base["keys"]
-    keys["active_sealing_key_id"] = "bench"
-    keys["sealing_keys"] = {"bench": _random_key()}
-    keys["hash_key"] = _random_key()
+    base["keys"].update(fresh_keys())
     base["redis"]["url"] = redis_url
     base["public"].update(host="127.0.0.1", port=port)
     base["admin"].update(port=admin_port, token=secrets.token_urlsafe(32))
@@ -63,6 +60,14 @@ def door_config(path: Path, redis_url: str, port: int, admin_port: int,
     base["logging"]["level"] = "WARNING"
     path.write_text(render_toml(base))
     return path
+
+
+def fresh_keys() -> dict[str, Any]:
+    """Every key a benchmark's processes need, random (id "bench"), in config form."""
+    return {"active_sealing_key_id": "bench", "sealing_keys": {"bench": _random_key()},
+            "active_address_key_id": "bench", "address_keys": {"bench": _random_key()},
+            "active_token_key_id": "bench", "token_keys": {"bench": _random_key()},
+            "hash_key": _random_key()}
 
 
 def _random_key() -> str:

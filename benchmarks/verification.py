@@ -101,11 +101,7 @@ def write_config(path: Path, redis_url: str, dsn: str, scratch: Path,
                  args: argparse.Namespace) -> tuple[Settings, dict[str, Any]]:
     """One config for every process; the keys, for sealing the workload the same way."""
     base = Settings.load().model_dump(mode="json")
-    keys: dict[str, Any] = {"active_sealing_key_id": "bench",
-            "sealing_keys": {"bench": base64.b64encode(os.urandom(32)).decode()},
-            "hash_key": base64.b64encode(os.urandom(32)).decode(),
-            "active_token_key_id": "bench",
-            "token_keys": {"bench": base64.b64encode(os.urandom(32)).decode()}}
+    keys = stack.fresh_keys()
     base["keys"] = keys
     base["redis"]["url"] = redis_url
     base["postgres"]["dsn"] = dsn
@@ -210,6 +206,8 @@ def verification_stack(args: argparse.Namespace,
         payloads = workload.generate(
             args.count, duplicate_every=args.count + 1,
             sealer=Sealer({"bench": base64.b64decode(keys["sealing_keys"]["bench"])}, "bench"),
+            address_sealer=Sealer({"bench": base64.b64decode(keys["address_keys"]["bench"])},
+                                  "bench"),
             hasher=KeyedHasher(base64.b64decode(keys["hash_key"])),
             make=lambda factory: factory.citizen(sim.population_seed, sim.existing_share))
         processes["mail-sink"] = start(["mail-sink"], config, scratch / "mail-sink.log")

@@ -40,13 +40,16 @@ RECENT = 5000  # duplicates reuse the NIK of one of this many latest registrants
 
 def generate(count: int, *, duplicate_every: int = 50, seed: int = 11,
              sealer: Sealer | None = None, hasher: KeyedHasher | None = None,
-             make: Callable[[RegistrantFactory], Registrant] | None = None) -> list[bytes]:
+             make: Callable[[RegistrantFactory], Registrant] | None = None,
+             address_sealer: Sealer | None = None) -> list[bytes]:
     """`count` encoded envelopes in intake order, printing progress on stderr.
 
-    Sealed and hashed under random keys unless given the workers' keys; each
-    registrant from `make(factory)` (default: `factory.make()`).
+    Sealed and hashed under random keys unless given the workers' keys, the
+    address sealed on its own too as the door does; each registrant from
+    `make(factory)` (default: `factory.make()`).
     """
     sealer = sealer or Sealer({"bench": os.urandom(32)}, "bench")
+    address_sealer = address_sealer or Sealer({"bench": os.urandom(32)}, "bench")
     hasher = hasher or KeyedHasher(os.urandom(32))
     factory = RegistrantFactory(seed=seed)
     rng = random.Random(seed)
@@ -69,7 +72,7 @@ def generate(count: int, *, duplicate_every: int = 50, seed: int = 11,
             raise RuntimeError("a made-up registrant failed validation")
         registration_id = uuid7_bytes(first_ms + offset)
         envelope = seal_registration(checked, registration_id, first_ms + offset,
-                                     sealer, hasher)
+                                     sealer, hasher, address_sealer)
         payloads.append(envelope.encode())
         if (offset + 1) % 100_000 == 0 or offset + 1 == count:
             elapsed = time.monotonic() - started

@@ -25,6 +25,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive ports nothing listens on right now.
+
+    For processes that each take the next free port of a range: with only the
+    first known free, another program may hold the second."""
+    while True:
+        first = free_port(host)
+        if first + count <= 65536 and all(port_is_free(first + step, host)
+                                           for step in range(1, count)):
+            return first
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a listener could bind host:port now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -18,7 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from gelombang.processes import free_port
+from gelombang.processes import free_ports
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing import breaker_reports
 from queueing.keys import Partition
@@ -214,7 +214,7 @@ async def test_two_worker_processes_stay_under_the_shared_rate(
                                 rate_per_second=float(rate), burst=1, concurrency=8,
                                 timeout_seconds=15.0, claim_idle_seconds=15.0)
         # Each process serves its metrics on the first free port of the NIK range.
-        first_port = free_port()
+        first_port = free_ports(2)
         settings = settings.model_copy(update={"worker_metrics": settings.worker_metrics.
                                                model_copy(update={"enabled": True,
                                                                   "nik_port": first_port,
