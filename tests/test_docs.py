@@ -13,6 +13,8 @@ import pytest
 from tests.markdown import anchors
 
 ROOT: Final = Path(__file__).resolve().parents[1]
+# This file names what it looks for.
+THIS_FILE: Final = Path(__file__).resolve()
 PAGES: Final = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 # Results pages are what `gelombang bench` wrote, finish time included; the prose elsewhere
 # links them rather than naming a run by its hour.
@@ -79,7 +81,7 @@ def test_no_file_cites_an_api_md_other_than_docs_api_md() -> None:
     citing = []
     for name in filter(None, tracked):
         path = ROOT / name
-        if path.suffix in {".png", ".ico"} or not path.is_file():
+        if path.suffix in {".png", ".ico"} or not path.is_file() or path == THIS_FILE:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         # The contract is docs/api.md; an upper-case API.md names a file that is not here.
@@ -87,3 +89,29 @@ def test_no_file_cites_an_api_md_other_than_docs_api_md() -> None:
             citing.append(name)
     assert citing == []
     assert (ROOT / "docs" / "api.md").is_file()
+
+
+def test_the_readme_opens_with_the_two_commands_and_the_code_map() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_screen = "\n".join(readme.splitlines()[:40])
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for command in ("make run", "make test"):
+        assert command in first_screen, command
+        assert re.search(rf"^{command.split()[1]}:", makefile, re.MULTILINE), command
+    assert "## Code map" in first_screen
+
+
+def test_every_file_and_function_of_the_code_map_exists() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code_map = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in code_map.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) >= 8
+    for row in rows:
+        where = row.strip("|").split("|")[-1]
+        paths = re.findall(r"`([\w/]+\.\w+)`(?: \(`(\w+)`\))?", where)
+        assert paths, row
+        for path, function in paths:
+            assert (ROOT / path).is_file(), path
+            if function:
+                text = (ROOT / path).read_text(encoding="utf-8")
+                assert re.search(rf"^(async )?def {function}\(", text, re.MULTILINE), function
