@@ -16,7 +16,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# LICENSE: pyproject.toml names it as the wheel's license file; the build fails without it.
+COPY pyproject.toml README.md LICENSE ./
 COPY gelombang ./gelombang
 COPY intake ./intake
 COPY queueing ./queueing

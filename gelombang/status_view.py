@@ -10,7 +10,7 @@ from rich.text import Text
 
 from gelombang.status_sample import Frame
 
-# The funnel's counters in the contract's order (API.md, GET /admin/v1/funnel).
+# The funnel's counters in the contract's order (docs/api.md, GET /admin/v1/funnel).
 FUNNEL_ORDER: Final = ("queued", "stored", "accepted", "duplicate", "ineligible", "email_sent",
                        "email_verified", "nik_verified", "nik_rejected", "dead_letter")
 

@@ -77,7 +77,7 @@ ERROR_MESSAGES: Final[dict[str, str]] = {
     "other": "Terjadi kesalahan. Silakan coba lagi.",
 }
 
-# The status page's words for the states and verification outcomes of API.md.
+# The status page's words for the states and verification outcomes of docs/api.md.
 STATE_MESSAGES: Final[dict[str, str]] = {
     "queued": "Dalam antrean",
     "accepted": "Diterima",

@@ -1,4 +1,4 @@
-"""The field rules of a registration (API.md, check 5): pure code, no I/O.
+"""The field rules of a registration (docs/api.md, check 5): pure code, no I/O.
 
 Every field is checked and every failure reported, one code per field, so
 the web form can mark all of them at once. A valid body comes back as the

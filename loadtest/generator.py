@@ -3,7 +3,7 @@
 One `SurgeGenerator` feeds Locust users, tests and benchmarks alike. Most
 submissions are valid; a configured share reuse an earlier registrant's NIK
 or email (accepted at the door, stored as `duplicate` by the drain); another
-share break exactly one rule of API.md, each with the status and `fields`
+share break exactly one rule of docs/api.md, each with the status and `fields`
 the door must answer; and some valid ones are sent twice with the same
 Idempotency-Key, as a double-clicked submit button does.
 

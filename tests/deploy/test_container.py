@@ -109,6 +109,8 @@ def test_builder_copies_every_package_the_wheel_needs(stages: list[list[tuple[st
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     needed = {name.split(".")[0] for name in pyproject["tool"]["setuptools"]["packages"]}
     needed |= {"pyproject.toml", "README.md"}  # README.md is the project's readme
+    # The wheel's license files: setuptools refuses to build without them.
+    needed |= set(pyproject["project"]["license-files"])
     copied = {source.rstrip("/") for arguments in _args(stages[0], "COPY")
               for source in arguments.split()[:-1]}
     assert needed <= copied

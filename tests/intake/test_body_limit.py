@@ -1,6 +1,6 @@
 """The 4 KiB body limit at its boundaries, on both framings (issue 17, item 10).
 
-API.md: a body of at most 4 KiB is read, a larger one is 413. aiohttp 3.10-3.13
+docs/api.md: a body of at most 4 KiB is read, a larger one is 413. aiohttp 3.10-3.13
 compared the body it read with `client_max_size` by `>=`, so a body of exactly
 4,096 bytes was refused 413 (fixed in 3.14.0); pyproject.toml's floor keeps those
 versions out, and these tests fail on them.

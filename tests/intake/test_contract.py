@@ -1,4 +1,4 @@
-"""POST /v1/registrations and the public port, status by status, per API.md."""
+"""POST /v1/registrations and the public port, status by status, per docs/api.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OpenAPI document of the public port describes exactly the contract (API.md)."""
+"""The OpenAPI document of the public port describes exactly the contract (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-# Every error code API.md names for the public port (the admin port's
+# Every error code docs/api.md names for the public port (the admin port's
 # `unauthorized` is not one of them).
 PUBLIC_ERROR_CODES: Final = frozenset({
     "unsupported_media_type", "payload_too_large", "malformed_json",
     "invalid_idempotency_key", "validation_failed", "admission_limited", "backlog_full",
     "queue_unavailable", "intake_closed", "not_found", "invalid_token", "token_expired",
-    # Added to API.md's list, backward compatible: GET status while PostgreSQL is down.
+    # Added to the original list, backward compatible: GET status while PostgreSQL is down.
     "status_unavailable",
     # Added for slow and abusive clients (issue 7), backward compatible: a body that
     # never arrives, and the per-client-IP limit (off by default).
@@ -32,7 +32,7 @@ PUBLIC_ERROR_CODES: Final = frozenset({
 # Answered whatever the path, before any operation (issue 17): a request the HTTP layer
 # cannot parse, and a method the path does not serve. The document's description says so.
 HTTP_LAYER_CODES: Final = frozenset({"malformed_request", "method_not_allowed"})
-# The field codes of API.md's validation table.
+# The field codes of docs/api.md's validation table.
 FIELD_CODES: Final = frozenset({
     "required", "wrong_type", "unknown_field", "invalid_format", "invalid_region",
     "invalid_date", "invalid_serial", "too_short", "too_long", "invalid_characters",

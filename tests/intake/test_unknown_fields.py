@@ -1,7 +1,7 @@
 """A body's unknown keys are reported without quoting them (issue 17, item 8).
 
 A key is client input as much as a value: a client that puts an email address or a
-NIK in a key must not see it quoted back in the 422 (API.md: no response body ever
+NIK in a key must not see it quoted back in the 422 (docs/api.md: no response body ever
 contains a submitted NIK, phone number or email address).
 """
 

@@ -380,7 +380,7 @@ def test_registrants_can_be_made_on_29_february() -> None:
     assert isinstance(validate_registration(registrant.body(), leap_day), PersonalData)
 
 
-# --- an independent oracle of the contract's rules (API.md, check 5) ---------------------
+# --- an independent oracle of the contract's rules (docs/api.md, check 5) ---------------------
 # Written from the contract's table, without the validator's helpers, so a rule the
 # validator gets wrong disagrees with it.
 
