@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import cpu, stack
+from benchmarks import cpu, kept_figures, stack
 from benchmarks.baselines import nginx
 from benchmarks.harness import (
     BenchRun,
@@ -511,6 +511,7 @@ def report(run: BenchRun, plan: Plan, appendfsync: str, layout: Layout) -> int:
              "2xx/s counts only 2xx answers (the naive design's 409s are not). "
              "Server CPU: cores the server process used while measured."]
     folder = run.finish(summary, table(medians, plan.connections, by_count), notes=notes,
+                        figures=kept_figures.door(medians, plan.connections, DOOR),
                         parameters={"rounds": plan.rounds, "seconds": plan.seconds,
                                     "connections": list(plan.connections),
                                     "bodies": plan.bodies, "appendfsync": appendfsync,

@@ -41,7 +41,17 @@ from typing import Any
 
 import redis
 
-from benchmarks import cpu, database, harness, profiles, stack, stream_floor, streams, workload
+from benchmarks import (
+    cpu,
+    database,
+    harness,
+    kept_figures,
+    profiles,
+    stack,
+    stream_floor,
+    streams,
+    workload,
+)
 from benchmarks.drain_report import markdown, plot, rounds_table
 from config.settings import Settings
 from database.schema import migrate
@@ -468,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     run.finish({"ratio_median": ratio, "rounds": rounds, "failures": failures},
                rounds_table(rounds) + "\n" + detail, parameters=parameters,
                notes=[f"Rounds alternate COPY and drain ({args.rounds} round(s)); the ratio "
-                      "is each round's drain against that round's fastest COPY."])
+                      "is each round's drain against that round's fastest COPY."],
+               figures=kept_figures.drain(rounds, args.partitions))
     return harness.print_results(run.folder, failures)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from benchmarks import stack
+from gelombang.capacity_figures import write_figures
 
 Better = Literal["higher", "lower"]
 T = TypeVar("T")
@@ -104,11 +105,14 @@ class BenchRun:
         return {key: median_figures(ms) for key, ms in groups.items()}
 
     def finish(self, summary: dict[str, Any], table: str, *,
-               parameters: dict[str, Any] | None = None, notes: Sequence[str] = ()) -> Path:
-        """Write results.json and results.md; return the folder."""
+               parameters: dict[str, Any] | None = None, notes: Sequence[str] = (),
+               figures: Mapping[str, float] | None = None) -> Path:
+        """Write results.json and results.md (and figures.json, `gelombang plan`'s); the folder."""
+        finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        machine = stack.machine()
         document = {
-            "suite": self.suite, "size": self.size, "machine": stack.machine(),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "suite": self.suite, "size": self.size, "machine": machine,
+            "finished_at": finished_at,
             "seconds": round(time.monotonic() - self._started, 1),
             "parameters": parameters or {},
             "measurements": [asdict(m) for m in self.measurements],
@@ -118,6 +122,9 @@ class BenchRun:
         }
         stack.write_json(self.folder / "results.json", document)
         (self.folder / "results.md").write_text(self.markdown(table, notes))
+        # A --tiny run checks the harness and measures nothing: no figures to plan with.
+        if figures and self.size != "tiny":
+            write_figures(self.folder, self.suite, figures, machine, finished_at)
         return self.folder
 
     def markdown(self, table: str, notes: Sequence[str] = ()) -> str:

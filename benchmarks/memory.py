@@ -48,7 +48,7 @@ import aiohttp
 import orjson
 import redis
 
-from benchmarks import database, drain, harness, stack, streams, workload
+from benchmarks import database, drain, harness, kept_figures, stack, streams, workload
 from benchmarks.verification import stop
 from config.settings import Settings
 from database.schema import migrate
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 "failures": failures}, table(results),
                parameters={"count": args.count, "door_count": args.door_count,
                            "connections": args.connections, "partitions": args.partitions},
-               notes=notes)
+               notes=notes, figures=kept_figures.memory(results))
     return harness.print_results(run.folder, failures)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stack
+from benchmarks import kept_figures, stack
 from benchmarks.door import (
     Contender,
     available_cores,
@@ -266,7 +266,7 @@ def report(run: BenchRun, plan: Plan, layout: ScaleLayout, appendfsync: str) -> 
              "admitted). Doors on cores "
              f"{layout.doors}, wrk on {layout.load}, Redis on {layout.redis}."]
     folder = run.finish({str(count): found for count, found in figures.items()}, table(figures),
-                        notes=notes,
+                        notes=notes, figures=kept_figures.scale(figures),
                         parameters={"rounds": plan.rounds, "seconds": plan.seconds,
                                     "processes": list(plan.processes), "bodies": plan.bodies,
                                     "appendfsync": appendfsync,

@@ -40,6 +40,7 @@ import redis
 from benchmarks import stack, streams, workload
 from config.settings import Settings
 from database.schema import migrate
+from gelombang.capacity_figures import write_figures
 from gelombang.devstate import render_toml
 from gelombang.processes import free_port
 from gelombang.services import PostgresServer, RedisServer, start_postgres, start_redis
@@ -313,8 +314,13 @@ def markdown(results: dict[str, Any]) -> str:
 
 def run_and_report(suite: str, args: argparse.Namespace,
                    run_suite: Callable[[argparse.Namespace, Path], dict[str, Any]],
-                   report: Callable[[dict[str, Any]], str]) -> int:
-    """Run a suite in a scratch folder; keep its logs, results.json and results.md."""
+                   report: Callable[[dict[str, Any]], str],
+                   figures: Callable[[dict[str, Any]], dict[str, float]] | None = None) -> int:
+    """Run a suite in a scratch folder; keep its logs, results.json and results.md.
+
+    `figures`, if given, picks the figures `gelombang plan` reads out of the
+    results; they are kept in figures.json beside them.
+    """
     folder = stack.result_folder(suite)
     scratch = Path(tempfile.mkdtemp(prefix=f"gelombang-bench-{suite}-"))
     try:
@@ -325,6 +331,9 @@ def run_and_report(suite: str, args: argparse.Namespace,
         shutil.rmtree(scratch, ignore_errors=True)
     results.update(suite=suite, machine=stack.machine())
     stack.write_json(folder / "results.json", results)
+    if figures is not None:
+        write_figures(folder, suite, figures(results), results["machine"],
+                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     text = report(results)
     (folder / "results.md").write_text(text)
     print(text)

@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "drill": "loadtest.drills.drill_command",
     "healthcheck": "gelombang.healthcheck",
     "bench": "benchmarks.bench_command",
+    "plan": "gelombang.plan_command",
 }
 
 # Exit status for a start-up failure such as invalid configuration (as uvicorn).
