@@ -128,7 +128,10 @@ class RegistrationIdSettings(_Section):
 
 
 class AdminSettings(_Section):
-    host: str
+    # Loopback unless configured (config/default.toml says so too): the admin
+    # port serves /metrics without a token, so listening wider is a choice made
+    # with a NetworkPolicy or firewall beside it (deploy/kubernetes/configmap.yaml).
+    host: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535)
     token: str = Field(repr=False)  # secrets stay out of reprs and tracebacks
     # An identical authenticated read (same route, query and address) is audited

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from config.settings import ConfigError, Settings, WorkerRole
+from config.settings import AdminSettings, ConfigError, Settings, WorkerRole
+from database.schema import required_version
 from gelombang.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,12 +90,19 @@ def _workloads(manifests: list[Manifest]) -> list[Manifest]:
     return [m for m in manifests if m["kind"] in ("Deployment", "Job")]
 
 
+def _every_container(workload: Manifest) -> list[Manifest]:
+    containers: list[Manifest] = [*_pod(workload)["containers"],
+                                  *_pod(workload).get("initContainers", [])]
+    return containers
+
+
 def test_every_role_runs_with_valid_arguments(manifests: list[Manifest]) -> None:
     parser = build_parser()
     roles = set()
     for workload in _workloads(manifests):
+        for container in _every_container(workload):
+            parser.parse_args(container["args"])  # SystemExit on an unknown role or option
         args = _container(workload)["args"]
-        parser.parse_args(args)  # SystemExit on an unknown role or option
         roles.add(tuple(args[:2]) if args[0] == "worker" else (args[0],))
     assert roles == {("serve",), ("worker", "store"), ("worker", "email"), ("worker", "nik"),
                      ("migrate",)}
@@ -111,13 +122,15 @@ def test_every_pod_runs_as_the_image_user_with_bounded_resources(
         security = _pod(workload)["securityContext"]
         assert security["runAsNonRoot"] is True, name
         assert security["runAsUser"] == _dockerfile_user(), name
-        container = _container(workload)
-        assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
-        resources = container["resources"]
-        assert {"cpu", "memory"} <= set(resources["requests"]), name
-        assert "memory" in resources["limits"], name
-        refs = [next(iter(source.values()))["name"] for source in container["envFrom"]]
-        assert refs == ["gelombang-config", "gelombang-secrets"], name
+        for container in _every_container(workload):
+            where = f"{name}/{container['name']}"
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]), where
+            assert "memory" in resources["limits"], where
+            refs = [next(iter(source.values()))["name"] for source in container["envFrom"]]
+            assert refs == ["gelombang-config", "gelombang-secrets"], where
     assert set(_named(manifests, "ConfigMap")) == {"gelombang-config"}
     assert set(_named(manifests, "Secret")) == {"gelombang-secrets"}
 
@@ -189,6 +202,8 @@ def test_config_and_filled_in_secret_are_a_complete_configuration(
     settings = _settings_with(monkeypatch, config_data, _real_secrets(secret_data))
     settings.keys.require_door()
     assert settings.admin.host == "0.0.0.0"  # Prometheus scrapes it from another pod
+    # Behind the Ingress the door's peer is the controller: its X-Forwarded-For is believed.
+    assert ipaddress.ip_address("10.1.2.3") in settings.client_limit.trusted_networks()[0]
 
 
 def _port(container: Manifest, name_or_number: str | int) -> int:
@@ -214,9 +229,15 @@ def test_door_probes_grace_and_ports_match_the_configuration(
     # The door leaves by itself before the kubelet's SIGKILL.
     needed = settings.door.drain_grace_seconds + settings.door.shutdown_deadline_seconds
     assert _pod(door)["terminationGracePeriodSeconds"] > needed
-    # While draining, readiness must fail within the grace, so traffic stops first.
     probe = container["readinessProbe"]
-    assert probe["periodSeconds"] * probe["failureThreshold"] < settings.door.drain_grace_seconds
+    # One slow Redis answer (a 503 after redis.timeout_seconds, before the probe's own
+    # timeout) takes no pod out of the endpoints: it takes two misses in a row.
+    assert probe["failureThreshold"] > 1
+    assert probe["timeoutSeconds"] > settings.redis.timeout_seconds
+    # While draining, readiness must fail within the grace (the last probe may
+    # take its whole timeout), so traffic stops before the listener closes.
+    needed_to_fail = probe["periodSeconds"] * probe["failureThreshold"] + probe["timeoutSeconds"]
+    assert needed_to_fail < settings.door.drain_grace_seconds
 
 
 def test_workers_have_liveness_and_time_to_finish(manifests: list[Manifest]) -> None:
@@ -276,3 +297,102 @@ def test_services_hpa_and_budgets_point_at_the_pods(manifests: list[Manifest]) -
     # A budget that selects nothing but the door: with minAvailable 1 and two
     # replicas, a node drain always leaves one door answering.
     assert _named(manifests, "PodDisruptionBudget")["gelombang-door"]["spec"]["minAvailable"] == 1
+
+
+def test_every_deployment_waits_for_the_schema_in_an_init_container(
+        manifests: list[Manifest]) -> None:
+    deployments = _named(manifests, "Deployment")
+    assert len(deployments) == 4
+    for name, deployment in deployments.items():
+        (init,) = _pod(deployment)["initContainers"]
+        args = build_parser().parse_args(init["args"])
+        # Waits, never applies: two pods must not both migrate, and only the Job does.
+        assert args.command == "migrate" and args.wait_for_version, name
+        assert 60 <= args.timeout <= 900, name
+        assert init["image"] == _container(deployment)["image"], name  # the same release's version
+    assert required_version() >= 1
+
+
+def test_the_migrate_job_can_be_applied_again(manifests: list[Manifest]) -> None:
+    (job,) = _named(manifests, "Job").values()
+    # A new release is a new Job (a finished Job's template cannot change), and the
+    # same release applied again after the TTL runs again, idempotently.
+    tag = _container(job)["image"].rsplit(":", 1)[1]
+    assert job["metadata"]["name"] == "gelombang-migrate-" + re.sub(r"[^a-z0-9]", "-", tag)
+    assert "generateName" not in job["metadata"]  # kubectl apply needs a name
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 86400
+    images = {c["image"] for m in _workloads(manifests) for c in _every_container(m)}
+    assert images == {_container(job)["image"]}
+    # Exit 3 (a refusal no retry mends) fails the Job at once.
+    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [3]
+    assert _pod(job)["restartPolicy"] == "Never"
+
+
+def _policy_ports(policy: Manifest, allowed_from: Manifest) -> set[str]:
+    """The ports `policy` opens to a peer matching `allowed_from` (namespace, pod labels)."""
+    ports: set[str] = set()
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            if _selects(peer.get("namespaceSelector", {}), allowed_from["namespace"]) and \
+                    _selects(peer.get("podSelector", {}), allowed_from["pod"]):
+                ports |= {p["port"] for p in rule["ports"]}
+    return ports
+
+
+PROMETHEUS = {"namespace": {"kubernetes.io/metadata.name": "monitoring"},
+              "pod": {"app.kubernetes.io/name": "prometheus"}}
+INGRESS_CONTROLLER = {"namespace": {"kubernetes.io/metadata.name": "ingress-nginx"},
+                      "pod": {"app.kubernetes.io/name": "ingress-nginx"}}
+SOME_OTHER_POD = {"namespace": {"kubernetes.io/metadata.name": "gelombang"},
+                  "pod": {"app.kubernetes.io/name": "debug"}}
+
+
+def test_network_policies_keep_the_admin_and_metrics_ports_for_prometheus(
+        manifests: list[Manifest]) -> None:
+    deployments = _named(manifests, "Deployment")
+    policies = _named(manifests, "NetworkPolicy")
+    for name, deployment in deployments.items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (policy,) = [p for p in policies.values() if _selects(p["spec"]["podSelector"], labels)]
+        assert policy["spec"]["policyTypes"] == ["Ingress"], name
+        port_names = {p["name"] for p in _container(deployment)["ports"]}
+        scraped = "admin" if name == "gelombang-door" else "metrics"
+        assert _policy_ports(policy, PROMETHEUS) == {scraped}, name
+        assert _policy_ports(policy, SOME_OTHER_POD) == set(), name
+        # Every port a policy names is a port of the pod (a typo would open nothing).
+        assert {p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]} <= port_names
+    door = policies["gelombang-door"]
+    assert _policy_ports(door, INGRESS_CONTROLLER) == {"public"}
+
+
+def test_the_ingress_serves_the_public_base_url_over_tls_and_nothing_else(
+        manifests: list[Manifest], config_data: dict[str, str]) -> None:
+    (ingress,) = _named(manifests, "Ingress").values()
+    host = config_data["GELOMBANG_PUBLIC__BASE_URL"].removeprefix("https://").rstrip("/")
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["hosts"] == [host] and tls["secretName"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == host
+    backends = [path["backend"]["service"] for path in rule["http"]["paths"]]
+    assert backends == [{"name": "gelombang-door", "port": {"name": "public"}}]
+    public = _named(manifests, "Service")["gelombang-door"]
+    assert {p["name"] for p in public["spec"]["ports"]} == {"public"}
+
+
+def test_the_admin_port_binds_loopback_unless_configured(config_data: dict[str, str]) -> None:
+    assert AdminSettings(port=8081, token=secrets.token_urlsafe(48)).host == "127.0.0.1"
+    assert Settings.load(admin={"port": 0}).admin.host == "127.0.0.1"
+    # The manifests configure it wider, and a NetworkPolicy guards it (test above).
+    assert config_data["GELOMBANG_ADMIN__HOST"] == "0.0.0.0"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_renders_every_object_into_the_namespace() -> None:
+    rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], check=True,
+                              capture_output=True, text=True, timeout=60).stdout
+    objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    expected = [doc for _, doc in _documents() if doc["kind"] != "Kustomization"]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == sorted(
+        (o["kind"], o["metadata"]["name"]) for o in expected)
+    assert {o["metadata"]["namespace"] for o in objects} == {"gelombang"}

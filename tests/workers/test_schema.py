@@ -1,30 +1,27 @@
-"""Migrations: applied once, in order, safely from concurrent runs."""
+"""Migrations: applied once, in order, safely from concurrent runs; checksummed; awaited."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import hashlib
+import socket
 import uuid
-from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 import pytest
 
-from database.schema import available, migrate
-from gelombang.services import PostgresServer
-
-
-@pytest.fixture
-async def empty_database(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    """A new, empty database of its own, dropped afterwards."""
-    name = f"migrate_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(postgres_server.admin_dsn)
-    await admin.execute(f"CREATE DATABASE {name} OWNER gelombang")
-    try:
-        yield postgres_server.dsn.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
+from database.schema import (
+    ChangedMigration,
+    Migration,
+    SchemaNotReady,
+    applied_rows,
+    available,
+    file_statuses,
+    migrate,
+    required_version,
+    wait_for_version,
+)
 
 
 def test_migration_files_are_numbered_from_one_without_gaps() -> None:
@@ -84,3 +81,137 @@ async def test_the_batch_outbox_migration_carries_over_the_old_outbox(
         assert await connection.fetchval("SELECT to_regclass('verification_outbox')") is None
     finally:
         await connection.close()
+
+
+def _checksums(migrations: list[Migration]) -> dict[int, str]:
+    return {migration.version: migration.checksum for migration in migrations}
+
+
+async def _stored_checksums(dsn: str) -> dict[int, str | None]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch("SELECT version, checksum FROM schema_migrations")
+        return {row[0]: row[1] for row in rows}
+    finally:
+        await connection.close()
+
+
+def _edited(version: int, extra: Migration | None = None) -> list[Migration]:
+    """The shipped files with one of them edited (and one new file, if given)."""
+    edited = [replace(m, sql=m.sql + "\n-- edited\n") if m.version == version else m
+              for m in available()]
+    return [*edited, extra] if extra else edited
+
+
+async def test_each_applied_migration_records_the_sha256_of_its_file(empty_database: str) -> None:
+    await migrate(empty_database)
+
+    stored = await _stored_checksums(empty_database)
+    assert stored == _checksums(available())
+    first = available()[0]
+    assert stored[first.version] == hashlib.sha256(first.sql.encode()).hexdigest()
+
+
+async def test_a_changed_applied_migration_stops_migrate_before_it_applies_anything(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await migrate(empty_database)
+    new = Migration(len(available()) + 1, "never_applied", "CREATE TABLE never_applied (x int)")
+    monkeypatch.setattr("database.schema.available", lambda: _edited(3, extra=new))
+
+    with pytest.raises(ChangedMigration) as refused:
+        await migrate(empty_database)
+
+    message = str(refused.value)
+    assert "0003_audit_order.sql changed after it was applied" in message
+    assert "\n" not in message
+    connection = await asyncpg.connect(empty_database)
+    try:
+        assert await connection.fetchval("SELECT to_regclass('never_applied')") is None
+    finally:
+        await connection.close()
+
+
+async def test_migrations_applied_before_checksums_are_recorded_by_the_first_run(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A database as a release without checksums left it: no checksum column.
+    connection = await asyncpg.connect(empty_database)
+    try:
+        await connection.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())")
+        for migration in available():
+            await connection.execute(migration.sql)
+            await connection.execute("INSERT INTO schema_migrations VALUES ($1, $2)",
+                                     migration.version, migration.name)
+        assert file_statuses(await applied_rows(connection))[0].checksum == "unrecorded"
+    finally:
+        await connection.close()
+
+    assert await migrate(empty_database) == []
+
+    assert await _stored_checksums(empty_database) == _checksums(available())
+    # From then on an edit is caught.
+    monkeypatch.setattr("database.schema.available", lambda: _edited(1))
+    with pytest.raises(ChangedMigration, match=r"0001_registrations\.sql"):
+        await migrate(empty_database)
+
+
+async def test_waiting_for_the_version_returns_once_a_migration_elsewhere_commits(
+    empty_database: str,
+) -> None:
+    lines: list[str] = []
+    needed = required_version()
+
+    async def migrate_soon() -> None:
+        await asyncio.sleep(0.3)
+        await migrate(empty_database)
+
+    found, _ = await asyncio.gather(
+        wait_for_version(empty_database, needed, wait_seconds=30, interval=0.1,
+                         report=lines.append),
+        migrate_soon())
+
+    assert found == needed
+    # One line per state, not one per read (the migration may be seen half-way too).
+    assert lines[0] == f"waiting for schema version {needed}: database at version 0"
+    assert len(lines) == len(set(lines)) <= needed
+    connection = await asyncpg.connect(empty_database)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM schema_migrations") == needed
+    finally:
+        await connection.close()
+
+
+async def test_waiting_applies_nothing_and_gives_up_after_its_time(empty_database: str) -> None:
+    lines: list[str] = []
+    with pytest.raises(SchemaNotReady, match=r"schema not at version 99 after 0\.5 s"):
+        await wait_for_version(empty_database, 99, wait_seconds=0.5, interval=0.1,
+                               report=lines.append)
+    assert lines == ["waiting for schema version 99: database at version 0"]
+    connection = await asyncpg.connect(empty_database)
+    try:
+        assert await connection.fetchval("SELECT to_regclass('schema_migrations')") is None
+    finally:
+        await connection.close()
+
+
+async def test_waiting_reports_an_unreachable_database_and_keeps_trying() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    lines: list[str] = []
+    with pytest.raises(SchemaNotReady, match="database unreachable"):
+        await wait_for_version(f"postgresql://nobody@127.0.0.1:{port}/none", 1,
+                               wait_seconds=0.5, interval=0.1, report=lines.append)
+    assert len(lines) == 1 and "database unreachable" in lines[0]
+
+
+async def test_waiting_refuses_at_once_when_an_applied_file_changed(
+    migrated_dsn: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("database.schema.available", lambda: _edited(2))
+    with pytest.raises(ChangedMigration, match=r"0002_verification\.sql"):
+        await wait_for_version(migrated_dsn, 1, wait_seconds=30, interval=0.1,
+                               report=print)
