@@ -24,6 +24,7 @@ from queueing.ids import RegistrationIds
 from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
+from queueing.process_reports import report_door
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_checked
 from queueing.sealing import KeyedHasher, Sealer
@@ -220,6 +221,10 @@ async def open_door(settings: Settings,
     helpers = Supervisor(on_stop=on_fatal)
     helpers.start("admission refresher",
                   lambda: live.run(settings.admission.refresh_seconds), "restart")
+    # The deployment's views sum every process's report (status, the ops page).
+    helpers.start("counter reports",
+                  lambda: report_door(redis, metrics.door_counters,
+                                      redis_seconds=settings.redis.timeout_seconds), "restart")
     if not checked:
         # Fatal: a door must not admit into a Redis that evicts.
         helpers.start("redis eviction check", lambda: wait_until_checked(redis, "door"), "stop")
