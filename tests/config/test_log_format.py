@@ -97,7 +97,7 @@ async def test_door_supervisor_and_drain_write_only_json_lines_without_personal_
                         assert reply.status == 202
 
             async def all_stored() -> bool:
-                return await pg.fetchval("SELECT count(*) FROM registrations") == len(people)
+                return bool(await pg.fetchval("SELECT count(*) FROM registrations") == len(people))
 
             await eventually(all_stored, within=30, what="the drain")
             # A door process that dies is restarted: the supervisor logs it, in JSON too.
