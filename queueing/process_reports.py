@@ -98,27 +98,46 @@ async def withdraw(redis: RedisClient, name: str) -> None:
     await redis.delete(door_report(name))
 
 
-async def report_door(redis: RedisClient, counters: Callable[[], Mapping[str, float]],
-                      every: float = REPORT_SECONDS, redis_seconds: float = 1.0) -> None:
-    """Report this door process's counters every `every` seconds until cancelled.
+class DoorReporter:
+    """This door process's reports: `run` writes one every `every` seconds until `stop`."""
 
-    Redis away costs a report or two, never the door: the next one catches up
-    (the counters are totals since the process started).
-    """
-    name = door_name()
-    started_at = time.time()
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(redis_seconds):
-                    await publish(redis, name, every, counters(), started_at)
-            except REDIS_UNAVAILABLE:
-                pass
-            await asyncio.sleep(every)
-    finally:
-        with contextlib.suppress(*REDIS_UNAVAILABLE):
-            async with asyncio.timeout(redis_seconds):
-                await withdraw(redis, name)
+    def __init__(self, redis: RedisClient, counters: Callable[[], Mapping[str, float]],
+                 every: float = REPORT_SECONDS, redis_seconds: float = 1.0) -> None:
+        self.name: Final = door_name()
+        self._redis = redis
+        self._counters = counters
+        self._every = every
+        self._redis_seconds = redis_seconds
+        self._started_at = time.time()
+        self._running = True
+
+    def stop(self) -> None:
+        """End `run` at its next turn."""
+        self._running = False
+
+    async def run(self) -> None:
+        """Report until stopped, then withdraw the report.
+
+        Redis away costs a report or two, never the door: the next one catches
+        up (the counters are totals since the process started). The flag as
+        well as the task's cancellation: a cancel can be lost inside a Redis
+        call (queueing/live_settings.py saw it), and a loop that reported on
+        after its door stopped would count a process that is gone.
+        """
+        try:
+            while self._running:
+                with contextlib.suppress(*REDIS_UNAVAILABLE):
+                    async with asyncio.timeout(self._redis_seconds):
+                        await publish(self._redis, self.name, self._every, self._counters(),
+                                      self._started_at)
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError  # the cancel the Redis call swallowed
+                await asyncio.sleep(self._every)
+        finally:
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                async with asyncio.timeout(self._redis_seconds):
+                    await withdraw(self._redis, self.name)
 
 
 def _text(value: bytes | str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from queueing import process_reports
 from queueing.keys import DOOR_REPORTS, door_report
 from queueing.redis_client import RedisClient
 from tests.conftest import TEST_ADMIN_TOKEN
-from tests.intake.door_helpers import DoorUnderTest
+from tests.intake.door_helpers import DoorUnderTest, running_door
 from tests.support import door_processes
 from tests.workers.verification_helpers import eventually
 from workers.runtime.heartbeat import Heartbeat
@@ -96,3 +97,17 @@ async def test_workers_are_read_beside_doors_and_stale_ones_are_marked_not_summe
     assert body["totals"]["door"]["admitted"] == fresh[0]["counters"]["admitted"]
     assert [p["role"] for p in body["processes"]] == sorted(
         (p["role"] for p in body["processes"]), key=["door", "drain", "email", "nik"].index)
+
+
+async def test_a_closed_door_stops_reporting_and_withdraws_its_report(
+    test_settings: Settings, redis_client: RedisClient,
+) -> None:
+    async with running_door(test_settings):
+        async def reported() -> bool:
+            return bool(await redis_client.zcard(DOOR_REPORTS))
+
+        await eventually(reported, within=10, what="the door's first report")
+    # Nothing reports on for a door that is gone (a lost cancel once left a loop running).
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "counter reports"] == []
+    assert await redis_client.zcard(DOOR_REPORTS) == 0
+    assert await redis_client.keys("gelombang:doors:*") == []
