@@ -250,6 +250,9 @@ def _is_https(url: str) -> bool:
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    # "text" for people (the default), "json" for machines: one object per line
+    # (config/log_format.py).
+    format: Literal["text", "json"]
 
 
 class Settings(BaseSettings):

@@ -25,7 +25,15 @@ from rich.console import Console
 from rich.live import Live
 
 from config.settings import Settings
-from gelombang.status_sample import Frame, Reading, Verification, make_frame, read_admin
+from gelombang.status_fleet import FleetRates
+from gelombang.status_sample import (
+    Frame,
+    Reading,
+    Verification,
+    make_frame,
+    read_admin,
+    with_processes,
+)
 from gelombang.status_view import render_frame
 
 # Every funnel read is an audited admin action: one every few seconds, not every frame.
@@ -41,8 +49,9 @@ def register(subparsers: Any) -> None:
                         help="seconds between frames (default 2)")
     parser.add_argument("--once", action="store_true",
                         help="print one frame and exit (rates over --window seconds)")
-    parser.add_argument("--window", type=float, default=1.0,
-                        help="with --once: seconds between the two readings (default 1)")
+    # Longer than a door's report period (2 s), so each process reports in between.
+    parser.add_argument("--window", type=float, default=3.0,
+                        help="with --once: seconds between the two readings (default 3)")
     parser.set_defaults(handler=run)
 
 
@@ -71,15 +80,18 @@ def _session() -> aiohttp.ClientSession:
 async def show_once(url: str, token: str, window: float, console: Console,
                     stop: asyncio.Event) -> int:
     """Two readings `window` apart, one frame printed; 1 when the admin port fails."""
+    fleet = FleetRates()
     async with _session() as session:
         try:
             first = await read_admin(session, url, token, with_funnel=True)
+            fleet.update(first.processes or [])
             await _wait(stop, window)
             second = await read_admin(session, url, token, with_funnel=True)
         except (aiohttp.ClientError, TimeoutError) as exc:
             print(f"gelombang status: admin port at {url}: {exc}", file=sys.stderr)
             return 1
-    console.print(render_frame(make_frame(second, first, first), _heading(url)))
+    frame = with_processes(make_frame(second, first, first), fleet.update(second.processes or []))
+    console.print(render_frame(frame, _heading(url)))
     return 0
 
 
@@ -91,6 +103,7 @@ class _Follower:
         self.funnel_before: Reading | None = None
         self.drained: float | None = None
         self.verification: Verification | None = None
+        self.fleet = FleetRates()
         self.frame = Frame({}, {}, {}, None)
 
     def wants_funnel(self, now: float) -> bool:
@@ -99,6 +112,7 @@ class _Follower:
     def advance(self, reading: Reading) -> Frame:
         frame = make_frame(reading, self.before,
                            self.funnel_before if reading.funnel is not None else None)
+        frame = with_processes(frame, self.fleet.update(reading.processes or []))
         self.before = reading
         if reading.funnel is not None:
             self.funnel_before = reading

@@ -1,14 +1,17 @@
 """The figures of `gelombang status`: read from the admin port, turned into rates.
 
-/metrics (no token, not audited) gives the admission counters, the backlog
-per partition, the policy in force and the breaker reports; the funnel
-(token, and audited like every authenticated read) gives stored counts and
-dead letters, so it is read less often. Rates are differences between two
-readings over the time between them.
+/metrics (no token, not audited) gives the backlog per partition, the policy
+in force, the breaker reports and this pod's admission counters; the process
+reports (token; an identical read is audited once per window) give every
+door and worker process's counters, from which the admission rates of the
+whole deployment are made (gelombang/status_fleet.py); the funnel (token,
+audited) gives stored counts and dead letters, so it is read less often.
+Rates are differences between two readings over the time between them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -17,9 +20,10 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-# Outcomes the door answers 503 for: the request was shed, not rate limited.
-SHED_OUTCOMES: Final = ("backlog_full", "closed", "unavailable", "overloaded")
+from gelombang.status_fleet import SHED_OUTCOMES, ProcessRow, totals
+
 FUNNEL_PATH: Final = "/admin/v1/funnel"
+PROCESSES_PATH: Final = "/admin/v1/processes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,8 @@ class Reading:
     policy: dict[str, float]
     breakers: dict[str, bool]
     funnel: dict[str, Any] | None = None
+    # GET /admin/v1/processes's rows, as the admin port gave them.
+    processes: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,7 @@ class Frame:
     drained_per_second: float | None = None
     problems: list[str] = field(default_factory=list)
     verification: Verification | None = None
+    processes: list[ProcessRow] = field(default_factory=list)
 
 
 def parse_metrics(text: str) -> Reading:
@@ -114,18 +121,22 @@ def parse_metrics(text: str) -> Reading:
 
 async def read_admin(session: aiohttp.ClientSession, url: str, token: str, *,
                      with_funnel: bool) -> Reading:
-    """One reading of /metrics, and of the funnel when asked (raises on a refusal)."""
+    """One reading of /metrics and the process reports, and of the funnel when asked
+    (raises on a refusal)."""
     async with session.get(url + "/metrics") as response:
         response.raise_for_status()
         reading = parse_metrics(await response.text())
-    if not with_funnel:
-        return reading
-    async with session.get(url + FUNNEL_PATH,
-                           headers={"Authorization": f"Bearer {token}"}) as response:
-        response.raise_for_status()
-        funnel = orjson.loads(await response.read())
+    processes = (await _read_json(session, url + PROCESSES_PATH, token))["processes"]
+    funnel = await _read_json(session, url + FUNNEL_PATH, token) if with_funnel else None
     return Reading(reading.at, reading.decisions, reading.backlog, reading.policy,
-                   reading.breakers, funnel)
+                   reading.breakers, funnel, processes)
+
+
+async def _read_json(session: aiohttp.ClientSession, url: str, token: str) -> dict[str, Any]:
+    async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+        response.raise_for_status()
+        body: dict[str, Any] = orjson.loads(await response.read())
+        return body
 
 
 def _rate(now: dict[str, float], before: dict[str, float], names: tuple[str, ...],
@@ -155,3 +166,15 @@ def make_frame(now: Reading, before: Reading | None, funnel_before: Reading | No
                      verification=verification_between(now.funnel, funnel_before.funnel,
                                                        seconds))
     return frame
+
+
+def with_processes(frame: Frame, rows: list[ProcessRow]) -> Frame:
+    """The frame with every process's row; its admission rates become the deployment's
+    (summed over every door process's reports) once a door has reported twice."""
+    doors = totals(rows).get("door")
+    if doors is None:
+        # No door reports yet (or doors older than the reports): this pod's /metrics.
+        return dataclasses.replace(frame, processes=rows)
+    return dataclasses.replace(frame, processes=rows, admitted_per_second=doors["admitted"],
+                               limited_per_second=doors["limited"],
+                               shed_per_second=doors["shed"])

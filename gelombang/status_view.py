@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gelombang.status_fleet import RATES, ProcessRow, totals
 from gelombang.status_sample import Frame
 
 # The funnel's counters in the contract's order (docs/api.md, GET /admin/v1/funnel).
@@ -103,12 +105,43 @@ def _funnel(frame: Frame) -> Table:
     return table
 
 
+def _rates_text(role: str, rates: Mapping[str, float] | None) -> str:
+    if rates is None:
+        return "-"
+    return " · ".join(f"{name} {_number(rates.get(name, 0.0))}" for name in RATES.get(role, {}))
+
+
+def _processes(rows: list[ProcessRow]) -> Table:
+    """One row per process that reported, then each role's total over its fresh ones."""
+    table = Table(title="Processes (per second)", title_justify="left", expand=False)
+    table.add_column("role")
+    table.add_column("process")
+    table.add_column("last report", justify="right")
+    table.add_column("per second")
+    for row in rows:
+        age = Text(f"{row.age_seconds:.0f} s ago STALE", style="bold red") if row.stale \
+            else Text(f"{row.age_seconds:.0f} s ago")
+        table.add_row(row.role, f"{row.name} (pid {row.pid})", age,
+                      "-" if row.stale else _rates_text(row.role, row.rates))
+    summed = totals(rows)
+    for role in RATES:
+        fresh = sum(1 for row in rows if row.role == role and not row.stale)
+        if fresh:
+            table.add_row(Text(role, style="bold"), Text(f"total of {fresh}", style="bold"), "",
+                          Text(_rates_text(role, summed.get(role)), style="bold"))
+    if not rows:
+        table.add_row("-", Text("no process reports", style="dim"), "", "")
+    return table
+
+
 def render_frame(frame: Frame, heading: str) -> RenderableType:
-    """The whole view: admission and queue side by side, then partitions and funnel."""
+    """The whole view: admission, queue and verification side by side, then partitions
+    and funnel, then every process."""
     top = Table.grid(padding=(0, 4))
     top.add_row(_admission(frame), _queue(frame), _verification(frame))
     bottom = Table.grid(padding=(0, 4))
     bottom.add_row(_partitions(frame), _funnel(frame))
-    parts: list[RenderableType] = [Text(heading, style="bold"), top, bottom]
+    parts: list[RenderableType] = [Text(heading, style="bold"), top, bottom,
+                                   _processes(frame.processes)]
     parts.extend(Text(problem, style="bold red") for problem in frame.problems)
     return Group(*parts)

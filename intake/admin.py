@@ -26,6 +26,7 @@ from aiohttp import web
 from intake import metrics
 from intake.audit_view import get_audit
 from intake.funnel import get_funnel
+from intake.processes_view import get_processes
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from queueing.audit import append_audit, append_read_audit
@@ -207,4 +208,6 @@ def build_admin_routes(app: web.Application) -> None:
                        allow_head=False)
     app.router.add_put("/admin/v1/admission", put_admission, name="admission.update")
     app.router.add_get("/admin/v1/funnel", get_funnel, name="funnel.read", allow_head=False)
+    app.router.add_get("/admin/v1/processes", get_processes, name="processes.read",
+                       allow_head=False)
     app.router.add_get("/admin/v1/audit", get_audit, name="audit.read", allow_head=False)

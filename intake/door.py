@@ -24,6 +24,7 @@ from queueing.ids import RegistrationIds
 from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
+from queueing.process_reports import DoorReporter
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_checked
 from queueing.sealing import KeyedHasher, Sealer
@@ -220,6 +221,10 @@ async def open_door(settings: Settings,
     helpers = Supervisor(on_stop=on_fatal)
     helpers.start("admission refresher",
                   lambda: live.run(settings.admission.refresh_seconds), "restart")
+    # The deployment's views sum every process's report (status, the ops page).
+    reporter = DoorReporter(redis, metrics.door_counters,
+                            redis_seconds=settings.redis.timeout_seconds)
+    helpers.start("counter reports", reporter.run, "restart")
     if not checked:
         # Fatal: a door must not admit into a Redis that evicts.
         helpers.start("redis eviction check", lambda: wait_until_checked(redis, "door"), "stop")
@@ -228,11 +233,12 @@ async def open_door(settings: Settings,
     finally:
         await admitter.close()
         live.stop()
+        reporter.stop()
         # Bounded: should the cancel be lost, the loop still ends within one
         # more turn, and shutdown never waits longer than that.
         turn = settings.admission.refresh_seconds + settings.redis.timeout_seconds + 1.0
         if not await helpers.close(wait=turn):
-            log.warning("the admission refresher did not stop; leaving it")
+            log.warning("the admission refresher or the reports did not stop; leaving them")
         await redis.aclose()
         await door.storage.close()
         helpers.check()

@@ -55,6 +55,12 @@ REDIS_SECONDS = Histogram(
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 
+EMAIL_VERIFIED = Counter(
+    "gelombang_email_verified_total",
+    "Verification links that verified an address (the first opening of each; the funnel's"
+    " email_verified).",
+)
+
 _OUTCOME_NAMES: Mapping[Outcome, str] = {
     Outcome.ADMITTED: "admitted",
     Outcome.REPLAYED: "replayed",
@@ -103,6 +109,26 @@ def observe_group(stats: GroupStats) -> None:
         counts[decision.outcome] = counts.get(decision.outcome, 0) + 1
     for outcome, count in counts.items():
         _DECISION_COUNTERS[outcome].inc(count)
+
+
+def door_counters() -> dict[str, float]:
+    """This process's own counters, for its report to Redis (queueing/process_reports.py).
+
+    Read from the same Prometheus children the hot path bumps, so reporting
+    adds nothing per request; with PROMETHEUS_MULTIPROC_DIR each child holds
+    this process's value only.
+    """
+    counters = {name: 0.0 for name in (*_OUTCOME_NAMES.values(), "unavailable", "unknown",
+                                        "overloaded")}
+    for family in DECISIONS.collect():
+        for sample in family.samples:
+            if sample.name == "gelombang_admission_decisions_total":
+                counters[sample.labels["outcome"]] = sample.value
+    for family in EMAIL_VERIFIED.collect():
+        for sample in family.samples:
+            if sample.name == "gelombang_email_verified_total":
+                counters["email_verified"] = sample.value
+    return counters
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sys
 import uvloop
 from aiohttp import web
 
+from config.log_format import configure_logging
 from config.settings import ConfigError, Settings
 from intake.app import build_admin_app, build_public_app
 from intake.connections import CappedSite
@@ -22,14 +23,6 @@ from queueing.supervision import BackgroundTaskFailed
 
 log = logging.getLogger("gelombang.door")
 ADMIN_MAX_CONNECTIONS = 256
-
-
-def configure_logging(settings: Settings) -> None:
-    """Plain lines on stderr; nothing the door logs carries request data."""
-    logging.basicConfig(
-        level=settings.logging.level,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
 
 
 async def _start(app: web.Application, host: str, port: int, deadline: float,
@@ -107,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gelombang: invalid configuration: {exc}", file=sys.stderr)
         return 3
-    configure_logging(settings)
+    # Nothing the door logs carries request data (config/log_format.py).
+    configure_logging(settings, f"door-{args.index}")
     try:
         uvloop.run(serve(settings, args.index))
     except (EvictingRedis, BackgroundTaskFailed) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -15,9 +16,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from config.log_format import configure_logging
 from config.settings import Settings
 from queueing.redis_client import REDIS_UNAVAILABLE, connect
 from queueing.redis_memory import require_noeviction
+
+log = logging.getLogger("gelombang.serve")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A door process that dies within this long of its start is not restarted
@@ -84,8 +88,8 @@ class Supervisor:
             return
         for index, child in self._children.items():
             if child.poll() is None:
-                print(f"gelombang: door process {index} did not stop within "
-                      f"{self._kill_after:.0f} s; killing it", file=sys.stderr)
+                log.error("door process %d did not stop within %.0f s; killing it", index,
+                          self._kill_after)
                 child.kill()
 
     def _reload(self, signum: int, frame: FrameType | None) -> None:
@@ -115,8 +119,7 @@ class Supervisor:
                 if self._stopping:
                     worst = max(worst, abs(code))
                     continue
-                print(f"gelombang: door process {index} exited with {code}; restarting",
-                      file=sys.stderr)
+                log.warning("door process %d exited with %d; restarting", index, code)
                 if time.monotonic() - self._started[index] < RESTART_BACKOFF_SECONDS:
                     time.sleep(RESTART_BACKOFF_SECONDS)
                 if not self._stopping:  # a stop signal may have come during the backoff
@@ -146,6 +149,8 @@ async def _check_redis(settings: Settings) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of `gelombang serve`."""
     settings = Settings.load()
+    # In the configured format, as the door processes it starts (config/log_format.py).
+    configure_logging(settings, "serve")
     settings.keys.require_door()  # fail here, once, rather than in every child
     asyncio.run(_check_redis(settings))  # likewise: EvictingRedis, exit status 3
     count = args.processes or settings.door.processes

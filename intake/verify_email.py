@@ -15,6 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
+from intake.metrics import EMAIL_VERIFIED
 from intake.registrations import client_limit_headers
 from intake.responses import error_response, json_response
 from intake.state import DOOR
@@ -119,6 +120,8 @@ async def verify_email(request: web.Request) -> web.Response:
         outcome = await door.storage.verify_email(registration_id)
     except StorageUnavailable:
         return _answer(request, 503)
+    if outcome == "verified":
+        EMAIL_VERIFIED.inc()  # the first opening only: the funnel's email_verified
     if outcome in ("verified", "already_verified"):
         return _answer(request, 200)
     # Signed by us, but no email was sent for it (unknown, or never to be sent).

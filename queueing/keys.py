@@ -49,6 +49,18 @@ def heartbeat_details(consumer: str) -> str:
     return f"{PREFIX}:workers:consumer:{consumer}"
 
 
+# Door processes' counter reports (queueing/process_reports.py): a sorted set of
+# report names scored by the Unix time of their last report, and one hash of
+# counters per door process that expires a few periods after its last report.
+# The workers' counters live beside their heartbeats (heartbeat_details).
+DOOR_REPORTS = f"{PREFIX}:doors:reports"
+
+
+def door_report(name: str) -> str:
+    """The hash of one door process's counters."""
+    return f"{PREFIX}:doors:report:{name}"
+
+
 def role_heartbeats(role: str) -> str:
     """The heartbeat sorted set of one worker role ("drain", "email", "nik").
 

@@ -8,18 +8,24 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
+import aiohttp
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 from rich.console import Console
 
 from config.settings import Settings
 from gelombang.status_command import show_once
-from gelombang.status_sample import make_frame, parse_metrics
+from gelombang.status_fleet import FleetRates
+from gelombang.status_sample import Frame, make_frame, parse_metrics, with_processes
+from gelombang.status_view import render_frame
 from loadtest.registrants import RegistrantFactory
 from queueing.keys import AUDIT_STREAM
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
+from tests.support import door_processes
 
 
 def admin_url(door: DoorUnderTest) -> str:
@@ -110,7 +116,7 @@ async def test_the_live_view_ends_cleanly_on_sigterm(
         "--interval", "0.2", env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
-        # Its first funnel read is audited: from then on it is drawing frames.
+        # Its first admin read (processes, funnel) is audited: from then on it draws frames.
         assert await redis_client.xread({AUDIT_STREAM: "0"}, count=1, block=30_000)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
@@ -121,3 +127,80 @@ async def test_the_live_view_ends_cleanly_on_sigterm(
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b"Traceback" not in stderr
     assert b"Funnel" in stdout
+
+
+def _report(name: str, role: str, at: float, stale: bool = False,
+            **counters: float) -> dict[str, object]:
+    return {"name": name, "role": role, "host": "h", "pid": 1, "reported_at": at,
+            "age_seconds": 0.5, "stale": stale, "counters": counters}
+
+
+def test_deployment_rates_are_each_process_over_its_own_reports() -> None:
+    fleet = FleetRates()
+    first = fleet.update([_report("door-a", "door", 100.0, admitted=10, limited=0),
+                          _report("door-b", "door", 101.0, admitted=50, closed=1),
+                          _report("drain-1", "drain", 100.0, stored=0)])
+    assert [row.rates for row in first] == [None, None, None]
+    rows = fleet.update([
+        # 20 more in 2 s; b 30 more and 3 shed in 3 s; the drain restarted (counter down).
+        _report("door-a", "door", 102.0, admitted=30, limited=4),
+        _report("door-b", "door", 104.0, admitted=80, closed=2, backlog_full=2),
+        _report("drain-1", "drain", 105.0, stored=7),
+        _report("door-c", "door", 104.0, stale=True, admitted=999)])
+    by_name = {row.name: row for row in rows}
+    assert by_name["door-a"].rates == {"admitted": 10.0, "limited": 2.0, "shed": 0.0,
+                                       "email_verified": 0.0}
+    assert by_name["door-b"].rates == {"admitted": 10.0, "limited": 0.0, "shed": 1.0,
+                                       "email_verified": 0.0}
+    assert by_name["drain-1"].rates == {"stored": 7 / 5}
+    # A report seen again unchanged keeps its rates; one that left the reading is forgotten.
+    again = fleet.update([_report("door-a", "door", 102.0, admitted=30, limited=4)])
+    assert again[0].rates == by_name["door-a"].rates
+    # The deployment's admission rates: the sum over fresh doors (door-c is stale).
+    frame = with_processes(make_frame(parse_metrics(METRICS), None, None), rows)
+    assert (frame.admitted_per_second, frame.limited_per_second,
+            frame.shed_per_second) == (20.0, 2.0, 1.0)
+    text = _render(frame)
+    assert "STALE" in text and "total of 2" in text and "stored 1.4" in text
+
+
+def _render(frame: Frame) -> str:
+    out = io.StringIO()
+    Console(file=out, width=200).print(render_frame(frame, "test"))
+    return out.getvalue()
+
+
+@pytest.mark.slow
+async def test_once_shows_every_door_process_and_their_total(
+    test_settings: Settings, redis_client: Redis, pg: asyncpg.Connection,
+    registrants: RegistrantFactory, tmp_path: Path,
+) -> None:
+    with door_processes(test_settings, tmp_path, processes=2) as doors:
+        stop = asyncio.Event()
+
+        async def keep_posting() -> int:
+            sent = 0
+            async with aiohttp.ClientSession() as session:
+                while not stop.is_set():
+                    async with session.post(doors.url + "/v1/registrations",
+                                            json=registrants.make().body()) as reply:
+                        sent += reply.status == 202
+                    await asyncio.sleep(0.02)
+            return sent
+
+        posting = asyncio.create_task(keep_posting())
+        out = io.StringIO()
+        try:
+            status = await show_once(doors.admin_url, TEST_ADMIN_TOKEN, 4.5,
+                                     Console(file=out, width=200), asyncio.Event())
+        finally:
+            stop.set()
+            assert await posting > 0
+    text = out.getvalue()
+    assert status == 0, text
+    assert len(re.findall(r"│ door +│ door-\S+ \(pid \d+\)", text)) == 2, text
+    total = re.search(r"│ door +│ total of 2 +│ +│ admitted ([\d.,]+) ·", text)
+    assert total is not None, text
+    assert float(total[1].replace(",", "")) > 0
+    admitted = re.search(r"│ admitted /s +│ +([\d.,]+) │", text)
+    assert admitted is not None and admitted[1] == total[1]

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
-import logging
 import signal
 import sys
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from config import log_format
 from config.settings import Settings
 from queueing.redis_memory import wait_until_checked
 from workers.drain.status import drain_status, render_status
@@ -41,12 +41,10 @@ def register(subparsers: Any) -> None:
             importlib.import_module(module_name).register_role(roles)
 
 
-def configure_logging(settings: Settings) -> None:
-    """Plain lines on stderr; nothing a worker logs carries personal data."""
-    logging.basicConfig(
-        level=settings.logging.level,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
+def configure_logging(settings: Settings, role: str = "drain") -> None:
+    """Lines on stderr in the configured format; nothing a worker logs carries personal
+    data."""
+    log_format.configure_logging(settings, f"worker-{role}")
 
 
 def run_store(args: argparse.Namespace) -> int:

@@ -11,11 +11,26 @@
   const FUNNEL_EVERY_MS = 5000;
   const POINTS = 120;
   const SHED = ["backlog_full", "closed", "unavailable", "overloaded"];
+  // The rates shown per role, each a sum of some of the process's counters
+  // (gelombang/status_fleet.py has the same table).
+  const RATES = {
+    door: { admitted: ["admitted"], limited: ["limited"], shed: SHED,
+            email_verified: ["email_verified"] },
+    drain: { stored: ["stored"] },
+    email: { sent: ["sent"] },
+    nik: { checked: ["verified", "mismatch", "not_found"] },
+  };
   const $ = (id) => document.getElementById(id);
 
   const series = { admitted: [], limited: [], shed: [], backlog: [], drain: [] };
   let lastMetrics = null;
   let lastFunnel = null;
+  // Per process: its last distinct report and the rates between its last two.
+  const lastReports = new Map();
+  const lastRates = new Map();
+  // The door processes' summed rates once any door reported twice: the deployment's
+  // admission rates (a door's /metrics counts its own pod only).
+  let fleetDoors = null;
   let timers = [];
   let policy = null;
 
@@ -78,7 +93,7 @@
     const families = parseMetrics(await response.text());
     const now = performance.now();
     const counts = decisions(families);
-    if (lastMetrics) {
+    if (lastMetrics && !fleetDoors) {
       const seconds = (now - lastMetrics.at) / 1000;
       const rate = (names) => names.reduce(
         (sum, n) => sum + Math.max(0, (counts[n] || 0) - (lastMetrics.counts[n] || 0)), 0) / seconds;
@@ -119,6 +134,73 @@
       : opened ? `open (${opened} of ${breakers.length} workers)` : "closed";
     $("breaker").className = opened ? "value state-bad" : "value";
     $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
+  }
+
+  function ratesOf(role, now, before, seconds) {
+    const rates = {};
+    for (const [name, counters] of Object.entries(RATES[role] || {})) {
+      // A counter that went down is a restarted process: count from zero.
+      rates[name] = counters.reduce(
+        (sum, c) => sum + Math.max(0, (now[c] || 0) - (before[c] || 0)), 0) / seconds;
+    }
+    return rates;
+  }
+
+  const ratesText = (role, rates) => (rates ? Object.keys(RATES[role] || {})
+    .map((name) => `${name} ${fmt(rates[name])}`).join(" · ") : "–");
+
+  function processRow(role, cells, className) {
+    const row = document.createElement("tr");
+    row.dataset.role = role;
+    if (className) row.className = className;
+    for (const text of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    return row;
+  }
+
+  async function pollProcesses() {
+    const response = await api("GET", "/admin/v1/processes");
+    if (response.status !== 200) return;
+    const body = await response.json();
+    const seen = new Set();
+    const totals = {};
+    const fresh = {};
+    const rows = body.processes.map((p) => {
+      seen.add(p.name);
+      const last = lastReports.get(p.name);
+      if (!last || p.reported_at > last.at) {
+        if (last) lastRates.set(p.name, ratesOf(p.role, p.counters, last.counters, p.reported_at - last.at));
+        lastReports.set(p.name, { at: p.reported_at, counters: p.counters });
+      }
+      const rates = lastRates.get(p.name);
+      if (!p.stale) {
+        fresh[p.role] = (fresh[p.role] || 0) + 1;
+        if (rates) {
+          const sum = (totals[p.role] = totals[p.role] || {});
+          for (const [name, value] of Object.entries(rates)) sum[name] = (sum[name] || 0) + value;
+        }
+      }
+      const age = `${Math.round(p.age_seconds)} s ago` + (p.stale ? " (stale)" : "");
+      return processRow(p.role, [p.role, `${p.name} (pid ${p.pid})`, age,
+        p.stale ? "–" : ratesText(p.role, rates)], p.stale ? "stale" : "");
+    });
+    for (const name of [...lastReports.keys()]) {
+      if (!seen.has(name)) { lastReports.delete(name); lastRates.delete(name); }
+    }
+    const totalRows = Object.keys(RATES).filter((role) => fresh[role]).map((role) => processRow(
+      role, [role, `total of ${fresh[role]}`, "", ratesText(role, totals[role])], "total"));
+    $("processes").replaceChildren(...rows, ...totalRows);
+    fleetDoors = totals.door || null;
+    if (fleetDoors) {
+      for (const name of ["admitted", "limited", "shed"]) {
+        push(series[name], fleetDoors[name]);
+        $(name).textContent = fmt(fleetDoors[name]);
+        draw("chart-" + name, series[name]);
+      }
+    }
   }
 
   async function pollFunnel() {
@@ -167,6 +249,7 @@
     $("logout").hidden = false;
     await loadPolicy();
     every(METRICS_EVERY_MS, pollMetrics);
+    every(METRICS_EVERY_MS, pollProcesses);
     every(FUNNEL_EVERY_MS, pollFunnel);
   }
 

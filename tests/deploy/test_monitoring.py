@@ -27,6 +27,9 @@ PROMETHEUS_SERIES = {"up"}
 _METRIC = re.compile(r"\b(gelombang_[a-z0-9_]+|up)\b(?!\s*\()")
 _OUTCOMES = re.compile(r'outcome=~?"([a-z_|]+)"')
 _JOB = re.compile(r'job="([a-z-]+)"')
+_ROLES = re.compile(r'role=~?"([a-z_|]+)"')
+# The stall alerts this issue asked for, each with its runbook section.
+STALL_ALERTS = ("GelombangDrainStalled", "GelombangVerificationNoProgress")
 
 
 def _rule_expressions() -> Iterator[tuple[str, str]]:
@@ -59,13 +62,16 @@ async def scraped(door_under_test: DoorUnderTest) -> dict[str, set[str]]:
     texts = [await response.text(), *[await _worker_scrape(role) for role in WORKER_ROLES]]
     names: set[str] = set()
     outcomes: set[str] = set()
+    roles: set[str] = set()
     for text in texts:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 names.add(sample.name)
                 if "outcome" in sample.labels:
                     outcomes.add(sample.labels["outcome"])
-    return {"names": names, "outcomes": outcomes}
+                if "role" in sample.labels:
+                    roles.add(sample.labels["role"])
+    return {"names": names, "outcomes": outcomes, "roles": roles}
 
 
 async def _worker_scrape(role: WorkerRole) -> str:
@@ -125,3 +131,50 @@ def test_the_dashboard_is_grafana_json() -> None:
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
+
+
+async def test_role_labels_are_ones_the_workers_export(scraped: dict[str, set[str]]) -> None:
+    for where, expr in _expressions():
+        for alternatives in _ROLES.findall(expr):
+            assert set(alternatives.split("|")) <= scraped["roles"], where
+
+
+def _alerts() -> dict[str, dict[str, Any]]:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    return {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+
+
+def test_stalled_drain_and_verification_page_with_a_runbook_section() -> None:
+    alerts = _alerts()
+    for name in STALL_ALERTS:
+        rule = alerts[name]
+        assert rule["labels"]["severity"] == "page", name
+        assert rule["annotations"]["runbook_url"] == f"docs/runbook.md#{name.lower()}"
+    drain = alerts["GelombangDrainStalled"]["expr"]
+    # The door's backlog (from Redis), so the alert holds with no store worker scraped;
+    # progress is stored rows only.
+    assert "gelombang_backlog_entries" in drain and "unless" in drain
+    assert 'outcome=~"accepted|duplicate|ineligible"' in drain
+    verification = alerts["GelombangVerificationNoProgress"]["expr"]
+    # Held past the workers' last scrape, so a role whose every process died still fires.
+    assert "last_over_time(gelombang_worker_backlog" in verification
+    # Sent emails and answered NIKs are progress; retries, skips and failures are not.
+    assert 'outcome="sent"' in verification
+    assert 'outcome=~"verified|mismatch|not_found"' in verification
+    assert "retried" not in verification and "failed" not in verification
+
+
+def test_the_dashboard_shows_the_funnel_in_order_the_backlog_age_and_decisions() -> None:
+    dashboard: dict[str, Any] = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    by_title = {panel["title"]: panel for panel in dashboard["panels"]}
+    funnel = next(p for t, p in by_title.items() if t.startswith("Funnel: stored"))
+    order = [target["legendFormat"] for target in funnel["targets"]]
+    assert order == ["stored", "email sent", "email verified", "NIK verified"]
+    assert "gelombang_email_verified_total" in funnel["targets"][2]["expr"]
+    rates = by_title["Funnel rates per stage (per second)"]
+    assert [t["legendFormat"] for t in rates["targets"]] == order
+    assert all("rate(" in t["expr"] for t in rates["targets"])
+    age = next(p for t, p in by_title.items() if t.startswith("Verification backlog age"))
+    assert "gelombang_worker_oldest_pending_seconds" in age["targets"][0]["expr"]
+    decisions = next(p for t, p in by_title.items() if t.startswith("Admission decisions over"))
+    assert "by (outcome)" in decisions["targets"][0]["expr"]

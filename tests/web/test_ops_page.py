@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ from playwright.async_api import Page
 from redis.asyncio import Redis
 
 from loadtest.registrants import RegistrantFactory
-from queueing.keys import AUDIT_STREAM
+from queueing import process_reports
+from queueing.keys import AUDIT_STREAM, DOOR_REPORTS
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
 from tests.web.browser import chromium_page
+from tests.workers.verification_helpers import eventually
+from workers.runtime.heartbeat import Heartbeat
 
 
 async def sign_in(page: Page, door: DoorUnderTest, token: str) -> None:
@@ -71,3 +75,34 @@ async def test_figures_show_and_a_confirmed_rate_change_is_applied_by_the_door(
         await page.wait_for_selector("#policy-rate:text-is('7 / s')")
     assert door.door.live.policy.rate_per_second == 7
     assert "admission.update" in await audited_actions(redis_client)
+
+
+async def test_every_process_has_a_row_stale_ones_marked_and_rates_are_the_deployments(
+    door_under_test: DoorUnderTest, redis_client: Redis, registrants: RegistrantFactory,
+    pg: asyncpg.Connection, tmp_path: Path,
+) -> None:
+    door = door_under_test
+    # Another pod's door (its report only, as it would write it) and a drain worker.
+    other = "door-other-pod-1"
+    await process_reports.publish(redis_client, other, 2.0, {"admitted": 0.0}, 0.0)
+    await Heartbeat(redis_client, "drain", "drain-test-1", 5.0, lambda: {"stored": 0}).beat()
+    await process_reports.publish(redis_client, "door-stopped", 2.0, {"admitted": 5.0}, 0.0)
+    await redis_client.zadd(DOOR_REPORTS, {"door-stopped": time.time() - 60})
+    async with chromium_page(tmp_path / "profile") as page:
+        await sign_in(page, door, TEST_ADMIN_TOKEN)
+        await page.wait_for_selector("#processes tr.stale:has-text('door-stopped')")
+        await page.wait_for_selector("#processes tr[data-role=drain]:has-text('drain-test-1')")
+        await page.wait_for_selector("#processes tr.total[data-role=door]:has-text('total of 2')")
+        # The other pod admits 60 more within one 2 s report period: the deployment's
+        # rate, which no one door's /metrics shows.
+        await process_reports.publish(redis_client, other, 2.0, {"admitted": 60.0}, 0.0)
+        # (The page's CSP refuses wait_for_function's eval: read the tile instead.)
+
+        async def deployment_rate_shown() -> bool:
+            text = (await page.text_content("#admitted")) or ""
+            return text.replace(",", "").replace(".", "", 1).isdigit() and float(
+                text.replace(",", "")) >= 5
+
+        await eventually(deployment_rate_shown, within=15, what="the other pod's rate")
+        total = await page.text_content("#processes tr.total[data-role=door]")
+    assert total is not None and "admitted" in total

@@ -32,9 +32,10 @@ class Heartbeat:
         """Beat once; how many workers of the role are alive (beat within 3 periods)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             _ = pipe.zadd(self._beats, {self._name: time.time()})
+            # `every` tells a reader when this beat is stale (queueing/process_reports.py).
             fields: dict[Any, Any] = {
                 "role": self._role, "pid": os.getpid(), "host": socket.gethostname(),
-                "started_at": self._started_at, **self._fields()}
+                "started_at": self._started_at, "every": self._every, **self._fields()}
             _ = pipe.hset(self._details, mapping=fields)
             _ = pipe.expire(self._details, int(self._every * 3) + 1)
             _ = pipe.zcount(self._beats, time.time() - self._every * 3, "+inf")

@@ -27,6 +27,7 @@ from typing import Any, Final
 import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from config.log_format import configure_logging
 from config.settings import Settings
 
 log = logging.getLogger("gelombang.mail_sink")
@@ -110,8 +111,7 @@ def register(subparsers: Any) -> None:
 def run_mail_sink(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT."""
     settings = Settings.load()
-    logging.basicConfig(level=settings.logging.level,
-                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    configure_logging(settings, "mail-sink")
     handler = MaildirHandler(maildir_from(settings, args.maildir), args.reject_domain,
                              args.defer_domain)
     host = args.host or settings.email.smtp_host

@@ -29,6 +29,7 @@ from typing import Any, Final
 import uvloop
 from aiohttp import hdrs, web
 
+from config.log_format import configure_logging
 from config.settings import NikSimulatorSettings, Settings
 from workers.sandbox.population import names_match, record_for
 
@@ -353,10 +354,7 @@ def run(args: argparse.Namespace) -> int:
              "error_rate": args.error_rate}
     overrides = {name: value for name, value in given.items() if value is not None}
     settings = Settings.load(nik_sim=overrides) if overrides else Settings.load()
-    logging.basicConfig(
-        level=settings.logging.level,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
+    configure_logging(settings, "nik-sim")
     uvloop.run(serve(settings))
     return 0
 

@@ -76,7 +76,7 @@ def run_role(args: argparse.Namespace) -> int:
         settings.keys.require_address()
     else:
         settings.keys.require()
-    configure_logging(settings)
+    configure_logging(settings, args.role)
     uvloop.run(serve(settings, args.role))
     return 0
 
