@@ -8,7 +8,7 @@ A Locust user here is a source of arrivals, not a browser: it takes the
 next submission from the workload generator (valid applicants,
 duplicates, invalid forms, double submits) and starts an applicant of its
 own for it (`loadtest/applicant.py`, which behaves as intake/web/form.js),
-then waits for its next arrival (`constant_throughput`). So the shape's
+then waits for its next arrival (a fixed pace). So the shape's
 user count sets the arrival rate, and no answer, however slow or refusing,
 holds an arrival back. Records go to the master (`loadtest/relay.py`).
 """
@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import gevent  # type: ignore[import-untyped]
-from locust import LoadTestShape, constant_throughput, events, task
+from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from loadtest.applicant import Form
@@ -65,18 +66,31 @@ events.test_stop.add_listener(RELAY.on_test_stop)  # type: ignore[no-untyped-cal
 class Applicants(FastHttpUser):
     """A source of applicants: one arrival every 1 / per_user_rate seconds."""
 
-    wait_time = constant_throughput(SCENARIO.per_user_rate)
     # Answers within the door's budget or a clear error: never wait forever.
     network_timeout = 10.0
     connection_timeout = 5.0
     # The applicants a source started share its connections, as many at once
     # as are likely in flight (a few seconds' worth of its arrivals).
     concurrency = 20
+    # When this source's next arrival is due (time.monotonic()).
+    next_arrival = 0.0
 
     def on_start(self) -> None:
-        # Users start in batches; a random first delay within one interval
-        # spreads their arrivals over it instead of all at once.
-        gevent.sleep(random.random() / SCENARIO.per_user_rate)
+        # Users start in batches; a random first arrival within one interval
+        # spreads them over it instead of all at once.
+        self.next_arrival = time.monotonic() + random.random() / SCENARIO.per_user_rate
+        gevent.sleep(self.next_arrival - time.monotonic())
+
+    def wait_time(self) -> float:
+        """Until the next arrival: a fixed pace from this source's own first one.
+
+        Not Locust's `constant_throughput`: it counts from the user's creation,
+        so the random first delay above would count as the first task's run
+        time and every user would arrive in step from the second arrival on
+        (seen as all of a step-ramp's arrivals in every other second).
+        """
+        self.next_arrival += 1 / SCENARIO.per_user_rate
+        return max(0.0, self.next_arrival - time.monotonic())
 
     @task
     def arrive(self) -> None:
