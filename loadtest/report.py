@@ -20,19 +20,31 @@ def summarise(scenario: Scenario, target: str, merged: Merged, loss: dict[str, A
     offered = [merged.counts[s].get("offered", 0) for s in seconds]
     latencies = merged.all_latencies()
     last_stored = loss.get("last_stored_at")
+    planned = scenario.planned_arrivals()
     summary: dict[str, Any] = {
         "scenario": scenario.name, "target": target,
         "planned_rate_per_s": round(scenario.rate, 1),
         "seconds": len(seconds),
+        # Arrivals against the plan over the whole schedule: a mean over the
+        # seconds that saw arrivals would hide a ramp the generator missed.
+        "arrivals": {"planned": round(planned, 1), "offered": merged.total("offered"),
+                     "share_of_plan": round(merged.total("offered") / planned, 4)
+                     if planned else 0.0,
+                     "not_offered_generator_full": merged.total("generator_full")},
         "achieved_arrival_rate_per_s": {
-            "mean": round(sum(offered) / len(offered), 1) if offered else 0.0,
+            "mean": round(merged.total("offered") / scenario.total_seconds, 1)
+            if scenario.total_seconds else 0.0,
+            "planned_mean": round(planned / scenario.total_seconds, 1)
+            if scenario.total_seconds else 0.0,
             "peak": max(offered, default=0)},
+        "sources": merged.sources,
         "offered": merged.total("offered"),
         "admitted": merged.total("admitted"),
         "limited": merged.total("limited"),
         "shed": merged.total("shed"),
         "rejected_invalid": merged.total("rejected"),
         "retries": merged.total("retries"),
+        "abandoned": merged.total("abandoned"),
         "errors": merged.total("errors"),
         "unexpected_5xx": merged.total("unexpected_5xx"),
         "contract_mismatches": merged.total("contract_mismatch"),
@@ -83,11 +95,15 @@ def render(summary: dict[str, Any]) -> str:
     loss = summary["loss_check"]
     latency = summary["latency_202_ms"]
     rate = summary["achieved_arrival_rate_per_s"]
+    arrivals = summary["arrivals"]
     lines = [
         f"== surge {summary['scenario']} against {summary['target']}",
-        f"arrival rate   planned {summary['planned_rate_per_s']:,.1f}/s, achieved mean "
-        f"{rate['mean']:,.1f}/s, peak {rate['peak']:,}/s over {summary['seconds']} s",
-        f"offered        {summary['offered']:,} applications ({summary['retries']:,} retries)",
+        f"arrivals       {arrivals['offered']:,} of {arrivals['planned']:,.0f} planned "
+        f"({arrivals['share_of_plan']:.1%}); mean {rate['mean']:,.1f}/s of "
+        f"{rate['planned_mean']:,.1f}/s planned (plateau {summary['planned_rate_per_s']:,.1f}/s),"
+        f" peak {rate['peak']:,}/s",
+        f"offered        {summary['offered']:,} applications ({summary['retries']:,} retries, "
+        f"{summary['abandoned']:,} given up when the page was left)",
         f"admitted       {summary['admitted']:,} (202)",
         f"limited        {summary['limited']:,} (429)    shed {summary['shed']:,} (503)",
         f"invalid        {summary['rejected_invalid']:,} (400/422, as the contract says; "
@@ -104,9 +120,19 @@ def render(summary: dict[str, Any]) -> str:
     if summary["last_stored_after_start_s"] is not None:
         lines.append(f"last stored    {summary['last_stored_after_start_s']} s after the "
                      "first arrival")
-    verdict = "OK" if loss["missing"] == 0 else "FAILED"
-    lines.append(f"loss check     {verdict}: {loss['stored']:,} of {loss['admitted']:,} "
-                 f"admitted are stored, {loss['missing']:,} missing ({loss['method']})")
+    if arrivals["not_offered_generator_full"]:
+        lines.append(f"generator      {arrivals['not_offered_generator_full']:,} arrivals not "
+                     "offered: applicants in flight at the bound (--max-in-flight)")
+    if len(summary["sources"]) > 1:
+        lines.append("workers        " + ", ".join(
+            f"{totals.get('offered', 0):,} offered / {totals.get('admitted', 0):,} admitted"
+            for _, totals in sorted(summary["sources"].items())))
+    if loss.get("error"):
+        lines.append(f"loss check     NOT RUN: {loss['error']} ({loss['method']})")
+    else:
+        verdict = "OK" if loss["missing"] == 0 else "FAILED"
+        lines.append(f"loss check     {verdict}: {loss['stored']:,} of {loss['admitted']:,} "
+                     f"admitted are stored, {loss['missing']:,} missing ({loss['method']})")
     return "\n".join(lines)
 
 

@@ -1,12 +1,13 @@
 """Surge scenarios: the arrival rate QA wants at each second of a run.
 
-Locust is closed-loop (a user waits for its answer before the next
-request), so a scenario is an arrival rate over time, and the shape
-(`loadtest/locustfile.py`) turns it into a user count: every user makes
-`per_user_rate` applications a second (`constant_throughput`), so `rate /
-per_user_rate` users produce `rate` arrivals a second, as long as answers
-come back within a user's interval. The report shows the arrival rate
-achieved, so a run that could not keep up says so.
+A scenario is an arrival rate over time. The shape
+(`loadtest/locustfile.py`) turns it into a user count: every user is a
+source of arrivals at `per_user_rate` a second (`constant_throughput`), and
+each arrival is an applicant of its own that does not hold the user up
+(open loop: arrivals do not wait for answers, so a slow or refusing door
+does not slow the arrivals down). `rate / per_user_rate` users produce
+`rate` arrivals a second. The report compares the arrivals achieved with
+`planned_arrivals()`, and a run short of the plan fails.
 
 A scenario's parameters travel to Locust's processes in one environment
 variable (`GELOMBANG_SURGE`, JSON), so the master and every worker compute
@@ -42,7 +43,12 @@ class Scenario:
     steps: int = 8                         # step-ramp: how many steps up to `rate`
     admission_rate: float = 50.0           # retry-storm: admission set this low meanwhile
     per_user_rate: float = 0.5             # applications per second per Locust user
-    max_tries: int = 5                     # POSTs per application (first + retries)
+    # How long an applicant keeps the form's page open: it retries a 429/503
+    # and polls its status (as intake/web/form.js does) until then.
+    page_seconds: float = 20.0
+    # Applicants in flight per Locust process: the generator's bound. An
+    # arrival beyond it is not offered (and the run falls short of its plan).
+    max_in_flight: int = 20_000
     verify_share: float = VERIFY_SHARE     # applicants who open their verification link
     poll_share: float = 1.0                # applicants who poll their status URL once
     duplicate_share: float = 0.02
@@ -88,6 +94,14 @@ class Scenario:
         if rate is None:
             return None
         return max(1, math.ceil(rate / self.per_user_rate))
+
+    def planned_arrivals(self) -> float:
+        """Arrivals the schedule asks for over the whole run (the rate integrated)."""
+        # The midpoint rule is exact on a linear ramp; a step or an end that
+        # falls inside a tenth of a second is off by at most that tenth.
+        step = 0.1
+        ticks = math.ceil(self.total_seconds / step)
+        return sum(self.rate_at((i + 0.5) * step) or 0.0 for i in range(ticks)) * step
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -1,14 +1,19 @@
-"""`gelombang surge SCENARIO`: replay a registration wave and check nothing was lost.
+"""`gelombang surge SCENARIO`: replay a registration wave, check nothing was lost, judge it.
 
-Runs Locust headless (loadtest/locustfile.py) against the local stack or
-`--target`, watches the admin funnel meanwhile, then writes a report folder:
-Locust's CSV and HTML, `records/` (what each Locust process saw), `plot.png`
-(offered vs admitted vs shed per second; 202 latency p50/p99 over time;
-backlog and drain rate over time) and `summary.json`, and prints the
+Finds the dev stack's config when none is named and asks the door, the
+admin API and PostgreSQL before any load (`loadtest/preflight.py`: exit
+status 3 and one line when one does not answer). Then runs Locust headless
+(loadtest/locustfile.py; `--workers N`: a master and N worker processes)
+against the local stack or `--target`, prints a progress line every few
+seconds, watches the admin funnel meanwhile, and writes a report folder:
+Locust's CSV and HTML, `records/run.json` (what every Locust process saw),
+`plot.png` (offered vs admitted vs shed per second; 202 latency p50/p99 over
+time; backlog and drain rate over time) and `summary.json`, and prints the
 summary. The loss check then asks, for every registration that got a 202,
 whether it is stored: in PostgreSQL when the DSN is known, else through the
-status endpoint. Exit status 1 when any is missing, or when any 5xx other
-than the contract's documented 503s occurred.
+status endpoint. Last, the run is judged against the scenario's thresholds
+(`loadtest/thresholds.py`): exit status 1 and one line of reasons when it
+fails.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-from config.settings import Settings
-from loadtest import report
-from loadtest.recorder import merge
+from config.settings import ConfigError, Settings
+from gelombang.cli import EXIT_STARTUP_FAILURE
+from loadtest import preflight, report, thresholds
+from loadtest.recorder import PROGRESS_PREFIX, merge
 from loadtest.scenarios import SCENARIOS, Scenario, parse_rate
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
@@ -57,15 +62,27 @@ def register(subparsers: Any) -> None:
                         help="applications per second per Locust user (default 0.5)")
     parser.add_argument("--verify-share", type=float, default=None,
                         help="share who open their verification link (default 0.7385)")
+    parser.add_argument("--page-seconds", type=float, default=None,
+                        help="how long an applicant keeps the form open, retrying and "
+                             "polling its status (default 20)")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="applicants in flight per Locust process (default 20000); an "
+                             "arrival beyond it is not offered")
+    parser.add_argument("--min-arrival-share", type=float, default=None,
+                        help="fail below this share of the planned arrivals (default 0.95)")
+    parser.add_argument("--p99-budget", type=float, default=None, metavar="MS",
+                        help="fail when the p99 of 202 answers is above this (default "
+                             "1000 ms; step-ramp 2000 ms)")
     parser.add_argument("--target", default=None, help="the door's public URL (default: local)")
     parser.add_argument("--admin-url", default=None, help="the door's admin URL")
     parser.add_argument("--admin-token", default=None, help="default: admin.token")
     parser.add_argument("--dsn", default=None,
                         help="PostgreSQL for the loss check (default: postgres.dsn for a "
                              "local target; none for a remote one: the status endpoint)")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="Locust processes (-1: one per core); more than one core's "
-                             "worth of load needs several")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="Locust worker processes under one master (-1: one per core; "
+                             "default 0: one process, no master); one process drives "
+                             "about one core's worth of load")
     parser.add_argument("--settle", type=float, default=180.0,
                         help="seconds to wait for the backlog to drain before the loss check")
     parser.add_argument("--out", type=Path, default=None,
@@ -77,7 +94,8 @@ def build_scenario(args: argparse.Namespace) -> Scenario:
     """The scenario with the command line's changes."""
     given = {"rate": args.rate, "duration": args.duration, "ramp": args.ramp,
              "decay": args.decay, "steps": args.steps, "admission_rate": args.admission_rate,
-             "per_user_rate": args.per_user_rate, "verify_share": args.verify_share}
+             "per_user_rate": args.per_user_rate, "verify_share": args.verify_share,
+             "page_seconds": args.page_seconds, "max_in_flight": args.max_in_flight}
     return Scenario(args.scenario, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -90,7 +108,7 @@ class Endpoints:
         self.admin = args.admin_url or (settings.admin.local_url if local else None)
         self.token = args.admin_token or settings.admin.token
         self.dsn = args.dsn or (settings.postgres.dsn if local else None)
-        loopback = urlsplit(self.target).hostname in ("127.0.0.1", "localhost", "::1")
+        loopback = preflight.is_loopback(self.target)
         maildir = os.environ.get("GELOMBANG_MAILDIR") or settings.email.maildir
         self.maildir = str(Path(maildir).absolute()) if loopback else None
         sim = settings.nik_sim
@@ -131,73 +149,121 @@ class FunnelWatch(threading.Thread):
 
 
 def run_surge(args: argparse.Namespace) -> int:
-    """Run the scenario, then report and check."""
+    """Check, run the scenario, then report and judge; one line, never a traceback."""
+    try:
+        return _run(args)
+    except preflight.SurgeCannotStart as exc:
+        print(f"gelombang surge: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
+    except ConfigError:
+        raise  # gelombang's own line and exit status (gelombang/cli.py)
+    except KeyboardInterrupt:
+        print("gelombang surge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Anything else, on one line. This process never holds a request body
+        # (the applicants live in Locust's processes), so no personal data.
+        print(f"gelombang surge: failed: {type(exc).__name__}: {preflight.reason(exc)}",
+              file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    found = preflight.discover_config(args.target)
     settings = Settings.load()
     scenario = build_scenario(args)
+    marks = thresholds.for_scenario(scenario.name, args.min_arrival_share, args.p99_budget)
     endpoints = Endpoints(args, settings)
+    if found is not None:
+        print(f"config: {found} (the dev stack's; GELOMBANG_CONFIG names another)", flush=True)
+    check_dependencies(scenario, endpoints)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out: Path = args.out or REPORTS / f"{scenario.name}-{stamp}"
     records = out / "records"
     records.mkdir(parents=True, exist_ok=True)
     print(f"surge {scenario.name}: {scenario.rate:,.0f}/s ({scenario.rate * 60:,.0f}/min) at "
-          f"the plateau, {scenario.total_seconds:.0f} s, against {endpoints.target}", flush=True)
+          f"the plateau, {scenario.planned_arrivals():,.0f} arrivals in "
+          f"{scenario.total_seconds:.0f} s, against {endpoints.target}", flush=True)
     saved_admission = None
     if scenario.name == "retry-storm":
         saved_admission = endpoints.admin_call("GET", "/admin/v1/admission")
         if saved_admission is None:
-            print("retry-storm needs the admin API (--admin-url, --admin-token)", file=sys.stderr)
-            return 2
+            raise preflight.SurgeCannotStart(
+                f"retry-storm could not read the admission settings at {endpoints.admin}")
         endpoints.admin_call("PUT", "/admin/v1/admission", {
             "rate_per_second": scenario.admission_rate,
             "burst": max(1, int(scenario.admission_rate))})
     watch = FunnelWatch(endpoints)
     watch.start()
     try:
-        code = run_locust(scenario, endpoints, out, records, args.processes)
+        code = run_locust(scenario, endpoints, out, records, args.workers)
     finally:
         if saved_admission is not None:
             endpoints.admin_call("PUT", "/admin/v1/admission", {
                 key: saved_admission[key] for key in ("rate_per_second", "burst")})
-    if code != 0:
-        print(f"locust failed (exit status {code}); see {out}/locust.log", file=sys.stderr)
     merged = merge(records)
     settle(endpoints, args.settle)
     watch.stopping.set()
     watch.join(5)
     loss = asyncio.run(loss_check(endpoints, merged.admitted_ids))
     summary = report.summarise(scenario, endpoints.target, merged, loss, watch.samples)
+    reasons = thresholds.failures(summary, marks, code)
+    summary["thresholds"] = {"min_arrival_share": marks.min_arrival_share,
+                             "p99_budget_ms": marks.p99_budget_ms, "missing": 0}
+    summary["passed"], summary["failures"] = not reasons, reasons
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report.plot(out / "plot.png", scenario, merged, watch.samples)
     print(report.render(summary))
     print(f"report: {out}")
-    failed = (summary["loss_check"]["missing"] > 0 or summary["unexpected_5xx"] > 0
-              or code != 0 or summary["offered"] == 0)
-    return 1 if failed else 0
+    print(thresholds.verdict_line(summary, marks, reasons), flush=True)
+    return 1 if reasons else 0
+
+
+def check_dependencies(scenario: Scenario, endpoints: Endpoints) -> None:
+    """Every dependency answers before the load starts (preflight's one-line errors)."""
+    preflight.check_door(endpoints.target)
+    if endpoints.admin is not None:
+        preflight.check_admin(endpoints.admin, endpoints.token)
+    elif scenario.name == "retry-storm":
+        raise preflight.SurgeCannotStart(
+            "retry-storm sets the admission rate through the admin API: pass --admin-url "
+            "and --admin-token")
+    if endpoints.dsn is not None:
+        preflight.check_postgres(endpoints.dsn)
 
 
 def run_locust(scenario: Scenario, endpoints: Endpoints, out: Path, records: Path,
-               processes: int) -> int:
+               workers: int) -> int:
     """Locust headless with the scenario's shape; its exit status."""
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
                "--host", endpoints.target, "--csv", str(out / "locust"),
                "--html", str(out / "locust.html"), "--loglevel", "WARNING",
-               "--stop-timeout", "15", "--exit-code-on-error", "0"]
-    if processes != 1:
-        command += ["--processes", str(processes)]
+               "--exit-code-on-error", "0"]
+    if workers != 0:
+        # Locust's all-in-one distributed mode: this process becomes the master,
+        # forks the workers and waits for all of them before the first user.
+        command += ["--processes", str(workers)]
     env = {**os.environ, "GELOMBANG_SURGE": scenario.to_env(),
            "GELOMBANG_SURGE_OUT": str(records), "PYTHONUNBUFFERED": "1"}
     if endpoints.maildir:
         env["GELOMBANG_MAILDIR"] = endpoints.maildir
     if endpoints.citizen:
         env["GELOMBANG_SURGE_CITIZEN"] = json.dumps(list(endpoints.citizen))
-    with (out / "locust.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+    with (out / "locust.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, errors="replace")
+        assert process.stdout is not None
         try:
+            # Everything to locust.log; the master's progress lines to the terminal too.
+            for line in process.stdout:
+                log.write(line)
+                if line.startswith(PROGRESS_PREFIX):
+                    print("progress  " + line[len(PROGRESS_PREFIX):].rstrip(), flush=True)
             return process.wait()
         except KeyboardInterrupt:
             process.terminate()
-            return process.wait()
+            process.wait()
+            raise
 
 
 def settle(endpoints: Endpoints, within: float) -> None:
@@ -213,12 +279,18 @@ def settle(endpoints: Endpoints, within: float) -> None:
 async def loss_check(endpoints: Endpoints, ids: list[str]) -> dict[str, Any]:
     """How many of the 202s are stored, by PostgreSQL or by the status endpoint."""
     unique = sorted(set(ids))
-    if endpoints.dsn:
-        stored, last = await _stored_in_postgres(endpoints.dsn, unique)
-        method = "postgresql"
-    else:
-        stored, last = await _stored_by_status(endpoints.target, unique), None
-        method = "status endpoint"
+    method = "postgresql" if endpoints.dsn else "status endpoint"
+    try:
+        if endpoints.dsn:
+            stored, last = await _stored_in_postgres(endpoints.dsn, unique)
+        else:
+            stored, last = await _stored_by_status(endpoints.target, unique), None
+    except Exception as exc:
+        # PostgreSQL or the door went away after the load: the run cannot be
+        # judged, which fails it (thresholds), with the cause on one line.
+        return {"method": method, "admitted": len(unique), "stored": None, "missing": None,
+                "error": preflight.reason(exc), "last_stored_at": None,
+                "repeated_ids": len(ids) - len(unique)}
     return {"method": method, "admitted": len(unique), "stored": stored,
             "missing": len(unique) - stored, "last_stored_at": last,
             "repeated_ids": len(ids) - len(unique)}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loadtest.recorder import Recorder, merge, percentile
+from loadtest import thresholds
+from loadtest.recorder import Recorder, merge, percentile, progress_line
 from loadtest.scenarios import OPENING_RATE_PER_SECOND, Scenario, parse_rate
 
 
@@ -89,3 +91,70 @@ def test_percentiles_use_the_nearest_rank() -> None:
     assert percentile(values, 0.99) == 99
     assert percentile([3.0], 0.99) == 3
     assert percentile([], 0.5) is None
+
+
+@pytest.mark.parametrize(("scenario", "planned"), [
+    (Scenario("opening-wave"), 120_000),  # the plateau's 80,000, and 20,000 on each slope
+    (Scenario("opening-wave", rate=20, ramp=1, duration=3, decay=1), 80),
+    (Scenario("step-ramp", rate=1000, duration=10, steps=5), 30_000),
+    (Scenario("soak", rate=15, duration=4), 60),
+])
+def test_the_planned_arrivals_are_the_rate_over_the_schedule(
+        scenario: Scenario, planned: float) -> None:
+    assert scenario.planned_arrivals() == pytest.approx(planned, rel=1e-3)
+
+
+def test_a_worker_message_reaches_the_master_with_its_source() -> None:
+    worker, master = Recorder(), Recorder()
+    worker.count("offered", 2, at=100.0)
+    worker.admitted("a", 12.0, at=100.0)
+    master.absorb(worker.take(), source="worker-1")
+    # Taken: the worker's next message carries only what is new.
+    worker.count("offered", at=101.0)
+    worker.admitted("b", 30.0, at=101.0)
+    master.absorb(worker.take(), source="worker-1")
+    master.absorb({"counts": {"101": {"offered": 4}}, "latencies": {}, "admitted_ids": [],
+                   "statuses": {}}, source="worker-2")
+    assert worker.total("offered") == 0 and worker.admitted_ids == []
+    assert master.total("offered") == 7 and master.admitted_ids == ["a", "b"]
+    assert master.sources == {"worker-1": {"offered": 3, "admitted": 2},
+                              "worker-2": {"offered": 4, "admitted": 0}}
+    assert master.p99_so_far() == 30.0
+
+
+def test_the_progress_line_names_the_figures_and_nothing_personal() -> None:
+    recorder = Recorder()
+    recorder.count("offered", 5, at=1.0)
+    recorder.count("limited", 2, at=1.0)
+    recorder.count("shed", 1, at=1.0)
+    recorder.admitted("00000000-0000-0000-0000-000000000001", 44.2, at=1.0)
+    assert progress_line(recorder, 12.4) == (
+        "   12 s  offered 5  admitted 1  refused 3  p99 45 ms")
+    assert progress_line(Recorder(), 0).endswith("p99 n/a")
+
+
+def summary_with(share: float, p99: float | None, missing: int = 0) -> dict[str, Any]:
+    return {"arrivals": {"share_of_plan": share, "offered": int(share * 1000),
+                         "planned": 1000.0},
+            "latency_202_ms": {"p99": p99},
+            "loss_check": {"missing": missing, "admitted": 900},
+            "unexpected_5xx": 0, "contract_mismatches": 0, "idempotency_mismatches": 0}
+
+
+def test_a_run_at_17_percent_of_its_plan_fails() -> None:
+    marks = thresholds.for_scenario("opening-wave")
+    reasons = thresholds.failures(summary_with(0.17, 857.0), marks, 0)
+    assert reasons == ["arrivals reached 17% of the plan (170 of 1,000; at least 95% needed)"]
+    assert thresholds.verdict_line(summary_with(0.17, 857.0), marks, reasons).startswith(
+        "surge FAILED: arrivals reached 17%")
+
+
+def test_thresholds_judge_the_p99_the_loss_and_locust() -> None:
+    marks = thresholds.for_scenario("soak", p99_budget_ms=200)
+    assert thresholds.failures(summary_with(0.97, 150.0), marks, 0) == []
+    assert thresholds.failures(summary_with(0.97, 250.0, missing=3), marks, 2) == [
+        "p99 of 202s 250 ms, over the budget of 200 ms",
+        "3 of 900 admitted registrations are not stored",
+        "Locust exited with status 2 (see locust.log)"]
+    assert thresholds.for_scenario("step-ramp").p99_budget_ms == 2000
+    assert thresholds.for_scenario("retry-storm", min_arrival_share=0.5).min_arrival_share == 0.5
