@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from playwright.async_api import Page, Request
+from playwright.async_api import Request
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -15,18 +15,12 @@ from loadtest.registrants import RegistrantFactory
 from queueing.keys import JOB_FIELD, Partition, partition_for_registration, partitions
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
 from tests.support import seal_people, stream_range
-from tests.web.browser import chromium_page
+from tests.web.browser import chromium_page, fill_form
 from tests.workers.drain_helpers import drain_settings, running_drain
 from workers.drain.store import store_batch
 
 KEY_SHAPE = re.compile(r"[0-9a-f]{32}")
 WIB_TIME = re.compile(r"\b\d{2}\.\d{2}\.\d{2} WIB\b")
-
-
-async def fill(page: Page, person: dict[str, str]) -> None:
-    for name in ("nik", "full_name", "email", "phone", "birth_date"):
-        await page.fill(f"#{name}", person[name])
-    await page.check("#consent")
 
 
 async def queued(redis: Redis, settings: Settings) -> int:
@@ -58,7 +52,7 @@ async def test_invalid_fields_show_indonesian_messages_and_nothing_is_sent(
     async with chromium_page(tmp_path / "profile") as page:
         page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
         await page.goto(str(door_under_test.public.make_url("/")))
-        await fill(page, {**person, "nik": "3201010006990001", "phone": "0712345678"})
+        await fill_form(page, {**person, "nik": "3201010006990001", "phone": "0712345678"})
         await page.fill("#full_name", "")
         await page.uncheck("#consent")
         await page.click("#submit")
@@ -97,7 +91,7 @@ async def test_a_limited_submission_counts_down_retries_and_shows_the_stored_sta
 
             page.on("response", answered)
             await page.goto(str(door.public.make_url("/")))
-            await fill(page, registrants.make().body())
+            await fill_form(page, registrants.make().body())
             async with door.public.post("/v1/registrations",
                                         json=registrants.make().body()) as first:
                 assert first.status == 202  # the bucket is empty now
