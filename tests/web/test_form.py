@@ -11,6 +11,7 @@ from playwright.async_api import Request
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from intake.pages import FORM_SCRIPTS
 from loadtest.registrants import RegistrantFactory
 from queueing.keys import JOB_FIELD, Partition, partition_for_registration, partitions
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
@@ -36,9 +37,11 @@ async def test_the_page_is_indonesian_and_locked_down(door_under_test: DoorUnder
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     # Only same-origin scripts: markup injected into the page could not run.
     assert "script-src 'self';" in headers["Content-Security-Policy"]
-    async with door_under_test.public.get("/assets/form.js") as reply:
-        assert reply.status == 200
-        assert reply.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert '<script type="module" src="/assets/form.js">' in text
+    for script in FORM_SCRIPTS:  # form.js and the modules it imports
+        async with door_under_test.public.get(f"/assets/{script}") as reply:
+            assert reply.status == 200, script
+            assert reply.headers["Content-Type"] == "text/javascript; charset=utf-8"
     async with door_under_test.public.get("/assets/..%2Fpages.py") as reply:
         assert reply.status == 404
 
