@@ -74,6 +74,8 @@ ERROR_MESSAGES: Final[dict[str, str]] = {
     "resend_too_soon": "Email verifikasi baru saja diminta.",
     "nothing_to_resend": "Email verifikasi tidak perlu dikirim ulang.",
     "network": "Tidak dapat terhubung ke server.",
+    # A 5xx with no code of the contract: a proxy's error page, or the door failing.
+    "server_error": "Server sedang tidak dapat melayani.",
     "other": "Terjadi kesalahan. Silakan coba lagi.",
 }
 
@@ -105,6 +107,21 @@ RESEND_MESSAGES: Final[dict[str, str]] = {
                 " spam Anda.",
     "wait": "Anda dapat meminta lagi dalam {seconds} detik.",
     "retry": "Silakan coba lagi dalam {seconds} detik.",
+    # The live note's words, read once; the seconds above are counted down beside it.
+    "wait_at": "Anda dapat meminta lagi pukul {time}.",
+    "retry_at": "Silakan coba lagi pukul {time}.",
+}
+
+# The form's sending and retrying; `{time}` is a time in WIB, `{seconds}` counts down.
+SEND_MESSAGES: Final[dict[str, str]] = {
+    "sending": "Mengirim pendaftaran…",
+    "retry_at": "Mencoba lagi otomatis pukul {time}.",
+    "countdown": "Percobaan berikutnya dalam {seconds} detik.",
+    "cancelled": "Pengiriman dihentikan. Tekan Daftar untuk mengirim lagi; pendaftaran Anda"
+                 " tidak akan tercatat dua kali.",
+    "gave_up": "Pengiriman dihentikan setelah beberapa kali mencoba. Tekan Daftar untuk"
+               " mengirim lagi; pendaftaran Anda tidak akan tercatat dua kali.",
+    "accepted": "Pendaftaran Anda diterima.",
 }
 
 
@@ -140,6 +157,7 @@ def form_rules() -> dict[str, Any]:
         "states": STATE_MESSAGES,
         "notes": STATUS_NOTES,
         "resend": RESEND_MESSAGES,
+        "send": SEND_MESSAGES,
     }
 
 

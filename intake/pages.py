@@ -37,6 +37,9 @@ _SECURITY_HEADERS: Final = {
     "X-Frame-Options": "DENY",
 }
 RULES_PLACEHOLDER: Final = b"{{FORM_RULES}}"
+# The form's ES modules: form.js, the entry the page loads, imports the others by name.
+FORM_SCRIPTS: Final = ("form.js", "form-base.js", "form-check.js", "form-send.js",
+                       "form-status.js")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,7 @@ def _load(document: str, assets: tuple[str, ...], cache_control: str) -> Page:
 @functools.cache
 def form_page() -> Page:
     """The public registration form, with the validator's rules inlined as data."""
-    page = _load("form.html", ("form.js", "form.css", "common.css"), "no-cache")
+    page = _load("form.html", (*FORM_SCRIPTS, "form.css", "common.css"), "no-cache")
     return Page(page.document.replace(RULES_PLACEHOLDER, form_rules_json()), page.assets,
                 page.cache_control)
 

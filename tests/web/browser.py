@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 from playwright.async_api import Page, async_playwright
@@ -25,14 +25,17 @@ WAIT_MS: Final = 30_000
 
 
 @contextlib.asynccontextmanager
-async def chromium_page(profile: Path) -> AsyncIterator[Page]:
-    """A page of a Chromium started for this test, its profile in `profile`."""
+async def chromium_page(profile: Path, **options: Any) -> AsyncIterator[Page]:
+    """A page of a Chromium started for this test, its profile in `profile`.
+
+    `options` go to Playwright's launch_persistent_context (timezone_id, java_script_enabled).
+    """
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make sysdeps` installs Debian's chromium")
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             user_data_dir=profile, executable_path=CHROMIUM, headless=True, args=ARGS,
-            viewport={"width": 900, "height": 900}, locale="id-ID",
+            viewport={"width": 900, "height": 900}, locale="id-ID", **options,
         )
         context.set_default_timeout(WAIT_MS)
         try:
@@ -40,3 +43,10 @@ async def chromium_page(profile: Path) -> AsyncIterator[Page]:
             yield page
         finally:
             await context.close()
+
+
+async def fill_form(page: Page, person: dict[str, str]) -> None:
+    """Types a registrant into the public form and ticks the consent."""
+    for name in ("nik", "full_name", "email", "phone", "birth_date"):
+        await page.fill(f"#{name}", person[name])
+    await page.check("#consent")

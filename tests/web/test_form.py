@@ -7,25 +7,21 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from playwright.async_api import Page, Request
+from playwright.async_api import Request
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from intake.pages import FORM_SCRIPTS
 from loadtest.registrants import RegistrantFactory
 from queueing.keys import JOB_FIELD, Partition, partition_for_registration, partitions
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
 from tests.support import seal_people, stream_range
-from tests.web.browser import chromium_page
+from tests.web.browser import chromium_page, fill_form
 from tests.workers.drain_helpers import drain_settings, running_drain
 from workers.drain.store import store_batch
 
 KEY_SHAPE = re.compile(r"[0-9a-f]{32}")
-
-
-async def fill(page: Page, person: dict[str, str]) -> None:
-    for name in ("nik", "full_name", "email", "phone", "birth_date"):
-        await page.fill(f"#{name}", person[name])
-    await page.check("#consent")
+WIB_TIME = re.compile(r"\b\d{2}\.\d{2}\.\d{2} WIB\b")
 
 
 async def queued(redis: Redis, settings: Settings) -> int:
@@ -41,9 +37,11 @@ async def test_the_page_is_indonesian_and_locked_down(door_under_test: DoorUnder
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     # Only same-origin scripts: markup injected into the page could not run.
     assert "script-src 'self';" in headers["Content-Security-Policy"]
-    async with door_under_test.public.get("/assets/form.js") as reply:
-        assert reply.status == 200
-        assert reply.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert '<script type="module" src="/assets/form.js">' in text
+    for script in FORM_SCRIPTS:  # form.js and the modules it imports
+        async with door_under_test.public.get(f"/assets/{script}") as reply:
+            assert reply.status == 200, script
+            assert reply.headers["Content-Type"] == "text/javascript; charset=utf-8"
     async with door_under_test.public.get("/assets/..%2Fpages.py") as reply:
         assert reply.status == 404
 
@@ -57,7 +55,7 @@ async def test_invalid_fields_show_indonesian_messages_and_nothing_is_sent(
     async with chromium_page(tmp_path / "profile") as page:
         page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
         await page.goto(str(door_under_test.public.make_url("/")))
-        await fill(page, {**person, "nik": "3201010006990001", "phone": "0712345678"})
+        await fill_form(page, {**person, "nik": "3201010006990001", "phone": "0712345678"})
         await page.fill("#full_name", "")
         await page.uncheck("#consent")
         await page.click("#submit")
@@ -96,7 +94,7 @@ async def test_a_limited_submission_counts_down_retries_and_shows_the_stored_sta
 
             page.on("response", answered)
             await page.goto(str(door.public.make_url("/")))
-            await fill(page, registrants.make().body())
+            await fill_form(page, registrants.make().body())
             async with door.public.post("/v1/registrations",
                                         json=registrants.make().body()) as first:
                 assert first.status == 202  # the bucket is empty now
@@ -149,14 +147,17 @@ async def test_the_status_page_sends_the_verification_email_again_and_counts_dow
         assert countdown is not None
         seconds = int(await countdown.text_content() or "0")
         note = await page.text_content("#resend-note") or ""
+        wait = await page.text_content("#resend-wait") or ""
         disabled = await button.is_disabled()
         # Pending again, and the page follows it (its polls had gone on: `sent` is open).
         await page.wait_for_function(
             "document.getElementById('status-email').textContent === 'Menunggu'")
 
     assert label == "Kirim ulang email verifikasi"
+    # The live note says once until when; the seconds count down outside it.
     assert note.startswith("Email verifikasi akan segera dikirim ulang.")
-    assert "Anda dapat meminta lagi dalam" in note and 55 <= seconds <= 60
+    assert WIB_TIME.search(note) and "Anda dapat meminta lagi pukul" in note
+    assert wait.startswith("Anda dapat meminta lagi dalam") and 55 <= seconds <= 60
     assert disabled
     assert await pg.fetchval("SELECT email_verification::text FROM registrations"
                              " WHERE registration_id = $1", rid) == "pending"
@@ -184,10 +185,12 @@ async def test_the_status_page_shows_the_wait_of_a_resend_too_soon(
         assert countdown is not None
         seconds = int(await countdown.text_content() or "0")
         note = await page.text_content("#resend-note") or ""
+        wait = await page.text_content("#resend-wait") or ""
         disabled = await page.is_disabled("#resend-button")
 
     assert hidden_when_verified
-    assert note.startswith("Email verifikasi baru saja diminta. Anda dapat meminta lagi dalam")
+    assert note.startswith("Email verifikasi baru saja diminta. Anda dapat meminta lagi pukul")
+    assert wait.startswith("Anda dapat meminta lagi dalam")
     assert 35 <= seconds <= 42  # Retry-After, counted down
     assert disabled
     assert await pg.fetchval("SELECT email_verification::text FROM registrations"
