@@ -4,7 +4,8 @@
 # by mmdebstrap from Debian's packages and imported into podman (or docker).
 #
 #   scripts/build-image.sh                 # the base (once), then the image
-#   scripts/build-image.sh --context-hash  # print the sources' hash (tests compare it)
+#   scripts/build-image.sh --context-hash  # print the sources' hash
+#   scripts/build-image.sh --status        # exit 0 if the image is built from these sources
 #   REBUILD_BASE=1 scripts/build-image.sh  # make the base again (e.g. for security updates)
 #
 # Idempotent: the base is made only when missing, and the engine's layer cache
@@ -20,6 +21,19 @@ if [ "${1:-}" = --context-hash ]; then
 fi
 
 select_engine
+
+# For tests/deploy/test_image.py, which runs the image only when it is current.
+if [ "${1:-}" = --status ]; then
+    image_exists "$IMAGE" || { echo "no image $IMAGE ($ENGINE): make image"; exit 1; }
+    built_from=$("$ENGINE" image inspect --format "{{index .Labels \"$CONTEXT_LABEL\"}}" "$IMAGE")
+    if [ "$built_from" != "$(context_hash)" ]; then
+        echo "$IMAGE ($ENGINE) was built from other sources than these: make image"
+        exit 1
+    fi
+    echo "$IMAGE ($ENGINE) is built from these sources"
+    exit 0
+fi
+
 MIRROR=${MIRROR:-http://deb.debian.org}
 SUITE=bookworm
 
