@@ -73,7 +73,7 @@ random_key() { "$PYTHON" -c 'import base64, os; print(base64.b64encode(os.urando
 # Fresh random keys and token (nothing is kept). Production mode, the image's
 # default, is turned off: it refuses this test's plain-http public and NIK URLs
 # and SMTP without TLS, which a loopback test against the dev stack has no way
-# to offer; what production mode checks is tested in tests/config/.
+# to offer; what production mode checks is tested in tests/config/test_secrets.py.
 export GELOMBANG_SECURITY__PRODUCTION=false
 export GELOMBANG_REDIS__URL=$redis_url
 export GELOMBANG_POSTGRES__DSN=$postgres_dsn

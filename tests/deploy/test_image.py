@@ -1,11 +1,11 @@
 """The container image, run: its roles against the suite's Redis and PostgreSQL.
 
-`make image` takes minutes from scratch and about a minute after a change to
-the sources (docs/deployment.md): too long for the suite, which must stay
-within CI's time limit. So the suite does not build it: the run test runs only
-when an image built from the sources as they are now is present, and is
-skipped otherwise, saying why (no engine, no image, or built from other
-sources). Running it takes about 10 s.
+The suite does not build the image: `make image` takes over 2 minutes from
+scratch on the 2-core VM (docs/deployment.md), too long for a suite near CI's
+limit, and even a rebuild from the cached base (18 s) fetches every dependency
+from PyPI again. So the run test runs only when an image built from the
+sources as they are now is present, and is skipped otherwise, saying why (no
+engine, no image, or built from other sources). Running it takes about 10 s.
 """
 
 from __future__ import annotations
