@@ -106,6 +106,14 @@ engine() {
     "$ENGINE" "$@" 2> >(grep -v 'unable to get systemd connection' >&2)
 }
 
+# Containers of a run that was killed before its cleanup (a test timeout kills
+# this script, not the containers): removed when their script is gone.
+for leftover in $("$ENGINE" ps --all --format '{{.Names}}' | grep '^gelombang-image-test-' || true); do
+    owner=${leftover#gelombang-image-test-}
+    owner=${owner%%-*}
+    kill -0 "$owner" 2>/dev/null || engine rm --force --time 0 "$leftover" >/dev/null
+done
+
 containers=()
 cleanup() {
     local status=$?
