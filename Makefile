@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 DEV_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help sysdeps venv run up down status test lint bench clean-dev
+.PHONY: help sysdeps venv run up down status test lint bench image image-test clean-dev
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,12 @@ lint: venv ## ruff and mypy (strict)
 
 bench: sysdeps venv ## every benchmark suite, side by side (slow; BENCH_ARGS='door latency')
 	$(GELOMBANG) bench $(BENCH_ARGS)
+
+image: sysdeps ## build the container image (podman or docker, no registry: docs/deployment.md)
+	bash scripts/build-image.sh
+
+image-test: venv ## run the image's roles against the dev stack (`make up`): migrate, serve, worker store
+	bash scripts/image-test.sh
 
 clean-dev: down ## stop the dev stack and delete .dev/ (its data, logs and keys)
 	@if [ -x $(GELOMBANG) ]; then $(GELOMBANG) dev clean; fi

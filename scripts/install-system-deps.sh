@@ -13,6 +13,11 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The browser tests of the web pages drive Debian's Chromium (never a downloaded one).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The container image, built and run without a Docker engine or a registry
+# (`make image`, scripts/build-image.sh): podman with runc, and mmdebstrap for its base.
+command -v podman >/dev/null 2>&1 || need+=(podman)
+[ -x /usr/sbin/runc ] || need+=(runc)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -1,0 +1,85 @@
+"""The container image, run: its roles against the suite's Redis and PostgreSQL.
+
+The suite does not build the image: `make image` takes over 2 minutes from
+scratch on the 2-core VM (docs/deployment.md), too long for a suite near CI's
+limit, and even a rebuild from the cached base (18 s) fetches every dependency
+from PyPI again. So the run test runs only when an image built from the
+sources as they are now is present, and is skipped otherwise, saying why (no
+engine, no image, or built from other sources). Running it takes about 10 s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gelombang.services import PostgresServer, RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "scripts" / "build-image.sh"
+IMAGE_TEST = ROOT / "scripts" / "image-test.sh"
+
+
+def _run(script: Path, *args: str, cwd: Path = ROOT, timeout: float = 30,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(script), *args], cwd=cwd, env=env, timeout=timeout,
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def current_image() -> None:
+    """Skip unless `make image` built the image from these sources."""
+    status = _run(BUILD, "--status")
+    if status.returncode != 0:
+        pytest.skip((status.stdout + status.stderr).strip() or "no current image")
+
+
+@pytest.mark.slow
+def test_image_runs_migrate_serve_worker_store_and_its_healthcheck(
+        current_image: None, redis_server: RedisServer,
+        postgres_server: PostgresServer) -> None:
+    env = {**os.environ, "IMAGE_TEST_REDIS_URL": redis_server.url,
+           "IMAGE_TEST_POSTGRES_DSN": postgres_server.dsn}
+    result = _run(IMAGE_TEST, env=env, timeout=100)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "one registration: 202 from serve, stored by worker store" in result.stdout
+    assert "passed" in result.stdout.splitlines()[-1]
+
+
+def _copy_build_context(destination: Path) -> Path:
+    """The files the build hash reads, and the scripts, in a folder of their own."""
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, destination / name)
+    for folder in ("scripts", "gelombang", "intake", "queueing", "database", "workers",
+                   "config", "loadtest", "benchmarks"):
+        shutil.copytree(ROOT / folder, destination / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "results"))
+    return destination / "scripts" / "build-image.sh"
+
+
+def test_build_hash_follows_the_build_context_only(tmp_path: Path) -> None:
+    # The run test trusts an image whose label equals this hash: it must change
+    # with every file the build reads, and only with those.
+    build = _copy_build_context(tmp_path)
+
+    def context_hash() -> str:
+        result = _run(build, "--context-hash", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    first = context_hash()
+    assert len(first) == 64
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_new.py").write_text("")
+    (tmp_path / "gelombang" / "__pycache__").mkdir()
+    (tmp_path / "gelombang" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
+    assert context_hash() == first  # outside the context or left out by .dockerignore
+    for changed in ("gelombang/healthcheck.py", "Dockerfile", "database/schema.py"):
+        with (tmp_path / changed).open("a") as handle:
+            handle.write("\n")
+        assert context_hash() != first, changed
+        first = context_hash()
