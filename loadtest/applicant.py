@@ -5,14 +5,16 @@ wait for answers: a door that refuses or answers slowly gets the same
 arrival pressure, as on the opening day. What the form does, and so what
 an applicant does here:
 
-- POST with one Idempotency-Key, kept across every retry;
-- on 429/503 wait `max(1, Retry-After)` seconds (5 when the header is not a
-  number) and send the same request again; on a network error wait 5 s.
-  The form adds no random jitter of its own: its countdown ticks whole
-  seconds from the answer, so retries spread only as the answers did;
+- POST with one Idempotency-Key, kept across every retry (at most 40 tries);
+- on 429/503 or no answer, send the same request again after the form's
+  `retryDelay` (intake/web/form-base.js): never sooner than the Retry-After
+  (at least 1 s, at most 600), plus a random share of a back-off that starts
+  at 2 s and doubles per try up to 30 s, so a wave told the same Retry-After
+  does not come back in the same second;
 - after a 202 poll the status at once, then every 2 s while `queued`, every
   5 s while a check is `pending` or `sent`, 5 s after a 404, and no sooner
-  than `max(5, Retry-After)` s after a 503/429; at most 200 polls.
+  than `max(5, Retry-After)` s after a 503/429, each wait give or take a
+  fifth (as the form's `again`); at most 200 polls.
 
 A person does not keep the page open for ever: an applicant retries and
 polls for `Scenario.page_seconds` after arriving, then leaves (a retry it
@@ -36,8 +38,12 @@ from loadtest.scenarios import Scenario
 
 JSON_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 # form.js's figures (seconds), kept beside the names it uses.
-RETRY_WITHOUT_HEADER: Final = 5.0      # parseInt(Retry-After) || 5
-NETWORK_RETRY: Final = 5.0             # countdown(5, ERR.network, …)
+# retryDelay's BACKOFF: base, cap, floor, retryAfterCap; and MAX_TRIES.
+BACKOFF_BASE: Final = 2.0
+BACKOFF_CAP: Final = 30.0
+RETRY_FLOOR: Final = 1.0
+RETRY_AFTER_CAP: Final = 600.0
+MAX_TRIES: Final = 40
 POLL_QUEUED: Final = 2.0               # again(2000) while queued
 POLL_OPEN: Final = 5.0                 # again(5000) while a check is pending or sent
 POLL_BUSY_MIN: Final = 5.0             # again(max(5000, Retry-After * 1000))
@@ -98,13 +104,18 @@ class Form:
                     return registration_id
             if wait is None:
                 return None
+            if attempt >= MAX_TRIES:
+                recorder.count("abandoned", at=sent_at)
+                return None
+            wait = retry_delay(attempt - 1, wait, random.random())
             if time.monotonic() + wait > leave_at:
                 recorder.count("abandoned", at=sent_at)
                 return None
             gevent.sleep(wait)
 
     def _judge_post(self, reply: Any, submission: Submission, sent_at: float) -> float | None:
-        """Record one POST's answer; seconds until the form retries it, or None."""
+        """Record one POST's answer; the Retry-After the form's retry honours (0 for
+        none), or None when the form does not retry."""
         recorder, status = self.recorder, reply.status_code
         if status == 202:
             reply.success()
@@ -112,7 +123,7 @@ class Form:
         if status == 0:  # no answer (refused, reset, timed out): the form's network retry
             recorder.count("errors", at=sent_at)
             reply.failure("no answer")
-            return NETWORK_RETRY
+            return 0.0
         if status in (429, 503):
             recorder.count("limited" if status == 429 else "shed", at=sent_at)
             if status == 503 and not documented_503(reply):
@@ -120,7 +131,7 @@ class Form:
                 reply.failure("503 without a documented code")
                 return None
             reply.success()  # an expected answer under load
-            return max(1.0, retry_after(reply, RETRY_WITHOUT_HEADER))
+            return retry_after(reply, 0.0)
         if status == submission.expected_status and status in (400, 422):
             recorder.count("rejected", at=sent_at)
             expected = submission.expected_fields
@@ -143,7 +154,10 @@ class Form:
                             catch_response=True) as reply:
                 self.recorder.count("polls")
                 wait = self._judge_poll(reply)
-            if wait is None or time.monotonic() + wait > leave_at:
+            if wait is None:
+                return
+            wait *= 0.8 + 0.4 * random.random()  # tabs of one wave do not poll in step
+            if time.monotonic() + wait > leave_at:
                 return
             gevent.sleep(wait)
 
@@ -198,6 +212,14 @@ class Form:
                 reply.success()
             else:
                 reply.failure(f"status {reply.status_code}")
+
+
+def retry_delay(attempt: int, retry_after_seconds: float, share: float) -> float:
+    """Seconds before try `attempt` + 2, as the form's retryDelay: the Retry-After
+    (floored, capped) plus `share` (0..1, random) of the doubling back-off."""
+    wait = min(RETRY_AFTER_CAP, max(RETRY_FLOOR, retry_after_seconds))
+    backoff: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt, 16))
+    return wait + share * backoff
 
 
 def retry_after(reply: Any, default: float) -> float:

@@ -52,7 +52,7 @@ def test_image_runs_migrate_serve_worker_store_and_its_healthcheck(
 
 def _copy_build_context(destination: Path) -> Path:
     """The files the build hash reads, and the scripts, in a folder of their own."""
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, destination / name)
     for folder in ("scripts", "gelombang", "intake", "queueing", "database", "workers",
                    "config", "loadtest", "benchmarks"):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loadtest import thresholds
+from loadtest import applicant, thresholds
 from loadtest.recorder import Recorder, merge, percentile, progress_line
 from loadtest.scenarios import OPENING_RATE_PER_SECOND, Scenario, parse_rate
+from tests.support import REPO_ROOT
 
 
 def test_the_opening_wave_ramps_holds_and_decays() -> None:
@@ -158,3 +160,22 @@ def test_thresholds_judge_the_p99_the_loss_and_locust() -> None:
         "Locust exited with status 2 (see locust.log)"]
     assert thresholds.for_scenario("step-ramp").p99_budget_ms == 2000
     assert thresholds.for_scenario("retry-storm", min_arrival_share=0.5).min_arrival_share == 0.5
+
+
+def test_the_applicant_retries_on_the_forms_figures() -> None:
+    # The simulated applicant must wait as the real form does: the figures of
+    # retryDelay (intake/web/form-base.js) and MAX_TRIES (form-send.js).
+    web = REPO_ROOT / "intake" / "web"
+    backoff = re.search(r"BACKOFF = \{ base: (\d+), cap: (\d+), floor: (\d+), "
+                        r"retryAfterCap: (\d+) \}", (web / "form-base.js").read_text())
+    tries = re.search(r"const MAX_TRIES = (\d+);", (web / "form-send.js").read_text())
+    assert backoff is not None and tries is not None
+    base, cap, floor, after_cap = map(float, backoff.groups())
+    assert (applicant.BACKOFF_BASE, applicant.BACKOFF_CAP, applicant.RETRY_FLOOR,
+            applicant.RETRY_AFTER_CAP) == (base, cap, floor, after_cap)
+    assert applicant.MAX_TRIES == int(tries.group(1))
+    # Never sooner than Retry-After; a random share of a back-off doubling to its cap.
+    assert applicant.retry_delay(0, 0.0, 0.0) == floor
+    assert applicant.retry_delay(0, 3.0, 1.0) == 3.0 + base
+    assert applicant.retry_delay(3, 3.0, 0.5) == 3.0 + 0.5 * base * 8
+    assert applicant.retry_delay(30, 1e9, 1.0) == after_cap + cap
