@@ -32,10 +32,12 @@ from tests.workers.verification_helpers import (
     received_mail,
 )
 
-BACKLOG = 20_000
-# The drill is 3 minutes; the suite's time constants are scaled down
-# (entries reclaimed after 1 s, back-off up to 0.2 s), so 30 s exercises the
-# same paths. GELOMBANG_OUTAGE_SECONDS=180 runs the full drill.
+# The drill is 20,000 registrations and 3 minutes; the suite's time
+# constants are scaled down (entries reclaimed after 1 s, back-off up to
+# 0.2 s), so 8,000 and 30 s exercise the same paths: the outage still comes
+# with most of the backlog left (see _some_done). GELOMBANG_OUTAGE_BACKLOG=20000
+# GELOMBANG_OUTAGE_SECONDS=180 runs the full drill.
+BACKLOG = int(os.environ.get("GELOMBANG_OUTAGE_BACKLOG", "8000"))
 OUTAGE_SECONDS = float(os.environ.get("GELOMBANG_OUTAGE_SECONDS", "30"))
 RESTARTS = 2
 
