@@ -7,7 +7,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,23 +15,13 @@ from redis.exceptions import ResponseError
 
 from config.settings import Settings
 from gelombang.processes import free_port
-from gelombang.services import RedisServer, start_redis
+from gelombang.services import RedisServer
 from intake.door import open_door
 from queueing.redis_memory import EvictingRedis, memory, require_noeviction
 from queueing.supervision import BackgroundTaskFailed
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import REPO_ROOT, write_config
 from tests.workers.verification_helpers import eventually
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, to reconfigure and stop."""
-    server = start_redis(tmp_path / "redis", log_file=tmp_path / "redis.log")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def set_policy(server: RedisServer, policy: str) -> None:
