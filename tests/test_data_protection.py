@@ -17,7 +17,13 @@ from config.settings import Settings
 from gelombang.services import start_redis
 from tests.intake.door_helpers import with_admission
 from tests.pii import files_text, hit_kinds, hits, postgres_dump, redis_full_dump, shaped_hits
-from tests.support import MIN_SEARCHED_BYTES, door_processes, run_load
+from tests.support import (
+    MIN_SEARCHED_BYTES,
+    door_processes,
+    leaked_kinds,
+    national_number,
+    run_load,
+)
 from tests.workers.drain_helpers import drain_settings, running_drain, wait_drained
 from tests.workers.verification_helpers import (
     email_settings,
@@ -112,7 +118,7 @@ def test_the_scanners_find_a_single_planted_value() -> None:
     clean = b"sealed \x00\x01 blob and ids 0190f3c2-7b1e-7c3a-9d2e-4f5a6b7c8d9e"
     assert hits(clean, [person]) == 0
     for planted in (person.nik.encode(), person.full_name.encode(),
-                    person.email.upper().lower().encode(), person.phone[-9:].encode(),
+                    person.email.upper().lower().encode(), national_number(person.phone).encode(),
                     person.full_name.encode().hex().encode()):
         assert hits(clean + planted, [person]) >= 1
     assert shaped_hits(clean) == {"nik": 0, "phone": 0, "email": 0}
@@ -138,3 +144,19 @@ def test_names_too_short_to_tell_from_chance_are_not_searched() -> None:
     person = dataclasses.replace(RegistrantFactory().make(), full_name="Adi")
     assert hits(b"\x07Adi\x00 ciphertext", [person]) == 0  # three random bytes could be that
     assert hits(person.nik.encode(), [person]) == 1  # the person is still searched for
+
+
+def test_the_search_finds_a_phone_in_any_form_and_not_in_millisecond_times() -> None:
+    from loadtest.registrants import RegistrantFactory
+
+    person = RegistrantFactory(seed=5).make()
+    national = national_number(person.phone)
+    assert national.startswith("8") and 10 <= len(national) <= 12
+    for form in ("0", "62", "+62"):
+        found = leaked_kinds(f'{{"phone": "{form}{national}"}}'.encode(), [person])
+        assert found == {"phone (national number)": 1}, form
+    # Stream entry ids and lease epochs: 13-digit times, one holding the phone's last
+    # 9 digits (the old search's false alarm).
+    times = b"\n".join(b"17650%s-0" % national[-9:].encode() + b"\n1765045573%03d-1" % n
+                       for n in range(1000))
+    assert leaked_kinds(times, [person]) == {}
