@@ -211,13 +211,9 @@ async def read_registration(request: web.Request) -> web.Response:
     the priority lane, at most once per hold (docs/verification.md).
     """
     door = request.app[DOOR]
-    if door.read_limiter is not None:
-        limited = client_limited(door.read_limiter, request)
-        if limited is not None:
-            return limited
-    named = named_registration(door, request.match_info["registration_id"])
-    if named is None:
-        return error_response(404, "not_found")
+    named = limited_or_named(request, door.read_limiter)
+    if isinstance(named, web.Response):
+        return named
     registration_id, provenance = named
     try:
         row = await door.storage.registration(registration_id)
@@ -238,6 +234,18 @@ async def read_registration(request: web.Request) -> web.Response:
         "nik_verification": row["nik_verification"],
         "updated_at": rfc3339(row["updated_at"]),
     })
+
+
+def limited_or_named(request: web.Request, limiter: ClientLimiter | None
+                     ) -> tuple[uuid.UUID, Provenance] | web.Response:
+    """The registration a path names, once the client's bucket allows the request;
+    else the answer (429 `client_limited`, or 404 for an id never issued)."""
+    if limiter is not None:
+        limited = client_limited(limiter, request)
+        if limited is not None:
+            return limited
+    named = named_registration(request.app[DOOR], request.match_info["registration_id"])
+    return error_response(404, "not_found") if named is None else named
 
 
 def named_registration(door: Door, text: str) -> tuple[uuid.UUID, Provenance] | None:

@@ -31,8 +31,7 @@ from aiohttp import web
 from intake.door import Door
 from intake.registrations import (
     RETRY_AFTER_UNAVAILABLE,
-    client_limited,
-    named_registration,
+    limited_or_named,
     unavailable,
 )
 from intake.responses import error_response, json_response
@@ -51,13 +50,9 @@ RESEND_POLICY_NAME: Final = '"resend"'
 async def resend_verification_email(request: web.Request) -> web.Response:
     """Send a registration's verification email again, ahead of the backlog."""
     door = request.app[DOOR]
-    if door.client_limiter is not None:
-        limited = client_limited(door.client_limiter, request)
-        if limited is not None:
-            return limited
-    named = named_registration(door, request.match_info["registration_id"])
-    if named is None:
-        return error_response(404, "not_found")
+    named = limited_or_named(request, door.client_limiter)
+    if isinstance(named, web.Response):
+        return named
     registration_id, provenance = named
     try:
         row = await door.storage.registration(registration_id)

@@ -23,6 +23,7 @@ from queueing.keys import role_heartbeats
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import REPO_ROOT, seal_people, write_config
 from tests.workers.drain_helpers import drain_settings, enqueue, running_drain, wait_drained
+from tests.workers.test_email import register
 from tests.workers.verification_helpers import (
     dead_jobs,
     email_settings,
@@ -45,15 +46,6 @@ def older_door(settings: Settings) -> Settings:
     """A door from before the address keys: its envelopes are version 1."""
     keys = settings.keys.model_copy(update={"active_address_key_id": "", "address_keys": {}})
     return settings.model_copy(update={"keys": keys})
-
-
-async def register(door: DoorUnderTest, people: list[Registrant]) -> list[uuid.UUID]:
-    ids = []
-    for person in people:
-        async with door.public.post("/v1/registrations", json=person.body()) as reply:
-            assert reply.status == 202
-            ids.append(uuid.UUID((await reply.json())["registration_id"]))
-    return ids
 
 
 def mail_count(folder: Path) -> int:
