@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +25,10 @@ from tests.workers.verification_helpers import (
     states,
 )
 from workers.drain.handoff import JOB_FIELD
+from workers.runtime.consumer import Batch, PartitionConsumer, StreamEntry
+from workers.verification.email import EmailVerifier
+from workers.verification.jobs import Job
+from workers.verification.roles import running_role
 
 BACKLOG = 20_000
 # The relay's limit: the backlog lasts far longer than the test waits.
@@ -82,6 +88,61 @@ async def test_the_backlog_job_of_a_registration_sent_from_the_lane_sends_nothin
             await eventually(lambda: _jobs_done(worker.verifier.counts, 6), what="six jobs")
         assert sink.received == 3
     assert set((await states(pg, "email_verification")).values()) == {"sent"}
+
+
+async def test_a_lane_batch_slow_to_load_sends_nothing_the_other_lane_sent_meanwhile(
+        pg: asyncpg.Connection, redis_client: Redis, test_settings: Settings,
+        registrants: RegistrantFactory, tmp_path: Path) -> None:
+    # The race behind a doubled message: the priority batch loads the row
+    # (pending), PostgreSQL is slow to answer it, and meanwhile the backlog
+    # batch sends and records. The priority batch must not send once more.
+    [envelope] = await stored_backlog(pg, redis_client, test_settings, registrants, 1)
+    rid = envelope.registration_id
+    async with mail_sink(tmp_path) as (sink, port):
+        settings = email_settings(test_settings, port)
+        lane = Partition(partition_for_registration(rid, settings.queue.partitions))
+        await redis_client.xadd(lane.verification_priority("email"), {JOB_FIELD: rid})
+        async with running_role(settings, "email") as running:
+            [backlog] = await _read_batches(redis_client, running.consumer)
+            [priority] = await _read_batches(redis_client, running.priority)
+            verifier = running.verifier
+            assert isinstance(verifier, EmailVerifier)
+            loaded, backlog_done = asyncio.Event(), asyncio.Event()
+            load = verifier.load
+
+            async def slow_first_load(query: str, jobs: Sequence[Job]
+                                      ) -> dict[bytes, asyncpg.Record]:
+                rows = await load(query, jobs)
+                if not loaded.is_set():
+                    loaded.set()
+                    await backlog_done.wait()
+                return rows
+
+            verifier.load = slow_first_load  # type: ignore[method-assign]
+            slow = asyncio.create_task(verifier.handle(priority))
+            await asyncio.wait_for(loaded.wait(), 10)
+            await verifier.handle(backlog)
+            backlog_done.set()
+            await asyncio.wait_for(slow, 10)
+            assert verifier.counts.get("jobs") == 2
+            assert not verifier.in_flight  # every claim given back
+        assert sink.received == 1
+    assert set((await states(pg, "email_verification")).values()) == {"sent"}
+
+
+async def _read_batches(redis: Redis, consumer: PartitionConsumer) -> list[Batch]:
+    """Every job of the consumer's streams, read into one batch per partition."""
+    batches = []
+    for partition in consumer.partitions:
+        stream = consumer.stream_of(partition)
+        group = consumer.settings.group
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        read: list[tuple[bytes, list[StreamEntry]]] = await redis.xreadgroup(
+            group, "test", {stream: ">"})  # type: ignore[assignment]
+        for _, entries in read:
+            batches.append(Batch(partition, stream, "test", entries, reclaimed=False,
+                                 owner=consumer))
+    return batches
 
 
 async def _jobs_done(counts: dict[str, int], wanted: int) -> bool:

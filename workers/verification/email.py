@@ -106,9 +106,13 @@ class EmailVerifier(Verifier):
 
     async def handle(self, batch: Batch) -> None:
         """Send the batch's messages and record what became of them."""
-        jobs, dead = decode_jobs(batch)
+        decoded, dead = decode_jobs(batch)
+        with self.claimed(decoded) as (jobs, done):
+            await self._handle_claimed(batch, jobs, done, dead)
+
+    async def _handle_claimed(self, batch: Batch, jobs: list[Job], done: list[bytes],
+                              dead: list[DeadJob]) -> None:
         rows = await self.load(QUERIES["email_jobs"], jobs)
-        done: list[bytes] = []
         messages: list[Message] = []
         left = await self.left_outcomes(batch, jobs)
         already_sent: list[Job] = []
@@ -117,10 +121,8 @@ class EmailVerifier(Verifier):
             row = rows.get(job.registration_id)
             if row is None:
                 dead.append(DeadJob(job.entry_id, "registration not stored", job.registration_id))
-            elif (row["state"] != "accepted" or row["email_verification"] != "pending"
-                  or job.registration_id in self.in_flight):
-                # Done before (a repeated job), never to be sent, or being sent
-                # now for its other job (priority lane and backlog).
+            elif row["state"] != "accepted" or row["email_verification"] != "pending":
+                # Done before (a repeated job, or its other job), never to be sent.
                 done.append(job.entry_id)
                 self.count("skipped")
             elif left.get(job.registration_id) == SENT:
@@ -139,12 +141,7 @@ class EmailVerifier(Verifier):
             await self.forget_outcomes(batch, [job.registration_id for job in already_sent])
             done += [job.entry_id for job in already_sent]
         await self.finish(batch, done, dead)
-        ids = {message.job.registration_id for message in messages}
-        self.in_flight |= ids
-        try:
-            await self._send_until_done(batch, messages)
-        finally:
-            self.in_flight -= ids
+        await self._send_until_done(batch, messages)
 
     async def _legacy_blobs(self, jobs: Sequence[Job]) -> dict[bytes, asyncpg.Record]:
         """Full blobs of rows stored without a sealed address, if this worker may open them."""

@@ -22,8 +22,9 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -119,6 +120,30 @@ class Verifier:
     def heartbeat_fields(self) -> Mapping[str, str | int | float]:
         """What this process did so far, beside its heartbeat."""
         return dict(self.counts)
+
+    @contextlib.contextmanager
+    def claimed(self, jobs: Sequence[Job]) -> Iterator[tuple[list[Job], list[bytes]]]:
+        """The jobs this batch works on, and the entry ids of those another batch has.
+
+        A registration has two jobs when its registrant waits (the priority
+        lane's beside the backlog's), and both lanes run at once. The claim is
+        made before the registrations are loaded, with no await in between: a
+        batch that loads a registration holds it, so the other batch either
+        sees it claimed or loads it after the first recorded its outcome.
+        """
+        ours: list[Job] = []
+        busy: list[bytes] = []
+        for job in jobs:
+            if job.registration_id in self.in_flight:
+                busy.append(job.entry_id)  # finished by the batch that has it
+            else:
+                self.in_flight.add(job.registration_id)
+                ours.append(job)
+        self.count("skipped", len(busy))
+        try:
+            yield ours, busy
+        finally:
+            self.in_flight.difference_update(job.registration_id for job in ours)
 
     async def load(self, query: str, jobs: Sequence[Job]) -> dict[bytes, asyncpg.Record]:
         """The jobs' registrations in one query, by 16-byte id (missing ones absent)."""

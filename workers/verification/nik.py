@@ -78,16 +78,12 @@ class NikVerifier(Verifier):
 
     async def handle(self, batch: Batch) -> None:
         """Answer the batch's jobs (from the cache, or the ministry) and record them."""
-        jobs, dead = decode_jobs(batch)
-        rows = await self.load(QUERIES["nik_jobs"], jobs)
-        left = await self.left_outcomes(batch, jobs)
-        done, known, to_ask = self._sort(jobs, rows, left, dead)
-        ids = {job.registration_id for job, _, _ in to_ask}
-        self.in_flight |= ids
-        try:
-            await self._ask_and_record(batch, to_ask, known, left, done, dead)
-        finally:
-            self.in_flight -= ids
+        decoded, dead = decode_jobs(batch)
+        with self.claimed(decoded) as (jobs, busy):
+            rows = await self.load(QUERIES["nik_jobs"], jobs)
+            left = await self.left_outcomes(batch, jobs)
+            done, known, to_ask = self._sort(jobs, rows, left, dead)
+            await self._ask_and_record(batch, to_ask, known, left, [*busy, *done], dead)
 
     async def _ask_and_record(self, batch: Batch, to_ask: Sequence[tuple[Job, bytes,
                                                                         PersonalData]],
@@ -134,10 +130,8 @@ class NikVerifier(Verifier):
             left_outcome = left.get(job.registration_id, b"").decode()
             if row is None:
                 dead.append(DeadJob(job.entry_id, "registration not stored", job.registration_id))
-            elif (row["state"] != "accepted" or row["nik_verification"] != "pending"
-                  or job.registration_id in self.in_flight):
-                # Done before (a repeated job), never to be asked, or being asked
-                # now for its other job (priority lane and backlog).
+            elif row["state"] != "accepted" or row["nik_verification"] != "pending":
+                # Done before (a repeated job, or its other job), never to be asked.
                 done.append(job.entry_id)
                 self.count("skipped")
             elif row["cached"] is not None:
