@@ -6,6 +6,7 @@
 #   scripts/build-image.sh                 # the base (once), then the image
 #   scripts/build-image.sh --context-hash  # print the sources' hash
 #   scripts/build-image.sh --status        # exit 0 if the image is built from these sources
+#   scripts/build-image.sh --can-build     # exit 0 if an engine (and the base's tools) is here
 #   REBUILD_BASE=1 scripts/build-image.sh  # make the base again (e.g. for security updates)
 #
 # Idempotent: the base is made only when missing, and the engine's layer cache
@@ -17,6 +18,16 @@ source scripts/image-lib.sh
 
 if [ "${1:-}" = --context-hash ]; then
     context_hash
+    exit 0
+fi
+
+# For tests/image_build.py: can this machine build the image at all?
+if [ "${1:-}" = --can-build ]; then
+    select_engine
+    "$ENGINE" info >/dev/null 2>&1 || { echo "$ENGINE does not run here"; exit 1; }
+    image_exists "$BASE_IMAGE" || command -v mmdebstrap >/dev/null 2>&1 || {
+        echo "no $BASE_IMAGE and no mmdebstrap to make it: make sysdeps"; exit 1; }
+    echo "$ENGINE can build $IMAGE"
     exit 0
 fi
 

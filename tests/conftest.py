@@ -46,7 +46,7 @@ from queueing.redis_client import RedisClient, connect
 from tests.intake.door_helpers import DoorUnderTest, running_door
 
 # The session-wide scan of every log line for personal data (tests/pii_guard.py).
-pytest_plugins = ["tests.pii_guard"]
+pytest_plugins = ["tests.pii_guard", "tests.image_build"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR_PREFIX = "test-"

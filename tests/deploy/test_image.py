@@ -1,11 +1,10 @@
 """The container image, run: its roles against the suite's Redis and PostgreSQL.
 
-The suite does not build the image: `make image` takes over 2 minutes from
-scratch on the 2-core VM (docs/deployment.md), too long for a suite near CI's
-limit, and even a rebuild from the cached base (18 s) fetches every dependency
-from PyPI again. So the run test runs only when an image built from the
-sources as they are now is present, and is skipped otherwise, saying why (no
-engine, no image, or built from other sources). Running it takes about 10 s.
+The suite builds the image in the background while the other tests run
+(tests/image_build.py: 1-2 minutes from scratch, at the lowest priority), and
+this test, moved to the end, waits for it. Without a container engine or
+mmdebstrap it skips, saying why; `make sysdeps` installs podman, runc and
+mmdebstrap. Running the image takes about 10 s.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gelombang.services import PostgresServer, RedisServer
+from tests.image_build import WAIT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "scripts" / "build-image.sh"
@@ -30,15 +30,10 @@ def _run(script: Path, *args: str, cwd: Path = ROOT, timeout: float = 30,
                           capture_output=True, text=True, check=False)
 
 
-@pytest.fixture(scope="module")
-def current_image() -> None:
-    """Skip unless `make image` built the image from these sources."""
-    status = _run(BUILD, "--status")
-    if status.returncode != 0:
-        pytest.skip((status.stdout + status.stderr).strip() or "no current image")
-
-
 @pytest.mark.slow
+@pytest.mark.image
+# Its fixture may wait for the session's build (tests/image_build.py).
+@pytest.mark.timeout(WAIT_SECONDS + 120)
 def test_image_runs_migrate_serve_worker_store_and_its_healthcheck(
         current_image: None, redis_server: RedisServer,
         postgres_server: PostgresServer) -> None:
