@@ -140,8 +140,7 @@ def connect_redis(settings: Settings, max_connections: int) -> RedisClient:
 
 def configured_policy(settings: Settings) -> AdmissionPolicy:
     """The admission policy as configuration gives it."""
-    a = settings.admission
-    return AdmissionPolicy(a.rate_per_second, a.burst, a.backlog_high_water, a.enabled, a.open)
+    return settings.admission.policy()
 
 
 def token_signer(settings: Settings) -> TokenSigner | None:

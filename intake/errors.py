@@ -37,3 +37,14 @@ class ClientLimited(RequestRefused):
 class NeverIssued(RequestRefused):
     """A path names no registration: not a canonical UUID, or an id never issued here."""
 
+
+class AdmissionChangeRefused(IntakeError):
+    """A change of the admission settings was refused for its content.
+
+    `fields` maps each bad field to its problem code (`body` when the body is
+    not an object); a field name the API does not know is the client's text.
+    """
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        super().__init__("admission change refused")
+        self.fields = fields
