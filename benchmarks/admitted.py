@@ -16,7 +16,7 @@ from typing import Final
 import orjson
 import redis
 
-from queueing.keys import Partition, partition_for_idempotency_key
+from queueing.intake_admission import idempotency_record
 
 # The one refusal that does not claim that nothing was stored.
 UNKNOWN_OUTCOME: Final = "outcome_unknown"
@@ -30,8 +30,7 @@ def admitted_mask(client: redis.Redis, keys: list[str], partition_count: int,
     for start in range(0, len(keys), 2500):
         with client.pipeline(transaction=False) as pipe:
             for key in keys[start:start + 2500]:
-                record = Partition(partition_for_idempotency_key(
-                    key, partition_count)).idempotency(key, ttl, now)
+                record = idempotency_record(key, partition_count, ttl, now)
                 pipe.hexists(record.current, record.field)
                 pipe.hexists(record.previous, record.field)
             answers = pipe.execute()

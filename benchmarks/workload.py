@@ -1,8 +1,9 @@
 """Queued registrations for the drain benchmark, made as the door makes them.
 
 Every registration goes through the real path: a made-up registrant
-(`loadtest.registrants`), `validate_registration`, then `seal_registration`
-under random keys (the sequence of `tests/support.py::seal_people`). Every
+(`loadtest.registrants`), `validate_registration`, then the door's own
+`Sealing.seal` (queueing/intake_admission.py) under random keys, as
+`tests/support.py::seal_people` does. Every
 `duplicate_every`-th one reuses the NIK of a recent earlier one, so the drain's
 duplicate path is exercised. Ids are UUIDv7 one millisecond apart, ending now,
 so id order is generation order, as at the door.
@@ -24,9 +25,9 @@ import msgpack
 
 from intake.validation import validate_registration
 from loadtest.registrants import Registrant, RegistrantFactory
-from queueing.envelope import Envelope, PersonalData, seal_registration
-from queueing.ids import uuid7_bytes
-from queueing.keys import partition_for_digest
+from queueing.envelope import Envelope, PersonalData
+from queueing.ids import RegistrationIds
+from queueing.intake_admission import Sealing, partition_of
 from queueing.sealing import KeyedHasher, Sealer
 
 # The columns the drain writes (database/sql/store.sql insert_staged); the rest default.
@@ -48,9 +49,12 @@ def generate(count: int, *, duplicate_every: int = 50, seed: int = 11,
     address sealed on its own too as the door does; each registrant from
     `make(factory)` (default: `factory.make()`).
     """
-    sealer = sealer or Sealer({"bench": os.urandom(32)}, "bench")
-    address_sealer = address_sealer or Sealer({"bench": os.urandom(32)}, "bench")
-    hasher = hasher or KeyedHasher(os.urandom(32))
+    sealing = Sealing(
+        RegistrationIds(os.urandom(32)),
+        sealer or Sealer({"bench": os.urandom(32)}, "bench"),
+        hasher or KeyedHasher(os.urandom(32)),
+        address_sealer or Sealer({"bench": os.urandom(32)}, "bench"),
+    )
     factory = RegistrantFactory(seed=seed)
     rng = random.Random(seed)
     today = datetime.date.today()
@@ -70,10 +74,7 @@ def generate(count: int, *, duplicate_every: int = 50, seed: int = 11,
         checked = validate_registration(person.body(), today)
         if not isinstance(checked, PersonalData):
             raise RuntimeError("a made-up registrant failed validation")
-        registration_id = uuid7_bytes(first_ms + offset)
-        envelope = seal_registration(checked, registration_id, first_ms + offset,
-                                     sealer, hasher, address_sealer)
-        payloads.append(envelope.encode())
+        payloads.append(sealing.seal(checked, first_ms + offset).encode())
         if (offset + 1) % 100_000 == 0 or offset + 1 == count:
             elapsed = time.monotonic() - started
             print(f"  generated {offset + 1:,} envelopes in {elapsed:.0f} s "
@@ -141,4 +142,4 @@ def by_partition(payloads: Sequence[bytes], partitions: int) -> Iterator[tuple[i
     """Each envelope with its partition, as the door picks it (by the NIK hash)."""
     for payload in payloads:
         nik_hash = Envelope.decode(payload).nik_hash
-        yield partition_for_digest(nik_hash, partitions), payload
+        yield partition_of(nik_hash, None, partitions), payload

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -207,15 +208,39 @@ class DrainSettings(_Section):
     retry_max_seconds: float = Field(gt=0)
 
 
-class AdmissionSettings(_Section):
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """The `gelombang admission set` flag of a live setting whose name is not its field's."""
+
+    name: str
+
+
+class AdmissionPolicy(_Section):
+    """The admission settings ops change live (global figures): their one field list.
+
+    Each field's type, bound and description also make the admin API's checks
+    (intake/admin.py), the live settings' hash (queueing/live_settings.py) and
+    the CLI's flags (intake/admission_command.py).
+    """
+
+    rate_per_second: Annotated[float, Field(gt=0, description="tokens per second"),
+                               Flag("--rate")]
+    burst: int = Field(ge=1, description="bucket capacity")
+    backlog_high_water: int = Field(
+        ge=1, description="entries waiting to be stored past which intake answers 503")
+    enabled: bool = Field(description="rate limiting on or off")
+    open: bool = Field(description="intake open or closed")
+
+
+class AdmissionSettings(AdmissionPolicy):
     """Admission figures as configured; live changes are layered on top in Redis."""
 
-    rate_per_second: float = Field(gt=0)
-    burst: int = Field(ge=1)
-    backlog_high_water: int = Field(ge=1)
-    enabled: bool
-    open: bool
     refresh_seconds: float = Field(gt=0, le=2.0)
+
+    def policy(self) -> AdmissionPolicy:
+        """The policy as configuration gives it, before live changes."""
+        return AdmissionPolicy.model_validate(
+            self.model_dump(include=set(AdmissionPolicy.model_fields)))
 
 
 class QueueSettings(_Section):

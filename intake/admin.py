@@ -18,17 +18,20 @@ import hmac
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any, Final
 
 import orjson
 from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
 
 from intake import metrics
 from intake.audit_view import get_audit
+from intake.errors import AdmissionChangeRefused
 from intake.funnel import get_funnel
 from intake.processes_view import get_processes
 from intake.responses import error_response, json_response
 from intake.state import DOOR
+from queueing.admission import AdmissionPolicy
 from queueing.audit import append_audit, append_read_audit
 from queueing.breaker_reports import current_reports
 from queueing.live_settings import FIELDS, read_policy, update_policy
@@ -116,7 +119,7 @@ async def get_admission(request: web.Request) -> web.Response:
             policy = await read_policy(door.redis, door.live.configured)
     except REDIS_UNAVAILABLE:
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
-    return json_response(200, policy.as_dict())
+    return json_response(200, policy.model_dump())
 
 
 async def put_admission(request: web.Request) -> web.Response:
@@ -127,13 +130,10 @@ async def put_admission(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return await _refuse(request, 400, "malformed_json")
-    changes = validate_admission_changes(body)
-    if isinstance(changes, str):
-        return await _refuse(request, 422, "validation_failed", {"body": changes})
-    problems = {name: code for name, code in changes.items() if isinstance(code, _Problem)}
-    if problems:
-        return await _refuse(request, 422, "validation_failed",
-                             {name: str(code) for name, code in problems.items()})
+    try:
+        changes = checked_admission_changes(body)
+    except AdmissionChangeRefused as exc:
+        return await _refuse(request, 422, "validation_failed", exc.fields)
     door = request.app[DOOR]
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
@@ -144,7 +144,7 @@ async def put_admission(request: web.Request) -> web.Response:
     except REDIS_UNAVAILABLE:
         return error_response(503, "queue_unavailable", headers={"Retry-After": "2"})
     door.live.apply(policy)
-    return json_response(200, policy.as_dict())
+    return json_response(200, policy.model_dump())
 
 
 async def _refuse(request: web.Request, status: int, code: str,
@@ -172,32 +172,59 @@ async def _refuse(request: web.Request, status: int, code: str,
     return error_response(status, code, fields=fields)
 
 
-class _Problem(str):
-    """A field code, told apart from a valid value."""
+# Each bounded field's type with its bounds (Field(gt=…, ge=…) in config/settings.py).
+_BOUNDED: Final[Mapping[str, TypeAdapter[Any]]] = {
+    name: TypeAdapter(Annotated[(field.annotation, *field.metadata)])  # type: ignore[arg-type]
+    for name, field in AdmissionPolicy.model_fields.items() if field.metadata
+}
+
+
+class _Wrong(Exception):
+    """One field's problem code (`unknown_field`, `wrong_type`, `out_of_range`)."""
 
 
 def _check(name: str, value: Any) -> Any:
-    kind = FIELDS.get(name)
-    if kind is None:
-        return _Problem("unknown_field")
+    """The value as the policy's field holds it; raises _Wrong."""
+    field = AdmissionPolicy.model_fields.get(name)
+    if field is None:
+        raise _Wrong("unknown_field")
+    kind = field.annotation
     if kind is bool:
-        return value if isinstance(value, bool) else _Problem("wrong_type")
+        if isinstance(value, bool):
+            return value
+        raise _Wrong("wrong_type")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return _Problem("wrong_type")
+        raise _Wrong("wrong_type")
     if kind is int:
         if isinstance(value, float) and not value.is_integer():
-            return _Problem("wrong_type")
+            raise _Wrong("wrong_type")
         value = int(value)
-        return value if value >= 1 else _Problem("out_of_range")
-    value = float(value)
-    return value if math.isfinite(value) and value > 0 else _Problem("out_of_range")
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise _Wrong("out_of_range")
+    bounded = _BOUNDED.get(name)
+    try:
+        # Of the right type by now: only the field's bounds can refuse it.
+        return value if bounded is None else bounded.validate_python(value, strict=True)
+    except ValidationError:
+        raise _Wrong("out_of_range") from None
 
 
-def validate_admission_changes(body: object) -> Mapping[str, Any] | str:
-    """Checked values by field (a _Problem where a field is bad), or a body code."""
+def checked_admission_changes(body: object) -> dict[str, Any]:
+    """The checked values by field; raises AdmissionChangeRefused with every problem."""
     if not isinstance(body, dict):
-        return "wrong_type"
-    return {name: _check(name, value) for name, value in body.items()}
+        raise AdmissionChangeRefused({"body": "wrong_type"})
+    changes: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for name, value in body.items():
+        try:
+            changes[name] = _check(name, value)
+        except _Wrong as exc:
+            problems[name] = str(exc)
+    if problems:
+        raise AdmissionChangeRefused(problems)
+    return changes
 
 
 def build_admin_routes(app: web.Application) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from config.settings import Settings
+from config.settings import AdmissionPolicy, Flag, Settings
 
 PATH = "/admin/v1/admission"
 
@@ -26,24 +26,24 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     actions.add_parser("show", help="print the settings in force")
     change = actions.add_parser("set", help="change some settings for every door process")
-    change.add_argument("--rate", type=float, dest="rate_per_second", help="tokens per second")
-    change.add_argument("--burst", type=int, help="bucket capacity")
-    change.add_argument("--backlog-high-water", type=int, dest="backlog_high_water")
-    change.add_argument("--enabled", choices=["true", "false"], help="rate limiting on or off")
-    change.add_argument("--open", choices=["true", "false"], help="intake open or closed")
+    # One flag per field of the policy: `--rate` where a Flag names it, else `--burst` style.
+    for name, field in AdmissionPolicy.model_fields.items():
+        flag = next((m.name for m in field.metadata if isinstance(m, Flag)),
+                    "--" + name.replace("_", "-"))
+        if field.annotation is bool:
+            change.add_argument(flag, dest=name, choices=["true", "false"],
+                                help=field.description)
+        else:
+            change.add_argument(flag, dest=name, type=field.annotation, help=field.description)
     parser.set_defaults(handler=run)
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    for name in ("rate_per_second", "burst", "backlog_high_water"):
+    for name, field in AdmissionPolicy.model_fields.items():
         value = getattr(args, name)
         if value is not None:
-            changes[name] = value
-    for name in ("enabled", "open"):
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value == "true"
+            changes[name] = value == "true" if field.annotation is bool else value
     return changes
 
 

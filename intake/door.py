@@ -21,13 +21,14 @@ from intake.storage import StatusStore
 from queueing.admission import AdmissionPolicy, AdmissionScript
 from queueing.grouping import GroupAdmitter
 from queueing.ids import RegistrationIds
+from queueing.intake_admission import IntakeAdmission, Sealing
 from queueing.keys import Partition, partitions
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
 from queueing.process_reports import DoorReporter
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_checked
-from queueing.sealing import KeyedHasher, Sealer
+from queueing.sealing import Sealer
 from queueing.supervision import Supervisor
 from queueing.tokens import TokenSigner
 
@@ -63,11 +64,8 @@ class Door:
     redis: RedisClient
     partitions: tuple[Partition, ...]
     live: LiveAdmission
-    admitter: GroupAdmitter
-    sealer: Sealer
-    # Seals the email address again on its own, for the email worker (queueing/envelope.py).
-    address_sealer: Sealer
-    hasher: KeyedHasher
+    # Seals, names and admits registrations (POST /v1/registrations).
+    admission: IntakeAdmission
     storage: StatusStore
     priority: PriorityLane
     # Issues registration ids and tells them from ids never issued, without a lookup.
@@ -84,6 +82,11 @@ class Door:
     # When a status poll last logged that it could not reach the priority lane
     # (monotonic seconds): one line per LANE_WARNING_SECONDS, not one per poll.
     lane_warned_at: float = float("-inf")
+
+    @property
+    def sealer(self) -> Sealer:
+        """The sealer registrations are sealed with now (swapped by a key reload)."""
+        return self.admission.sealing.sealer
 
     async def prioritise(self, registration_id: bytes, kinds: Sequence[str]) -> None:
         """Put a polled registration's pending checks in the priority lane (once per hold).
@@ -137,8 +140,7 @@ def connect_redis(settings: Settings, max_connections: int) -> RedisClient:
 
 def configured_policy(settings: Settings) -> AdmissionPolicy:
     """The admission policy as configuration gives it."""
-    a = settings.admission
-    return AdmissionPolicy(a.rate_per_second, a.burst, a.backlog_high_water, a.enabled, a.open)
+    return settings.admission.policy()
 
 
 def token_signer(settings: Settings) -> TokenSigner | None:
@@ -180,6 +182,8 @@ async def open_door(settings: Settings,
         raise
     live = LiveAdmission(redis, configured_policy(settings), queue.partitions,
                          queue.idempotency_ttl_seconds)
+    ids = RegistrationIds(settings.keys.hash_key_bytes(),
+                          settings.registration_ids.legacy_window_ms())
     admitter = GroupAdmitter(
         AdmissionScript(redis),
         parts,
@@ -195,15 +199,12 @@ async def open_door(settings: Settings,
         redis=redis,
         partitions=parts,
         live=live,
-        admitter=admitter,
-        sealer=Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id),
-        address_sealer=address_sealer(settings),
-        hasher=KeyedHasher(settings.keys.hash_key_bytes()),
+        admission=IntakeAdmission(Sealing.of(settings.keys, ids), live, admitter,
+                                  queue.partitions),
         storage=StatusStore(settings),
         priority=PriorityLane(redis, settings),
         token_signer=token_signer(settings),
-        ids=RegistrationIds(settings.keys.hash_key_bytes(),
-                            settings.registration_ids.legacy_window_ms()),
+        ids=ids,
         client_limiter=(
             ClientLimiter(settings.client_limit) if settings.client_limit.enabled else None
         ),
@@ -231,7 +232,7 @@ async def open_door(settings: Settings,
     try:
         yield door
     finally:
-        await admitter.close()
+        await door.admission.close()
         live.stop()
         reporter.stop()
         # Bounded: should the cancel be lost, the loop still ends within one

@@ -15,15 +15,17 @@ compared with stored ones, so a new hash key would let duplicates in.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from config.settings import ConfigError, Settings
 from intake.door import Door, address_sealer, token_signer
+from intake.errors import IntakeError
 from queueing.sealing import Sealer
 
 log = logging.getLogger("gelombang.door")
 
 
-class KeyReloadRefused(Exception):
+class KeyReloadRefused(IntakeError):
     """The new configuration's keys cannot be put in force; the old ones stay."""
 
 
@@ -42,9 +44,10 @@ def reload_keys(door: Door) -> str:
     sealer = Sealer(fresh.keys.sealing_key_bytes(), fresh.keys.active_sealing_key_id)
     addresses = address_sealer(fresh)
     # Attribute swaps: a request being sealed or checked right now finishes with
-    # what it took; the next one takes the new sealers and signer.
-    door.sealer = sealer
-    door.address_sealer = addresses
+    # what it took; the next one takes the new sealers and signer. The hash key
+    # and so the hasher and the ids stay.
+    door.admission.sealing = replace(door.admission.sealing, sealer=sealer,
+                                     address_sealer=addresses)
     door.token_signer = token_signer(fresh)
     door.settings = door.settings.model_copy(update={"keys": fresh.keys})
     token_ids = ", ".join(repr(kid) for kid in sorted(fresh.keys.token_keys)) or "none"

@@ -1,4 +1,10 @@
-"""POST /v1/registrations: the contract's checks in order, then admission."""
+"""The registration routes' HTTP: the contract's checks in order, then the answers.
+
+POST /v1/registrations speaks HTTP only: what to do with a valid registration
+is `door.admission.submit` (queueing/intake_admission.py); its Decision, or
+its error, becomes an answer here, and refusals of the request itself are
+raised (intake/errors.py) and answered by `intake.responses.refusal`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import asyncio
 import datetime
 import math
 import re
-import time
 import uuid
 from typing import Final
 
@@ -16,16 +21,21 @@ from aiohttp import web
 from intake import metrics
 from intake.client_limit import ClientLimiter, client_address
 from intake.door import Door
-from intake.responses import JSON_CONTENT_TYPE, error_response, json_response
+from intake.errors import (
+    BodyTimedOut,
+    BodyTooLarge,
+    ClientLimited,
+    NeverIssued,
+    RequestRefused,
+)
+from intake.responses import JSON_CONTENT_TYPE, error_response, json_response, refusal
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
 from intake.validation import UNKNOWN, unknown_field_count, validate_registration
-from queueing.admission import Candidate, Decision, Outcome
-from queueing.envelope import seal_registration
-from queueing.errors import OutcomeUnknown, QueueUnavailable
+from queueing.admission import Decision, Outcome
+from queueing.errors import OutcomeUnknown, QueueingError, QueueUnavailable
 from queueing.grouping import Overloaded, Shed
 from queueing.ids import Provenance, format_uuid, uuid7_unix_ms
-from queueing.keys import partition_for_digest, partition_for_idempotency_key
 
 MAX_BODY_BYTES: Final = 4096
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -43,17 +53,16 @@ _CHECKS: Final = (("email", "email_verification"), ("nik", "nik_verification"))
 
 
 async def create_registration(request: web.Request) -> web.Response:
-    """Validate, seal and admit one registration."""
+    """Check the request in the contract's order, submit it, and answer."""
     door = request.app[DOOR]
-    if door.client_limiter is not None:
-        limited = client_limited(door.client_limiter, request)
-        if limited is not None:
-            return limited
-    if request.content_type != "application/json":
-        return error_response(415, "unsupported_media_type")
-    raw = await _read_body(request, door.settings.public.body_timeout_seconds)
-    if isinstance(raw, web.Response):
-        return raw
+    try:
+        if door.client_limiter is not None:
+            spend_client_token(door.client_limiter, request)
+        if request.content_type != "application/json":
+            return error_response(415, "unsupported_media_type")
+        raw = await _read_body(request, door.settings.public.body_timeout_seconds)
+    except RequestRefused as exc:
+        return refusal(exc)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -67,54 +76,38 @@ async def create_registration(request: web.Request) -> web.Response:
         unknown = unknown_field_count(body) if UNKNOWN in checked else 0
         return error_response(422, "validation_failed", fields=checked, unknown_fields=unknown)
 
-    policy = door.live.policy
-    if not policy.open and idempotency_key is None:
-        # Closed: answer without Redis. A keyed request still goes to Redis,
-        # since a replay of an earlier admission must get its 202.
-        return unavailable("intake_closed", RETRY_AFTER_CLOSED)
-
-    registration_id = door.ids.issue()
-    envelope = seal_registration(
-        checked, registration_id, time.time_ns() // 1_000_000, door.sealer, door.hasher,
-        door.address_sealer,
-    )
-    count = len(door.partitions)
-    partition = (
-        partition_for_digest(envelope.nik_hash, count)
-        if idempotency_key is None
-        else partition_for_idempotency_key(idempotency_key, count)
-    )
-    return await _admit(door, partition,
-                        Candidate(registration_id, envelope.encode(), idempotency_key))
-
-
-async def _admit(door: Door, partition: int, candidate: Candidate) -> web.Response:
-    """Admission's answer, as the contract words it: never a failure for a stored one."""
     try:
-        decision = await door.admitter.admit(partition, candidate)
-    except Shed:
-        # Never sent: its partition's lost reply is being found out.
-        metrics.UNAVAILABLE.inc()
-        return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
-    except QueueUnavailable:
-        # Certainly not stored: Redis refused, was not reached, or the call
-        # was fenced (counted by the round trip's metrics).
-        return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
-    except OutcomeUnknown:
-        # Sent, and Redis did not say what it did in time: it may be queued.
-        # Never "nothing stored"; a retry with the same key learns which.
-        return unavailable("outcome_unknown", RETRY_AFTER_UNAVAILABLE)
-    except Overloaded:
-        metrics.OVERLOADED.inc()
-        return unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
+        decision = await door.admission.submit(checked, idempotency_key)
+    except QueueingError as exc:
+        return _not_decided(exc)
     return _answer(door, decision)
 
 
-async def _read_body(request: web.Request, limit_seconds: float) -> bytes | web.Response:
-    """The body (at most 4 KiB), or the 413/408 answer."""
+def _not_decided(error: QueueingError) -> web.Response:
+    """Admission's failure, as the contract words it: never "nothing stored" for a stored one."""
+    if isinstance(error, Shed):
+        # Never sent: its partition's lost reply is being found out.
+        metrics.UNAVAILABLE.inc()
+        return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
+    if isinstance(error, QueueUnavailable):
+        # Certainly not stored: Redis refused, was not reached, or the call
+        # was fenced (counted by the round trip's metrics).
+        return unavailable("queue_unavailable", RETRY_AFTER_UNAVAILABLE)
+    if isinstance(error, OutcomeUnknown):
+        # Sent, and Redis did not say what it did in time: it may be queued.
+        # Never "nothing stored"; a retry with the same key learns which.
+        return unavailable("outcome_unknown", RETRY_AFTER_UNAVAILABLE)
+    if isinstance(error, Overloaded):
+        metrics.OVERLOADED.inc()
+        return unavailable("backlog_full", RETRY_AFTER_OVERLOADED)
+    raise error  # not one admission raises: a bug, answered 500 by the app
+
+
+async def _read_body(request: web.Request, limit_seconds: float) -> bytes:
+    """The body (at most 4 KiB); raises BodyTooLarge or BodyTimedOut."""
     declared = request.content_length
     if declared is not None and declared > MAX_BODY_BYTES:
-        return _too_large()
+        raise BodyTooLarge
     try:
         if request.content.is_eof():
             # The usual case: the whole body came with the head; no timer needed.
@@ -123,9 +116,9 @@ async def _read_body(request: web.Request, limit_seconds: float) -> bytes | web.
             # The app's client_max_size stops chunked bodies at the same limit.
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _too_large()
+        raise BodyTooLarge from None
     except TimeoutError:
-        return _closing(error_response(408, "request_timeout"))
+        raise BodyTimedOut from None
 
 
 def _answer(door: Door, decision: Decision) -> web.Response:
@@ -174,34 +167,17 @@ def unavailable(code: str, retry_after: str) -> web.Response:
     return error_response(503, code, headers={"Retry-After": retry_after})
 
 
-def client_limited(limiter: ClientLimiter, request: web.Request) -> web.Response | None:
-    """The 429 client_limited answer once this client's bucket is empty, else None."""
-    headers = client_limit_headers(limiter, request)
-    return None if headers is None else error_response(429, "client_limited", headers=headers)
-
-
-def client_limit_headers(limiter: ClientLimiter, request: web.Request) -> dict[str, str] | None:
-    """Spend a token of this client; once its bucket is empty, the 429's headers, else None."""
+def spend_client_token(limiter: ClientLimiter, request: web.Request) -> None:
+    """Spend a token of this client; raises ClientLimited once its bucket is empty."""
     client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()),
                             limiter.trusted)
     retry_after = limiter.take(client)
-    if not retry_after:
-        return None
-    return {
-        "Retry-After": str(retry_after),
-        "RateLimit-Policy": f"{limiter.policy};q={limiter.burst};w={limiter.window_seconds}",
-        "RateLimit": f"{limiter.policy};r=0;t={retry_after}",
-    }
-
-
-def _too_large() -> web.Response:
-    return _closing(error_response(413, "payload_too_large"))
-
-
-def _closing(response: web.Response) -> web.Response:
-    # The rest of the body is never read: close instead of draining it.
-    response.force_close()
-    return response
+    if retry_after:
+        raise ClientLimited({
+            "Retry-After": str(retry_after),
+            "RateLimit-Policy": f"{limiter.policy};q={limiter.burst};w={limiter.window_seconds}",
+            "RateLimit": f"{limiter.policy};r=0;t={retry_after}",
+        })
 
 
 async def read_registration(request: web.Request) -> web.Response:
@@ -211,10 +187,10 @@ async def read_registration(request: web.Request) -> web.Response:
     the priority lane, at most once per hold (docs/verification.md).
     """
     door = request.app[DOOR]
-    named = limited_or_named(request, door.read_limiter)
-    if isinstance(named, web.Response):
-        return named
-    registration_id, provenance = named
+    try:
+        registration_id, provenance = allowed_and_named(request, door.read_limiter)
+    except RequestRefused as exc:
+        return refusal(exc)
     try:
         row = await door.storage.registration(registration_id)
     except StorageUnavailable:
@@ -236,30 +212,25 @@ async def read_registration(request: web.Request) -> web.Response:
     })
 
 
-def limited_or_named(request: web.Request, limiter: ClientLimiter | None
-                     ) -> tuple[uuid.UUID, Provenance] | web.Response:
-    """The registration a path names, once the client's bucket allows the request;
-    else the answer (429 `client_limited`, or 404 for an id never issued)."""
-    if limiter is not None:
-        limited = client_limited(limiter, request)
-        if limited is not None:
-            return limited
-    named = named_registration(request.app[DOOR], request.match_info["registration_id"])
-    return error_response(404, "not_found") if named is None else named
+def allowed_and_named(request: web.Request, limiter: ClientLimiter | None
+                      ) -> tuple[uuid.UUID, Provenance]:
+    """The registration a path names, once the client's bucket allows the request.
 
-
-def named_registration(door: Door, text: str) -> tuple[uuid.UUID, Provenance] | None:
-    """The id a path names and what the door knows of it; None when it cannot exist.
-
-    None (answer 404 without PostgreSQL) for a string that is not a canonical
-    UUID and for an id this deployment never issued: no valid keyed check and
-    outside the legacy window, which covers random and future-dated ids.
+    Raises ClientLimited, then NeverIssued (404 without PostgreSQL) for a
+    string that is not a canonical UUID and for an id this deployment never
+    issued: no valid keyed check and outside the legacy window, which covers
+    random and future-dated ids.
     """
+    if limiter is not None:
+        spend_client_token(limiter, request)
+    text = request.match_info["registration_id"]
     if not CANONICAL_UUID.fullmatch(text):
-        return None
+        raise NeverIssued
     registration_id = uuid.UUID(text)
-    provenance = door.ids.provenance(registration_id.bytes)
-    return None if provenance is Provenance.NEVER else (registration_id, provenance)
+    provenance = request.app[DOOR].ids.provenance(registration_id.bytes)
+    if provenance is Provenance.NEVER:
+        raise NeverIssued
+    return registration_id, provenance
 
 
 def _queued(registration_id: uuid.UUID) -> web.Response:

@@ -29,12 +29,13 @@ from typing import Final
 from aiohttp import web
 
 from intake.door import Door
+from intake.errors import RequestRefused
 from intake.registrations import (
     RETRY_AFTER_UNAVAILABLE,
-    limited_or_named,
+    allowed_and_named,
     unavailable,
 )
-from intake.responses import error_response, json_response
+from intake.responses import error_response, json_response, refusal
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
 from queueing.errors import QueueUnavailable
@@ -50,10 +51,10 @@ RESEND_POLICY_NAME: Final = '"resend"'
 async def resend_verification_email(request: web.Request) -> web.Response:
     """Send a registration's verification email again, ahead of the backlog."""
     door = request.app[DOOR]
-    named = limited_or_named(request, door.client_limiter)
-    if isinstance(named, web.Response):
-        return named
-    registration_id, provenance = named
+    try:
+        registration_id, provenance = allowed_and_named(request, door.client_limiter)
+    except RequestRefused as exc:
+        return refusal(exc)
     try:
         row = await door.storage.registration(registration_id)
         if row is None:

@@ -7,9 +7,12 @@ from the request, so no personal data can reach a response.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 import orjson
 from aiohttp import web
+
+from intake.errors import BodyTimedOut, BodyTooLarge, ClientLimited, NeverIssued, RequestRefused
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
@@ -83,3 +86,22 @@ def json_response(
     if headers:
         all_headers.update(headers)
     return web.Response(status=status, body=orjson.dumps(payload), headers=all_headers)
+
+
+# What each refusal answers: status, code, and whether the connection closes.
+_REFUSALS: Final[Mapping[type[RequestRefused], tuple[int, str, bool]]] = {
+    # The rest of the body is never read: close instead of draining it.
+    BodyTooLarge: (413, "payload_too_large", True),
+    BodyTimedOut: (408, "request_timeout", True),
+    ClientLimited: (429, "client_limited", False),
+    NeverIssued: (404, "not_found", False),
+}
+
+
+def refusal(error: RequestRefused) -> web.Response:
+    """The contract's answer to a refused request."""
+    status, code, closes = _REFUSALS[type(error)]
+    response = error_response(status, code, headers=error.headers)
+    if closes:
+        response.force_close()
+    return response

@@ -25,6 +25,7 @@ from database.counters import COUNTER_SHARDS
 from database.funnel import funnel_counts
 from database.queries import load
 from database.verify_email import EmailOutcome, verify_email
+from intake.errors import IntakeError
 
 # The failures that mean "PostgreSQL cannot answer now".
 _UNAVAILABLE: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
@@ -41,7 +42,7 @@ class EmailResend:
     moved: bool
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(IntakeError):
     """PostgreSQL did not answer in time (down, overloaded, or not reachable)."""
 
 

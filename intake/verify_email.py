@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Mapping
 from typing import Final
 
 from aiohttp import web
 
+from intake.errors import ClientLimited
 from intake.metrics import EMAIL_VERIFIED
-from intake.registrations import client_limit_headers
+from intake.registrations import spend_client_token
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
@@ -86,7 +88,7 @@ def prefers_json(accept: str | None) -> bool:
 
 
 def _answer(request: web.Request, status: int,
-            headers: dict[str, str] | None = None) -> web.Response:
+            headers: Mapping[str, str] | None = None) -> web.Response:
     if status == 503:
         headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
     if prefers_json(request.headers.get("Accept")):
@@ -103,9 +105,10 @@ async def verify_email(request: web.Request) -> web.Response:
     """Check the token; mark the email verified (once); answer for a person or a program."""
     door = request.app[DOOR]
     if door.read_limiter is not None:
-        limited = client_limit_headers(door.read_limiter, request)
-        if limited is not None:
-            return _answer(request, 429, limited)
+        try:
+            spend_client_token(door.read_limiter, request)
+        except ClientLimited as exc:
+            return _answer(request, 429, exc.headers)
     # Read per request: a SIGHUP may have put new token keys in force.
     signer = door.token_signer
     if signer is None:

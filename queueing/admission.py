@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from config.settings import AdmissionPolicy as AdmissionPolicy
 from queueing.keys import (
     ADMISSION_FENCE_SECONDS,
     ADMISSION_OUTCOME_SECONDS,
@@ -44,27 +45,6 @@ class Outcome(IntEnum):
     REPLAYED = 2
     BACKLOG_FULL = -1
     CLOSED = -2
-
-
-@dataclass(frozen=True, slots=True)
-class AdmissionPolicy:
-    """The admission settings in force, as ops set them (global figures)."""
-
-    rate_per_second: float
-    burst: int
-    backlog_high_water: int
-    enabled: bool
-    open: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        """The contract's JSON shape."""
-        return {
-            "rate_per_second": self.rate_per_second,
-            "burst": self.burst,
-            "backlog_high_water": self.backlog_high_water,
-            "enabled": self.enabled,
-            "open": self.open,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -25,13 +24,8 @@ from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
 
 log = logging.getLogger(__name__)
 
-FIELDS: Mapping[str, type] = {
-    "rate_per_second": float,
-    "burst": int,
-    "backlog_high_water": int,
-    "enabled": bool,
-    "open": bool,
-}
+# The settings ops may change: the policy's fields (config/settings.py, AdmissionPolicy).
+FIELDS: Final = frozenset(AdmissionPolicy.model_fields)
 
 
 def _merge(configured: AdmissionPolicy, stored: Mapping[Any, Any]) -> AdmissionPolicy:
@@ -40,7 +34,8 @@ def _merge(configured: AdmissionPolicy, stored: Mapping[Any, Any]) -> AdmissionP
         name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
         if name in FIELDS:
             changes[name] = orjson.loads(raw_value)
-    return replace(configured, **changes)
+    # Not validated again: every value was checked before it was stored.
+    return configured.model_copy(update=changes)
 
 
 async def read_policy(redis: RedisClient, configured: AdmissionPolicy) -> AdmissionPolicy:
@@ -95,7 +90,7 @@ class LiveAdmission:
     def apply(self, policy: AdmissionPolicy) -> None:
         """Put a policy in force in this process."""
         if policy != self.policy:
-            log.info("admission settings now in force: %s", policy.as_dict())
+            log.info("admission settings now in force: %s", policy.model_dump())
             self.policy = policy
             self._share = PartitionShare.of(policy, self._partitions, self._ttl)
 

@@ -25,11 +25,10 @@ from gelombang.devstate import render_toml
 from gelombang.processes import free_port
 from intake.validation import validate_registration
 from loadtest.registrants import Registrant, RegistrantFactory
-from queueing.envelope import STREAM_FIELD, Envelope, PersonalData, seal_registration
-from queueing.ids import RegistrationIds
+from queueing.envelope import STREAM_FIELD, Envelope, PersonalData
+from queueing.intake_admission import Sealing
 from queueing.keys import partitions
 from queueing.redis_client import RedisClient
-from queueing.sealing import KeyedHasher, Sealer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Full-width digits: another script's digits, which str.isdigit() also accepts.
@@ -256,20 +255,16 @@ def leaked(haystack: bytes, people: Sequence[Registrant], *, as_hex: bool = Fals
 
 def seal_people(settings: Settings, people: Sequence[Registrant],
                 start_ms: int | None = None) -> list[Envelope]:
-    """Envelopes as the door makes them (validated, sealed, hashed), ids in list order."""
-    sealer = Sealer(settings.keys.sealing_key_bytes(), settings.keys.active_sealing_key_id)
-    hasher = KeyedHasher(settings.keys.hash_key_bytes())
-    # Without address keys: version 1 envelopes, as an older door made them.
-    addresses = (Sealer(settings.keys.address_key_bytes(), settings.keys.active_address_key_id)
-                 if settings.keys.address_keys else None)
-    ids = RegistrationIds(settings.keys.hash_key_bytes())
+    """Envelopes as the door makes them (validated, sealed, hashed), ids in list order.
+
+    Without address keys: version 1 envelopes, as an older door made them.
+    """
+    sealing = Sealing.of(settings.keys)
     first_ms = start_ms if start_ms is not None else time.time_ns() // 1_000_000
     envelopes = []
     for offset, person in enumerate(people):
         checked = validate_registration(person.body(), datetime.date.today())
         assert isinstance(checked, PersonalData), "made-up registrants are valid"
         # One millisecond apart, so id order is list order.
-        registration_id = ids.issue(first_ms + offset)
-        envelopes.append(seal_registration(checked, registration_id, first_ms + offset,
-                                           sealer, hasher, addresses))
+        envelopes.append(sealing.seal(checked, first_ms + offset))
     return envelopes

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from gelombang.redis_cluster import LocalRedisCluster, node_query, start_redis_c
 from intake.app import build_public_app
 from intake.door import open_door
 from loadtest.registrants import RegistrantFactory
+from queueing.intake_admission import keyed_partition
 from queueing.keys import Partition
 from queueing.redis_client import connect
 from tests.intake.door_helpers import with_admission
@@ -124,7 +124,7 @@ async def client_loop(door: TestClient, drill: Drill, factory: RegistrantFactory
     while not drill.stop.is_set():
         key = f"failover-{worker}-{drill.sent}"
         drill.sent += 1
-        partition = zlib.crc32(key.encode()) % drill.partitions
+        partition = keyed_partition(key, drill.partitions)
         phase = drill.phase
         try:
             async with door.post("/v1/registrations", data=orjson.dumps(factory.make().body()),

@@ -44,7 +44,8 @@ def _admitter(
 
 def _policy(rate: float = 0.001, burst: int = 40, high_water: int = 1_000_000,
             enabled: bool = True, is_open: bool = True) -> AdmissionPolicy:
-    return AdmissionPolicy(rate, burst, high_water, enabled, is_open)
+    return AdmissionPolicy(rate_per_second=rate, burst=burst, backlog_high_water=high_water,
+                           enabled=enabled, open=is_open)
 
 
 async def _stream_total(redis: RedisClient) -> int:

@@ -38,6 +38,8 @@ from tests.support import stream_range
 PARTS = 2
 TIMEOUT = 0.5
 CHECK_SECONDS = 1.5
+_POLICY = AdmissionPolicy(rate_per_second=1000.0, burst=1000, backlog_high_water=1_000_000,
+                          enabled=True, open=True)
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ async def door_redis(own_redis: RedisServer, test_settings: Settings) -> AsyncIt
 
 
 def _admitter(redis: RedisClient) -> GroupAdmitter:
-    share = PartitionShare.of(AdmissionPolicy(1000.0, 1000, 1_000_000, True, True), PARTS, 86_400)
+    share = PartitionShare.of(_POLICY, PARTS, 86_400)
     return GroupAdmitter(AdmissionScript(redis), partitions(PARTS), lambda: share,
                          group_max=256, pending_max=1000, timeout=TIMEOUT,
                          check_seconds=CHECK_SECONDS)
@@ -160,7 +162,7 @@ async def test_a_call_found_not_run_is_fenced_and_never_runs(redis_client: Redis
     # The door asks before the call ran (it sits in a paused Redis's socket, or
     # in the network): told "not run", the call must then store nothing.
     script = AdmissionScript(redis_client)
-    share = PartitionShare.of(AdmissionPolicy(1000.0, 1000, 1_000_000, True, True), PARTS, 86_400)
+    share = PartitionShare.of(_POLICY, PARTS, 86_400)
     partition = partitions(PARTS)[1]
     call = GroupCall(partition, [Candidate(os.urandom(16), b"late", "fenced-key")],
                      partition.admission_outcome("fence-test"))
@@ -183,7 +185,7 @@ async def test_a_call_found_not_run_is_fenced_and_never_runs(redis_client: Redis
 @pytest.mark.both_redis
 async def test_a_call_that_ran_is_found_with_its_decisions(redis_client: RedisClient) -> None:
     script = AdmissionScript(redis_client)
-    share = PartitionShare.of(AdmissionPolicy(1000.0, 1000, 1_000_000, True, True), PARTS, 86_400)
+    share = PartitionShare.of(_POLICY, PARTS, 86_400)
     partition = partitions(PARTS)[0]
     first = Candidate(os.urandom(16), b"first", "found-key")
     await script.admit_groups(share, [GroupCall(partition, [first], partition.admission_outcome(

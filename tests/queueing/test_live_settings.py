@@ -11,7 +11,8 @@ from queueing.redis_client import RedisClient
 
 async def test_the_refresher_ends_at_its_next_turn_once_stopped(
         redis_client: RedisClient) -> None:
-    live = LiveAdmission(redis_client, AdmissionPolicy(100.0, 10, 1000, True, True), 4, 60)
+    live = LiveAdmission(redis_client, AdmissionPolicy(
+        rate_per_second=100.0, burst=10, backlog_high_water=1000, enabled=True, open=True), 4, 60)
     refresher = asyncio.create_task(live.run(0.05))
     await asyncio.sleep(0.2)
     assert not refresher.done()  # it refreshes on while not stopped

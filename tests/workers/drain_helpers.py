@@ -13,7 +13,8 @@ import asyncpg
 
 from config.settings import Settings
 from queueing.envelope import STREAM_FIELD, Envelope
-from queueing.keys import STORE_GROUP, partition_for_digest, partitions
+from queueing.intake_admission import partition_of
+from queueing.keys import STORE_GROUP, partitions
 from queueing.redis_client import RedisClient
 from tests.support import stream_range
 from workers.drain.handoff import JOB_FIELD, KINDS
@@ -39,7 +40,7 @@ async def enqueue(redis: RedisClient, settings: Settings, envelopes: Sequence[En
     parts = partitions(count)
     async with redis.pipeline(transaction=False) as pipe:
         for envelope in envelopes:
-            stream = parts[partition_for_digest(envelope.nik_hash, count)].stream
+            stream = parts[partition_of(envelope.nik_hash, None, count)].stream
             _ = pipe.xadd(stream, {STREAM_FIELD: envelope.encode()})
         await pipe.execute()
 

@@ -26,7 +26,8 @@ from gelombang.devstate import render_toml
 from gelombang.services import PostgresServer
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import Envelope
-from queueing.keys import STORE_GROUP, Partition, partition_for_digest, partitions
+from queueing.intake_admission import partition_of
+from queueing.keys import STORE_GROUP, Partition, partitions
 from tests.support import REPO_ROOT, seal_people, stream_range
 from tests.workers.drain_helpers import (
     drain_settings,
@@ -85,7 +86,7 @@ async def test_a_crash_after_commit_before_hand_off_and_ack_completes_once(
     # The ghost committed its batches, then died: no hand-off, no XACK.
     count = settings.queue.partitions
     for index in range(count):
-        mine = [e for e in envelopes if partition_for_digest(e.nik_hash, count) == index]
+        mine = [e for e in envelopes if partition_of(e.nik_hash, None, count) == index]
         await store_batch(pg, index, 0, mine)
 
     async with running_drain(settings, name="heir"):

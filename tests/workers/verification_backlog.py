@@ -9,7 +9,7 @@ import asyncpg
 from config.settings import Settings
 from loadtest.registrants import RegistrantFactory
 from queueing.envelope import Envelope
-from queueing.keys import partition_for_digest
+from queueing.intake_admission import partition_of
 from queueing.redis_client import RedisClient
 from tests.support import seal_people
 from workers.drain.handoff import Handoff, PendingHandoff
@@ -34,7 +34,7 @@ async def stored_backlog(pg: asyncpg.Connection, redis: RedisClient, settings: S
         chunk = envelopes[start:start + CHUNK]
         by_partition: dict[int, list[Envelope]] = {}
         for envelope in chunk:
-            partition = partition_for_digest(envelope.nik_hash, partitions)
+            partition = partition_of(envelope.nik_hash, None, partitions)
             by_partition.setdefault(partition, []).append(envelope)
         for partition, group in by_partition.items():
             result = await store_batch(pg, partition, 0, group)
@@ -47,7 +47,7 @@ async def stored_backlog(pg: asyncpg.Connection, redis: RedisClient, settings: S
 async def hand_off_one(redis: RedisClient, settings: Settings, envelope: Envelope,
                        handoff_id: int) -> None:
     """Both jobs of one stored registration onto its partition's backlog streams."""
-    partition = partition_for_digest(envelope.nik_hash, settings.queue.partitions)
+    partition = partition_of(envelope.nik_hash, None, settings.queue.partitions)
     await Handoff(redis, settings.drain.handoff_marker_seconds).hand_off(
         [PendingHandoff(handoff_id, partition, envelope.registration_id)])
 
