@@ -16,6 +16,7 @@ from aiohttp import web
 from intake import metrics
 from intake.client_limit import ClientLimiter, client_address
 from intake.door import Door
+from intake.registration_body import MalformedJSON, decode_registration
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
@@ -55,8 +56,8 @@ async def create_registration(request: web.Request) -> web.Response:
     if isinstance(raw, web.Response):
         return raw
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        body = decode_registration(raw)
+    except MalformedJSON:
         return error_response(400, "malformed_json")
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
