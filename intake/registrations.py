@@ -28,6 +28,7 @@ from intake.errors import (
     NeverIssued,
     RequestRefused,
 )
+from intake.registration_body import MalformedJSON, decode_registration
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response, refusal
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
@@ -64,8 +65,8 @@ async def create_registration(request: web.Request) -> web.Response:
     except RequestRefused as exc:
         return refusal(exc)
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        body = decode_registration(raw)
+    except MalformedJSON:
         return error_response(400, "malformed_json")
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from intake.nik import NIK_CODES, nik_birth_date
+from intake.registration_body import RegistrationBody
 from queueing.envelope import PersonalData
 
 REQUIRED: Final = "required"
@@ -46,6 +47,8 @@ FIELD_CODES: Final[dict[str, frozenset[str]]] = {
 }
 KNOWN_FIELDS: Final = ("nik", "full_name", "email", "phone", "birth_date", "consent")
 _KNOWN_FIELD_SET: Final = frozenset(KNOWN_FIELDS)
+# The order of a 422's `fields`: unknown keys first, then the fields in the order they are checked.
+_REPORT_ORDER: Final = (UNKNOWN, *KNOWN_FIELDS)
 
 NAME_MAX_CODE_POINTS: Final = 100
 EMAIL_MAX_LENGTH: Final = 254
@@ -66,33 +69,59 @@ _PHONE = re.compile(r"(?:0|62|\+62)(8[0-9]{8,11})")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def validate_registration(body: Any, today: datetime.date) -> PersonalData | dict[str, str]:
+def validate_registration(body: object, today: datetime.date) -> PersonalData | dict[str, str]:
     """The normalised registration, or one field code per failing field.
 
-    `today` is the date of submission in Asia/Jakarta, for the age rule and
-    the NIK's century.
+    `body` is a `RegistrationBody` (the typed fast path) or any decoded JSON
+    value. `today` is the date of submission in Asia/Jakarta, for the age
+    rule and the NIK's century.
     """
+    if isinstance(body, RegistrationBody):
+        # The decoder checked presence, types and unknown keys: only the field rules remain.
+        return _field_rules(body.nik, body.full_name, body.email, body.phone, body.birth_date,
+                            body.consent, {}, today)
     if not isinstance(body, dict):
         return {"body": WRONG_TYPE}
     failures: dict[str, str] = {}
     if not _KNOWN_FIELD_SET.issuperset(body):
         failures[UNKNOWN] = UNKNOWN_FIELD
+    consent = body.get("consent")
+    if "consent" not in body:
+        failures["consent"] = REQUIRED
+    elif not isinstance(consent, bool):
+        failures["consent"] = WRONG_TYPE
+    return _field_rules(
+        _string(body, "nik", failures), _string(body, "full_name", failures),
+        _string(body, "email", failures), _string(body, "phone", failures),
+        _string(body, "birth_date", failures), consent if isinstance(consent, bool) else None,
+        failures, today,
+    )
 
-    nik_value = _string(body, "nik", failures)
+
+def _field_rules(
+    nik: str | None,
+    full_name: str | None,
+    email: str | None,
+    phone: str | None,
+    birth_text: str | None,
+    consent: bool | None,
+    failures: dict[str, str],
+    today: datetime.date,
+) -> PersonalData | dict[str, str]:
+    """The rules of each field's value, in the contract's order; None: the field already failed."""
     nik_date: datetime.date | None = None
-    if nik_value is not None:
-        parsed = nik_birth_date(nik_value, today)
+    if nik is not None:
+        parsed = nik_birth_date(nik, today)
         if isinstance(parsed, str):
             failures["nik"] = parsed
         else:
             nik_date = parsed
 
-    full_name = _normalised(body, "full_name", normalise_name, failures)
-    email = _normalised(body, "email", normalise_email, failures)
-    phone = _normalised(body, "phone", normalise_phone, failures)
+    name = _normalised(full_name, "full_name", normalise_name, failures)
+    address = _normalised(email, "email", normalise_email, failures)
+    mobile = _normalised(phone, "phone", normalise_phone, failures)
 
     birth_date: datetime.date | None = None
-    birth_text = _string(body, "birth_date", failures)
     if birth_text is not None:
         checked = check_birth_date(birth_text, nik_date, today)
         if isinstance(checked, str):
@@ -100,24 +129,24 @@ def validate_registration(body: Any, today: datetime.date) -> PersonalData | dic
         else:
             birth_date = checked
 
-    consent = body.get("consent")
-    if "consent" not in body:
-        failures["consent"] = REQUIRED
-    elif not isinstance(consent, bool):
-        failures["consent"] = WRONG_TYPE
-    elif not consent:
+    if consent is False:
         failures["consent"] = MUST_BE_TRUE
 
     if failures:
-        return failures
+        # The generic path records presence and type failures before the rules:
+        # report them all in the one order the contract's checks run in.
+        return {field: failures[field] for field in _REPORT_ORDER if field in failures}
     # Every value is set once no field failed; the asserts tell mypy so.
-    assert nik_value is not None and full_name is not None and email is not None
-    assert phone is not None and birth_date is not None
-    return PersonalData(nik_value, full_name, email, phone, birth_date)
+    assert nik is not None and name is not None and address is not None
+    assert mobile is not None and birth_date is not None
+    return PersonalData(nik, name, address, mobile, birth_date)
 
 
-def unknown_field_count(body: dict[str, Any]) -> int:
+def unknown_field_count(body: object) -> int:
     """How many of the body's keys are not the contract's fields (the 422's `unknown_fields`)."""
+    # A RegistrationBody has none: the decoder refuses a key it does not know.
+    if not isinstance(body, dict):
+        return 0
     return sum(1 for name in body if name not in _KNOWN_FIELD_SET)
 
 
@@ -229,12 +258,11 @@ def _string(body: dict[str, Any], name: str, failures: dict[str, str]) -> str | 
 
 
 def _normalised(
-    body: dict[str, Any],
+    value: str | None,
     name: str,
     normalise: Callable[[str], str],
     failures: dict[str, str],
 ) -> str | None:
-    value = _string(body, name, failures)
     if value is None:
         return None
     try:
