@@ -4,7 +4,9 @@
                               [--email-rate 10000] [--out DIR] [--tiny]
 
 The whole stack on this one machine, started by the dev stack's own
-supervisor (`loadtest.drills.stack.DrillStack`, as the fault drills): Redis
+supervisor (`loadtest.drills.stack.DrillStack`, as the fault drills), at its
+CPU priorities (config `[nice]`: the background processes nicer than the
+door, gelombang/priority.py): Redis
 (AOF, appendfsync always), PostgreSQL (fsync on), `gelombang migrate`, the
 door (`gelombang serve`, the deployment's admission settings: 1,500/s,
 burst 3,000), `worker store`, `worker email` → `mail-sink`, `worker nik` →

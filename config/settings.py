@@ -273,6 +273,25 @@ def _is_https(url: str) -> bool:
     return parts.scheme == "https" and bool(parts.hostname)
 
 
+class NiceSettings(_Section):
+    """How much each process of a one-machine stack yields the CPU to the door.
+
+    Read by the launchers that start the whole stack on one machine (`gelombang
+    dev up|run`, the fault drills, the wave benchmark: gelombang/priority.py),
+    never by the processes themselves: in a deployment each role has its own
+    container or unit, and the CPU is shared out by cgroups (CPU requests,
+    CPUWeight=), which a niceness cannot reach (docs/deployment.md).
+    """
+
+    # Added to the launcher's own niceness (0 to 19, higher yields more).
+    door: int = Field(default=0, ge=0, le=19)
+    drain: int = Field(default=5, ge=0, le=19)
+    email: int = Field(default=10, ge=0, le=19)
+    nik: int = Field(default=10, ge=0, le=19)
+    # The mail sink and the NIK simulator.
+    sandboxes: int = Field(default=10, ge=0, le=19)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     # "text" for people (the default), "json" for machines: one object per line
@@ -304,6 +323,7 @@ class Settings(BaseSettings):
     nik_sim: NikSimulatorSettings
     keys: KeySettings
     door: DoorSettings
+    nice: NiceSettings
     logging: LoggingSettings
     worker_metrics: WorkerMetricsSettings
     security: SecuritySettings

@@ -24,6 +24,8 @@ class AppProcess:
     urls: Callable[[Settings], tuple[str, ...]] | None = None
     # SIGTERM, then this long to drain before the process group is SIGKILLed.
     stop_timeout: float = 20.0
+    # How much nicer than the supervisor it runs (config `[nice]`, gelombang/priority.py).
+    nice: Callable[[Settings], int] = lambda settings: 0
 
     def available(self) -> bool:
         """Whether the subcommand's module exists (without importing it)."""
@@ -50,10 +52,16 @@ def _nik_sim_urls(settings: Settings) -> tuple[str, ...]:
 
 APP_PROCESSES: tuple[AppProcess, ...] = (
     AppProcess("migrate", ("migrate",), "workers.migrate_command", once=True),
-    AppProcess("mail-sink", ("mail-sink",), "workers.sandbox.mail_sink", urls=_mail_sink_urls),
-    AppProcess("nik-sim", ("nik-sim",), "workers.sandbox.nik_sim", urls=_nik_sim_urls),
-    AppProcess("worker-store", ("worker", "store"), "workers.worker_command"),
-    AppProcess("worker-email", ("worker", "email"), "workers.verification.roles"),
-    AppProcess("worker-nik", ("worker", "nik"), "workers.verification.roles"),
-    AppProcess("door", ("serve",), "intake.serve_command", urls=_door_urls),
+    AppProcess("mail-sink", ("mail-sink",), "workers.sandbox.mail_sink", urls=_mail_sink_urls,
+               nice=lambda settings: settings.nice.sandboxes),
+    AppProcess("nik-sim", ("nik-sim",), "workers.sandbox.nik_sim", urls=_nik_sim_urls,
+               nice=lambda settings: settings.nice.sandboxes),
+    AppProcess("worker-store", ("worker", "store"), "workers.worker_command",
+               nice=lambda settings: settings.nice.drain),
+    AppProcess("worker-email", ("worker", "email"), "workers.verification.roles",
+               nice=lambda settings: settings.nice.email),
+    AppProcess("worker-nik", ("worker", "nik"), "workers.verification.roles",
+               nice=lambda settings: settings.nice.nik),
+    AppProcess("door", ("serve",), "intake.serve_command", urls=_door_urls,
+               nice=lambda settings: settings.nice.door),
 )

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from config.settings import CONFIG_ENV, Settings
 from gelombang.devapps import APP_PROCESSES, AppProcess
 from gelombang.devstate import DevState, config_port, ensure_config, read_config
+from gelombang.priority import in_child, set_autogroup_nice
 from gelombang.processes import (
     ServiceError,
     free_port,
@@ -215,6 +216,7 @@ def _start_app(
 ) -> None:
     # The venv's interpreter: the one running this command.
     command = [sys.executable, "-m", "gelombang", *app.args]
+    nice = app.nice(settings)
     log_file = state.log(app.name)
     log = open_log(log_file)
     try:
@@ -230,14 +232,22 @@ def _start_app(
             say(f"{app.name:<9} done")
             return
         # Own session, as the servers: Ctrl-C reaches the supervisor, which stops in order.
+        # Nicer from its first instruction, so its threads and children are too.
         proc = subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=in_child(nice),
         )  # fmt: skip
     finally:
         os.close(log)
     started.append(Service(app.name, proc.pid, proc))
     write_pid_file(state.pid_file(app.name), proc.pid)
+    if nice:
+        # Its session is its own scheduling group where the kernel groups by
+        # session: the group yields too, or the nice ranks only its own threads.
+        try:
+            set_autogroup_nice(proc.pid, nice)
+        except OSError as exc:
+            say(f"{app.name:<9} runs nicer, but its session group could not be: {exc}")
     urls = app.urls(settings) if app.urls is not None else ()
     if urls:
         port = urlsplit(urls[0]).port
@@ -251,4 +261,4 @@ def _start_app(
                 log_file=log_file,
                 interval=0.1,
             )
-    say(f"{app.name:<9} ready  {' '.join(urls)}  (pid {proc.pid}, log {log_file})")
+    say(f"{app.name:<9} ready  {' '.join(urls)}  (pid {proc.pid}, nice +{nice}, log {log_file})")

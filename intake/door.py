@@ -222,6 +222,9 @@ async def open_door(settings: Settings,
     helpers = Supervisor(on_stop=on_fatal)
     helpers.start("admission refresher",
                   lambda: live.run(settings.admission.refresh_seconds), "restart")
+    # The hot path counts in plain integers; this adds them to prometheus-client,
+    # for a sibling door process's scrape (intake/metrics.py), and once at the end.
+    helpers.start("metrics flush", metrics.flush_every, "restart")
     # The deployment's views sum every process's report (status, the ops page).
     reporter = DoorReporter(redis, metrics.door_counters,
                             redis_seconds=settings.redis.timeout_seconds)
@@ -239,7 +242,8 @@ async def open_door(settings: Settings,
         # more turn, and shutdown never waits longer than that.
         turn = settings.admission.refresh_seconds + settings.redis.timeout_seconds + 1.0
         if not await helpers.close(wait=turn):
-            log.warning("the admission refresher or the reports did not stop; leaving them")
+            log.warning("the admission refresher, the reports or the metrics flush did not"
+                        " stop; leaving them")
         await redis.aclose()
         await door.storage.close()
         helpers.check()

@@ -8,10 +8,11 @@ their heartbeats (workers/runtime/heartbeat.py). `read_reports` reads them
 all, for `gelombang status` and the ops page (GET /admin/v1/processes).
 
 One pipelined write per process every few seconds, never one per request:
-the door's hot path only bumps its in-memory Prometheus counters, and the
-report task reads them from there. A process that stops reporting is marked
-stale after STALE_PERIODS of its period, its hash expires soon after, and
-its name leaves the sorted set after FORGET_SECONDS.
+the door's hot path only bumps its local counters, and the report task
+flushes them into its Prometheus counters and reads them from there. A
+process that stops reporting is marked stale after STALE_PERIODS of its
+period, its hash expires soon after, and its name leaves the sorted set
+after FORGET_SECONDS.
 """
 
 from __future__ import annotations
