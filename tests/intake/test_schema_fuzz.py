@@ -1,10 +1,11 @@
 """Schemathesis, `--checks all`, against a real door process and its /openapi.json.
 
 The run is the CLI's (`st run --checks all`): every phase (examples, coverage, fuzzing
-with GELOMBANG_FUZZ_EXAMPLES per operation, 500 by default (1,000 or more for a longer run), and the stateful phase that
-chains a POST's 202 to the GET of its registration), driven in this process through
-schemathesis's engine, on the run's Redis and PostgreSQL, with a fixed seed. Any failure
-fails the test, named by its code and operation (never with the request's values).
+with GELOMBANG_FUZZ_EXAMPLES per operation, 500 by default, 1,000 or more for a longer
+run, and the stateful phase that chains a POST's 202 to the GET of its registration),
+driven in this process through schemathesis's engine, on the run's Redis and PostgreSQL,
+with a fixed seed. Any failure fails the test, named by its code and operation (never
+with the request's values).
 
 Three answers are the contract's and no schema can foresee them; each is excused here by
 its exact error code, not by status: a body whose birth date does not match its NIK or
