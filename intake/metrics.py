@@ -282,15 +282,11 @@ class _Snapshot(Collector):
             limit.add_metric([node.node], node.limit)
         yield used
         yield limit
-        for name, value in (
-            ("rate_per_second", self._policy.rate_per_second),
-            ("burst", self._policy.burst),
-            ("backlog_high_water", self._policy.backlog_high_water),
-            ("enabled", float(self._policy.enabled)),
-            ("open", float(self._policy.open)),
-        ):
+        # Every field of the policy (config/settings.py AdmissionPolicy), as a number.
+        for name, value in self._policy.model_dump().items():
             yield GaugeMetricFamily(
-                f"gelombang_admission_{name}", f"Admission setting in force: {name}.", value=value
+                f"gelombang_admission_{name}", f"Admission setting in force: {name}.",
+                value=float(value),
             )
 
 
