@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,12 +11,11 @@ from aiohttp.typedefs import Middleware
 from intake import health, registrations, resend, verify_email
 from intake.admin import build_admin_routes, require_token
 from intake.door import Door
+from intake.hot_path import internal_error
 from intake.metrics import RequestTimer
 from intake.pages import add_page_routes, form_page, ops_page
 from intake.responses import error_response
 from intake.state import DOOR
-
-log = logging.getLogger(__name__)
 
 LINGER_SECONDS = 2.0
 
@@ -40,10 +38,7 @@ def _observing(timer: RequestTimer) -> Middleware:
             # aiohttp's own 404 comes as text: answer in the contract's shape.
             response = error_response(404, "not_found") if exc.status == 404 else exc
         except Exception as exc:
-            # Only the type: an exception's message could quote request data.
-            log.error("unhandled %s in %s %s", type(exc).__name__, request.method,
-                      request.match_info.route.name)
-            response = error_response(500, "internal_error")
+            response = internal_error(exc, request.method, request.match_info.route.name)
         route = request.match_info.route.name or "unmatched"
         timer.observe(route, response.status, time.perf_counter() - started)
         return response

@@ -15,7 +15,8 @@ from config.log_format import configure_logging
 from config.settings import ConfigError, Settings
 from intake.app import build_admin_app, build_public_app
 from intake.connections import CappedSite
-from intake.door import open_door
+from intake.door import Door, open_door
+from intake.hot_path import serve_registrations_first
 from intake.http_errors import http_logger
 from intake.key_reload import on_reload_signal
 from queueing.redis_memory import EvictingRedis
@@ -26,12 +27,15 @@ ADMIN_MAX_CONNECTIONS = 256
 
 
 async def _start(app: web.Application, host: str, port: int, deadline: float,
-                 max_connections: int) -> web.AppRunner:
+                 max_connections: int, hot_path: Door | None = None) -> web.AppRunner:
     # access_log=None: an access line per request would cost more than the
     # handler; the metrics count requests by route and status instead.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=deadline,
                            logger=http_logger())
     await runner.setup()
+    if hot_path is not None:
+        assert runner.server is not None
+        serve_registrations_first(runner.server, hot_path)
     # reuse_port: every door process binds the same port; the kernel spreads
     # connections over them.
     await CappedSite(runner, host, port, max_connections=max_connections, reuse_port=True,
@@ -63,7 +67,8 @@ async def serve(settings: Settings, index: int) -> None:
             on_reload_signal(door, index)  # the settings read at start may be older
         deadline = door_settings.shutdown_deadline_seconds
         public = await _start(build_public_app(door), settings.public.host,
-                              settings.public.port, deadline, settings.public.max_connections)
+                              settings.public.port, deadline, settings.public.max_connections,
+                              hot_path=door)
         # The admin port is private; its cap only keeps a runaway scraper bounded.
         admin = await _start(build_admin_app(door), settings.admin.host,
                              settings.admin.port, deadline, ADMIN_MAX_CONNECTIONS)

@@ -54,8 +54,16 @@ _CHECKS: Final = (("email", "email_verification"), ("nik", "nik_verification"))
 
 
 async def create_registration(request: web.Request) -> web.Response:
-    """Check the request in the contract's order, submit it, and answer."""
-    door = request.app[DOOR]
+    """POST /v1/registrations as a route of the application (see `register`)."""
+    return await register(request.app[DOOR], request)
+
+
+async def register(door: Door, request: web.BaseRequest) -> web.Response:
+    """Check the request in the contract's order, submit it, and answer.
+
+    Needs nothing of the application (no route, no `request.app`): the door's
+    server calls it straight for POST /v1/registrations (intake/hot_path.py).
+    """
     try:
         if door.client_limiter is not None:
             spend_client_token(door.client_limiter, request)
@@ -104,7 +112,7 @@ def _not_decided(error: QueueingError) -> web.Response:
     raise error  # not one admission raises: a bug, answered 500 by the app
 
 
-async def _read_body(request: web.Request, limit_seconds: float) -> bytes:
+async def _read_body(request: web.BaseRequest, limit_seconds: float) -> bytes:
     """The body (at most 4 KiB); raises BodyTooLarge or BodyTimedOut."""
     declared = request.content_length
     if declared is not None and declared > MAX_BODY_BYTES:
@@ -168,7 +176,7 @@ def unavailable(code: str, retry_after: str) -> web.Response:
     return error_response(503, code, headers={"Retry-After": retry_after})
 
 
-def spend_client_token(limiter: ClientLimiter, request: web.Request) -> None:
+def spend_client_token(limiter: ClientLimiter, request: web.BaseRequest) -> None:
     """Spend a token of this client; raises ClientLimited once its bucket is empty."""
     client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()),
                             limiter.trusted)
