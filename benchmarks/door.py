@@ -54,8 +54,10 @@ SERVER_CORE, LOAD_CORE = 0, 1
 
 NGINX, AIOHTTP, DOOR, NAIVE = ("nginx (HTTP ceiling)", "plain aiohttp (framework ceiling)",
                                "gelombang door", "naive FastAPI + INSERT")
-# The issue's targets: the door against the framework ceiling and the naive design.
-GOALS = {AIOHTTP: 0.8, NAIVE: 4.0}
+# The lean door's targets (issue 20): the door against the framework ceiling and
+# the naive design, and its own CPU per admitted registration.
+GOALS = {AIOHTTP: 0.6, NAIVE: 4.0}
+DOOR_CPU_GOAL_US = 95.0
 
 
 # --- where each process runs -------------------------------------------------------------
@@ -447,6 +449,15 @@ def ratios(medians: dict[str, dict[str, float]], connections: Sequence[int],
     return found
 
 
+def door_cpu_us(medians: dict[str, dict[str, float]], count: int) -> float | None:
+    """The door process's CPU per 2xx answer (each an admitted registration), in µs."""
+    door = medians.get(f"{DOOR} @ {count}", {})
+    accepted, cpu_share = door.get("accepted_per_second"), door.get("server_cpu")
+    if not accepted or cpu_share is None:
+        return None
+    return cpu_share / accepted * 1e6
+
+
 def table(medians: dict[str, dict[str, float]], connections: Sequence[int],
           by_count: dict[int, dict[str, float]]) -> str:
     """Contender x connections: 2xx/s, latency, server CPU and the door's ratios."""
@@ -502,6 +513,10 @@ def report(run: BenchRun, plan: Plan, appendfsync: str, layout: Layout) -> int:
             if other in by_count[count]:
                 run.target(f"door / {other.split(' (')[0]} at {count} connections",
                            by_count[count][other], goal, "higher", " x")
+        cpu_us = door_cpu_us(medians, count)
+        if cpu_us is not None:
+            run.target(f"door CPU per admitted registration at {count} connections", cpu_us,
+                       DOOR_CPU_GOAL_US, "lower", " µs")
     chart(run, medians, plan.connections)
     summary = {"medians": medians,
                "ratios": {str(count): values for count, values in by_count.items()}}

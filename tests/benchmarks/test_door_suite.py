@@ -148,9 +148,19 @@ def test_a_tiny_door_run_measures_every_contender_and_writes_its_results(
     assert all(figures["accepted_per_second"] > 0 for figures in seen.values())
     assert {t["name"] for t in result["targets"]} == {
         f"door / {other} at {count} connections"
-        for other in ("plain aiohttp", "naive FastAPI + INSERT") for count in (4, 16)}
+        for other in ("plain aiohttp", "naive FastAPI + INSERT") for count in (4, 16)} | {
+        f"door CPU per admitted registration at {count} connections" for count in (4, 16)}
     assert result["plots"] == ["door-requests-per-second.png"]
     assert (out / "door-requests-per-second.png").stat().st_size > 1000
     markdown = (out / "results.md").read_text()
     assert "| contender | connections | 2xx/s |" in markdown
     assert f"| {NAIVE} | 16 |" in markdown
+
+
+def test_the_door_cpu_per_admitted_registration_is_its_cpu_share_over_its_2xx_rate() -> None:
+    medians = {f"{door.DOOR} @ 64": {"accepted_per_second": 8_000.0, "server_cpu": 0.96},
+               f"{door.AIOHTTP} @ 64": {"accepted_per_second": 20_000.0, "server_cpu": 0.99}}
+    assert door.door_cpu_us(medians, 64) == pytest.approx(120.0)
+    assert door.door_cpu_us(medians, 256) is None  # not measured at that count
+    assert door.door_cpu_us({f"{door.DOOR} @ 64": {"accepted_per_second": 0.0,
+                                                   "server_cpu": 0.5}}, 64) is None
