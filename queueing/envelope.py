@@ -210,24 +210,46 @@ def seal_registration(
 ) -> Envelope:
     """Build the envelope: personal data sealed, NIK and email as keyed hashes, and
     the address sealed on its own under `address_sealer` (None: a version 1 envelope)."""
+    fields = _sealed_fields(data, registration_id, received_at_ms, sealer, hasher,
+                            address_sealer)
+    return Envelope(*fields[1:])
+
+
+def sealed_entry(
+    data: PersonalData,
+    registration_id: bytes,
+    received_at_ms: int,
+    sealer: Sealer,
+    hasher: KeyedHasher,
+    address_sealer: Sealer | None = None,
+) -> tuple[bytes, bytes]:
+    """The NIK's keyed hash and the stream entry's bytes of a new registration, as
+    `seal_registration(...)` then `.encode()` make them, without the Envelope
+    between: the door's hot path needs the hash (its partition) and the bytes only."""
+    fields = _sealed_fields(data, registration_id, received_at_ms, sealer, hasher,
+                            address_sealer)
+    return fields[5], msgpack.packb(fields)
+
+
+def _sealed_fields(data: PersonalData, registration_id: bytes, received_at_ms: int,
+                   sealer: Sealer, hasher: KeyedHasher, address_sealer: Sealer | None
+                   ) -> list[Any]:
+    """The envelope's fields in wire order (see the module's docstring), sealed once."""
     plain = msgpack.packb(
         [data.nik, data.full_name, data.email, data.phone, data.birth_date.isoformat()]
     )
-    envelope = Envelope(
-        registration_id=registration_id,
-        received_at_ms=received_at_ms,
-        key_id=sealer.active_key_id,
-        sealed=sealer.seal(plain, _aad(registration_id)),
-        nik_hash=hasher.digest(data.nik),
-        email_hash=hasher.digest(data.email),
-        idempotency_key=None,  # the key lives in its own Redis record (see above)
-    )
+    fields: list[Any] = [
+        VERSION_WITHOUT_ADDRESS, registration_id, received_at_ms, sealer.active_key_id,
+        sealer.seal(plain, _aad(registration_id)), hasher.digest(data.nik),
+        hasher.digest(data.email),
+        None,  # the idempotency key lives in its own Redis record (see above)
+    ]
     if address_sealer is not None:
         # One more AES-GCM over ~30 bytes: about 1.5 us a registration (docs/security.md).
-        envelope.address_key_id = address_sealer.active_key_id
-        envelope.sealed_address = address_sealer.seal(data.email.encode(),
-                                                      _address_aad(registration_id))
-    return envelope
+        fields[0] = VERSION
+        fields += [address_sealer.active_key_id,
+                   address_sealer.seal(data.email.encode(), _address_aad(registration_id))]
+    return fields
 
 
 def reseal_sealed(sealer: Sealer, registration_id: bytes, key_id: str, sealed: bytes) -> bytes:

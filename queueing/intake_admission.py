@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from config.settings import KeySettings
 from queueing.admission import Candidate, Decision, Outcome
-from queueing.envelope import Envelope, PersonalData, seal_registration
+from queueing.envelope import Envelope, PersonalData, seal_registration, sealed_entry
 from queueing.grouping import GroupAdmitter
 from queueing.ids import RegistrationIds
 from queueing.keys import (
@@ -76,6 +76,15 @@ class Sealing:
             if keys.address_keys else None,
         )
 
+    def seal_entry(self, data: PersonalData) -> tuple[bytes, bytes, bytes]:
+        """A new registration, issued now: its id, its NIK's keyed hash and its stream
+        entry's bytes (`seal(data).encode()` without the Envelope between)."""
+        at_ms = time.time_ns() // 1_000_000
+        registration_id = self.ids.issue(at_ms)
+        nik_hash, entry = sealed_entry(data, registration_id, at_ms, self.sealer, self.hasher,
+                                       self.address_sealer)
+        return registration_id, nik_hash, entry
+
     def seal(self, data: PersonalData, received_at_ms: int | None = None) -> Envelope:
         """A new registration's envelope: an id issued at `received_at_ms` (default: now)."""
         at_ms = time.time_ns() // 1_000_000 if received_at_ms is None else received_at_ms
@@ -104,10 +113,10 @@ class IntakeAdmission:
             # Closed: decided without Redis. A keyed request still goes to Redis,
             # since a replay of an earlier admission must get its 202.
             return Decision(Outcome.CLOSED)
-        envelope = self.sealing.seal(data)
-        partition = partition_of(envelope.nik_hash, idempotency_key, self._partitions)
+        registration_id, nik_hash, entry = self.sealing.seal_entry(data)
+        partition = partition_of(nik_hash, idempotency_key, self._partitions)
         return await self._admitter.admit(
-            partition, Candidate(envelope.registration_id, envelope.encode(), idempotency_key))
+            partition, Candidate(registration_id, entry, idempotency_key))
 
     async def close(self) -> None:
         """Wait for the round trips in flight and their checks (pending groups are flushed)."""

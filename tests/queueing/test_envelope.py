@@ -18,6 +18,7 @@ from queueing.envelope import (
     open_address,
     open_sealed,
     seal_registration,
+    sealed_entry,
 )
 from queueing.errors import EnvelopeError, SealingError
 from queueing.ids import uuid7_bytes
@@ -190,3 +191,21 @@ def test_the_sealed_address_adds_one_small_blob() -> None:
     # The address, a nonce and a tag, its key id and msgpack's few bytes of framing.
     extra = len(with_address.encode()) - len(without.encode())
     assert extra == len(PERSON.email) + 12 + 16 + len("a1") + 3
+
+
+@pytest.mark.parametrize("addresses", [ADDRESSES, None])
+def test_a_sealed_entry_is_what_an_encoded_envelope_would_be(addresses: Sealer | None) -> None:
+    rid = uuid7_bytes()
+    nik_hash, entry = sealed_entry(PERSON, rid, 1_700_000_000_000, SEALER, HASHER, addresses)
+    decoded = Envelope.decode(entry)
+    made = seal_registration(PERSON, rid, 1_700_000_000_000, SEALER, HASHER, addresses)
+    # Every field but the sealed blobs (their nonces are random) is the same; the
+    # blobs open to the same data under the same binding.
+    assert dataclasses.replace(made, sealed=decoded.sealed,
+                               sealed_address=decoded.sealed_address) == decoded
+    assert nik_hash == decoded.nik_hash == HASHER.digest(PERSON.nik)
+    assert decoded.open(SEALER) == PERSON
+    assert msgpack.unpackb(entry)[0] == (2 if addresses else VERSION_WITHOUT_ADDRESS)
+    if addresses is not None:
+        assert decoded.sealed_address is not None and decoded.address_key_id == "a1"
+        assert open_address(ADDRESSES, rid, "a1", decoded.sealed_address) == PERSON.email
