@@ -50,14 +50,16 @@ async def scrape(admin_url: str) -> dict[str, float]:
     return series
 
 
-async def scrape_flushed(admin_url: str, admitted: float) -> dict[str, float]:
-    """A scrape once both processes flushed their counts: the one that answers flushes
-    first, the other every FLUSH_SECONDS (intake/metrics.py)."""
+async def scrape_flushed(admin_url: str, expected: dict[str, float]) -> dict[str, float]:
+    """A scrape once both processes flushed their counts (every series in `expected`
+    has its value, or 3 flush periods passed): the one that answers flushes first, the
+    other every FLUSH_SECONDS (intake/metrics.py). Every series the test reads must be
+    waited for: a sibling's admissions can be flushed a period before its last 429s."""
     deadline = time.monotonic() + 3 * FLUSH_SECONDS
     while True:
         series = await scrape(admin_url)
-        if (series.get(ADMITTED_SERIES) == admitted
-                and series.get(CREATED_202_SERIES) == admitted) or time.monotonic() > deadline:
+        if (all(series.get(name) == value for name, value in expected.items())
+                or time.monotonic() > deadline):
             return series
         await asyncio.sleep(FLUSH_SECONDS / 4)
 
@@ -73,12 +75,14 @@ async def test_two_processes_admit_burst_plus_rate_in_total_and_lose_nothing(
         result = await run_load(doors.url, concurrency=32, duration=3.0)
         elapsed = time.monotonic() - started
         admitted = result.statuses[202]
-        metrics = await scrape_flushed(doors.admin_url, admitted)
+        limited = 'gelombang_admission_decisions_total{outcome="limited"}'
+        metrics = await scrape_flushed(doors.admin_url, {
+            ADMITTED_SERIES: admitted, CREATED_202_SERIES: admitted,
+            limited: result.statuses[429]})
         log = doors.log_text()
     # /metrics adds up both processes (prometheus multiprocess mode).
     assert metrics[ADMITTED_SERIES] == admitted
-    assert metrics['gelombang_admission_decisions_total{outcome="limited"}'] == (
-        result.statuses[429])
+    assert metrics[limited] == result.statuses[429]
     assert metrics[CREATED_202_SERIES] == admitted
     parts = settings.queue.partitions
     # Upper bound (docs/admission.md): burst + rate * t, plus under one token
