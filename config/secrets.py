@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -93,6 +95,11 @@ class KeySettings(_Section):
     # so the email worker holds a key that opens the address and nothing else.
     active_address_key_id: str = ""
     address_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Queue keys: id -> base64 of >= 32 random bytes (HMAC-SHA256), rotated like the
+    # token keys. They sign the waiting room's tickets (docs/waiting-room.md); with
+    # none listed, one key derived from the hash key signs them, under the id "h".
+    active_queue_key_id: str = ""
+    queue_keys: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -110,7 +117,7 @@ class KeySettings(_Section):
     def _sealing_keys_are_aes256(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_key_ids(value, exact=32)
 
-    @field_validator("token_keys")
+    @field_validator("token_keys", "queue_keys")
     @classmethod
     def _token_keys_are_long(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_key_ids(value, exact=None)
@@ -131,6 +138,9 @@ class KeySettings(_Section):
                 self.active_address_key_id not in self.address_keys):
             raise ValueError("active_address_key_id: must name a key listed in "
                              "keys.address_keys")
+        if (self.queue_keys or self.active_queue_key_id) and (
+                self.active_queue_key_id not in self.queue_keys):
+            raise ValueError("active_queue_key_id: must name a key listed in keys.queue_keys")
         # One key for two purposes couples them: a leaked token key would open
         # the blobs, and rotating one would silently rotate the other.
         seen: dict[bytes, str] = {}
@@ -148,6 +158,7 @@ class KeySettings(_Section):
             named.append(("keys.hash_key", self.hash_key))
         named += [(f"keys.token_keys.{kid}", key) for kid, key in self.token_keys.items()]
         named += [(f"keys.address_keys.{kid}", key) for kid, key in self.address_keys.items()]
+        named += [(f"keys.queue_keys.{kid}", key) for kid, key in self.queue_keys.items()]
         return named
 
     def dev_only_keys(self) -> list[str]:
@@ -169,6 +180,20 @@ class KeySettings(_Section):
             raise ConfigError("keys.token_keys: required (id -> base64 of >= 32 random bytes)"
                               " with keys.active_token_key_id")
         return {kid: base64.b64decode(key) for kid, key in self.token_keys.items()}
+
+    def queue_key_bytes(self) -> tuple[str, dict[str, bytes]]:
+        """The active queue key's id and every queue key (id -> bytes).
+
+        With none configured: one key derived from the hash key (id "h"), so a
+        deployment without queue keys still signs tickets, and a restart or a
+        sibling door verifies them.
+        """
+        if self.queue_keys:
+            return self.active_queue_key_id, {
+                kid: base64.b64decode(key) for kid, key in self.queue_keys.items()}
+        derived = hmac.new(self.hash_key_bytes(), b"gelombang waiting room tickets",
+                           hashlib.sha256).digest()
+        return "h", {"h": derived}
 
     def hash_key_bytes(self) -> bytes:
         """The HMAC key for NIK and email hashes, decoded."""

@@ -256,3 +256,69 @@ def partition_for_registration(registration_id: bytes, count: int) -> int:
 def partition_for_digest(digest: bytes, count: int) -> int:
     """The partition for a keyed hash (uniform, since HMAC output is)."""
     return int.from_bytes(digest[:4], "big") % count
+
+
+# The waiting room (docs/waiting-room.md). The scheduled waves, beside the live
+# admission settings (changed and audited the same way): wave -> JSON schedule.
+WAVES = f"{PREFIX}:{ADMIN_TAG}:waves"
+# The line in force when no wave is: always open, no pre-queue.
+STANDING_WAVE = "standing"
+
+
+@dataclass(frozen=True, slots=True)
+class WaveKeys:
+    """The Redis keys of one wave's line, all under one hash tag (one cluster slot),
+    so the line's script touches them together.
+
+    Sizes at the issue's opening (300,000 people): the draw ~32 MB worst case is
+    avoided by scores of 0 and 32-byte members (~60 bytes an entry in a skiplist,
+    18 MB); the ticket hash ~4 fields a person (~70 bytes each, 84 MB); the seen set
+    ~60 bytes a live ticket.
+    """
+
+    wave: str
+
+    @property
+    def tag(self) -> str:
+        """The hash tag of every key of this wave."""
+        return f"{{wq:{self.wave}}}"
+
+    @property
+    def state(self) -> str:
+        """The schedule, the seed and the counters (hash)."""
+        return f"{PREFIX}:{self.tag}:wave"
+
+    @property
+    def draw(self) -> str:
+        """The pre-queue (zset of lottery key || ticket id, score 0)."""
+        return f"{PREFIX}:{self.tag}:draw"
+
+    @property
+    def tickets(self) -> str:
+        """Each ticket's position, join time, registration and gone mark (hash)."""
+        return f"{PREFIX}:{self.tag}:tickets"
+
+    @property
+    def seen(self) -> str:
+        """Ticket ids by the Unix time they were last seen (zset)."""
+        return f"{PREFIX}:{self.tag}:seen"
+
+    @property
+    def gone(self) -> str:
+        """Positions whose holders left or went idle (zset, score = position)."""
+        return f"{PREFIX}:{self.tag}:gone"
+
+    @property
+    def gone_log(self) -> str:
+        """The same positions in the order they went (list; doors follow it by index)."""
+        return f"{PREFIX}:{self.tag}:gone_log"
+
+    @property
+    def turns(self) -> str:
+        """The served counter's history: served value (member) by time in ms (score)."""
+        return f"{PREFIX}:{self.tag}:turns"
+
+    def all(self) -> tuple[str, ...]:
+        """Every key, in the order the line's script takes them."""
+        return (self.state, self.draw, self.tickets, self.seen, self.gone, self.gone_log,
+                self.turns)
