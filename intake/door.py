@@ -23,9 +23,11 @@ from queueing.grouping import GroupAdmitter
 from queueing.ids import RegistrationIds
 from queueing.intake_admission import IntakeAdmission, Sealing
 from queueing.keys import Partition, partitions
+from queueing.line import Line
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
 from queueing.process_reports import DoorReporter
+from queueing.queue_tickets import TicketSigner
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_checked
 from queueing.sealing import Sealer
@@ -151,6 +153,17 @@ def token_signer(settings: Settings) -> TokenSigner | None:
     return TokenSigner(keys.token_key_bytes(), keys.active_token_key_id)
 
 
+def waiting_room_line(settings: Settings, redis: RedisClient,
+                      live: LiveAdmission) -> Line | None:
+    """The waiting room's line, or None when `waiting_room.enabled` is false."""
+    if not settings.waiting_room.enabled:
+        return None
+    active, keys = settings.keys.queue_key_bytes()
+    return Line(redis, settings.waiting_room, TicketSigner(keys, active),
+                lambda: live.policy.rate_per_second, settings.redis.timeout_seconds,
+                on_call=metrics.QUEUE_REDIS_CALLS.inc)
+
+
 def address_sealer(settings: Settings) -> Sealer:
     """The sealer of the configured address keys (`keys.require_address()` checked first)."""
     return Sealer(settings.keys.address_key_bytes(), settings.keys.active_address_key_id)
@@ -194,13 +207,14 @@ async def open_door(settings: Settings,
         check_seconds=settings.redis.outcome_check_seconds,
         observe=metrics.observe_group,
     )
+    line = waiting_room_line(settings, redis, live)
     door = Door(
         settings=settings,
         redis=redis,
         partitions=parts,
         live=live,
         admission=IntakeAdmission(Sealing.of(settings.keys, ids), live, admitter,
-                                  queue.partitions),
+                                  queue.partitions, line),
         storage=StatusStore(settings),
         priority=PriorityLane(redis, settings),
         token_signer=token_signer(settings),
@@ -229,6 +243,13 @@ async def open_door(settings: Settings,
     reporter = DoorReporter(redis, metrics.door_counters,
                             redis_seconds=settings.redis.timeout_seconds)
     helpers.start("counter reports", reporter.run, "restart")
+    if line is not None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(settings.redis.timeout_seconds):
+                await line.tick()
+        # Restarted if it fails; polls are answered from the last state read.
+        helpers.start("waiting room line",
+                      lambda: line.run(door.admission.backlog_was_full), "restart")
     if not checked:
         # Fatal: a door must not admit into a Redis that evicts.
         helpers.start("redis eviction check", lambda: wait_until_checked(redis, "door"), "stop")
@@ -238,6 +259,8 @@ async def open_door(settings: Settings,
         await door.admission.close()
         live.stop()
         reporter.stop()
+        if line is not None:
+            line.stop()
         # Bounded: should the cancel be lost, the loop still ends within one
         # more turn, and shutdown never waits longer than that.
         turn = settings.admission.refresh_seconds + settings.redis.timeout_seconds + 1.0

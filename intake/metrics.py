@@ -71,6 +71,24 @@ REDIS_SECONDS = Histogram(
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 
+_QUEUE_EVENTS = Counter(
+    "gelombang_queue_tickets_total",
+    "Waiting room tickets by event: issued (a join answered with a place), used (a"
+    " registration admitted on its turn), polled, left, invalid (forged or another NIK's),"
+    " reused (a used ticket shown again).",
+    ["event"],
+)
+_QUEUE_REDIS_CALLS = Counter(
+    "gelombang_queue_redis_calls_total",
+    "Redis round trips made for the waiting room (ticks, joins, look-ups, leaving,"
+    " recording a registration); polls of waiting tickets make none.",
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "gelombang_queue_wait_seconds",
+    "From joining the waiting room's line to being admitted on one's turn.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+
 _EMAIL_VERIFIED = Counter(
     "gelombang_email_verified_total",
     "Verification links that verified an address (the first opening of each; the funnel's"
@@ -169,6 +187,10 @@ UNAVAILABLE = LocalCounter(DECISIONS.labels("unavailable"))
 _UNKNOWN = LocalCounter(DECISIONS.labels("unknown"))
 OVERLOADED = LocalCounter(DECISIONS.labels("overloaded"))
 EMAIL_VERIFIED = LocalCounter(_EMAIL_VERIFIED)
+_QUEUE_COUNTERS = {event: LocalCounter(_QUEUE_EVENTS.labels(event))
+                   for event in ("issued", "used", "polled", "left", "invalid", "reused")}
+QUEUE_REDIS_CALLS = LocalCounter(_QUEUE_REDIS_CALLS)
+QUEUE_WAIT = LocalHistogram(QUEUE_WAIT_SECONDS)
 _GROUP_SIZE = LocalHistogram(GROUP_SIZE)
 _REDIS_SECONDS = LocalHistogram(REDIS_SECONDS)
 # Per (route, status): shared by every RequestTimer of the process, as the children are.
@@ -190,6 +212,11 @@ class RequestTimer:
             local = LocalHistogram(REQUEST_SECONDS.labels(route, str(status)))
             self._children[(route, status)] = local
         local.observe(seconds)
+
+
+def count_queue_event(event: str) -> None:
+    """Count one waiting room event (see gelombang_queue_tickets_total)."""
+    _QUEUE_COUNTERS[event].inc()
 
 
 def observe_group(stats: GroupStats) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import math
 import re
+import time
 import uuid
 from typing import Final
 
@@ -28,6 +29,7 @@ from intake.errors import (
     NeverIssued,
     RequestRefused,
 )
+from intake.queue_routes import queued_response, ticket_error_response, ticket_in_header
 from intake.registration_body import MalformedJSON, decode_registration
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response, refusal
 from intake.state import DOOR
@@ -37,6 +39,8 @@ from queueing.admission import Decision, Outcome
 from queueing.errors import OutcomeUnknown, QueueingError, QueueUnavailable
 from queueing.grouping import Overloaded, Shed
 from queueing.ids import Provenance, format_uuid, uuid7_unix_ms
+from queueing.line import TicketError
+from queueing.queue_tickets import InvalidTicket, Ticket
 
 MAX_BODY_BYTES: Final = 4096
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -85,10 +89,22 @@ async def register(door: Door, request: web.BaseRequest) -> web.Response:
         unknown = unknown_field_count(body) if UNKNOWN in checked else 0
         return error_response(422, "validation_failed", fields=checked, unknown_fields=unknown)
 
+    ticket: Ticket | None = None
+    line = door.admission.line
+    if line is not None:
+        try:
+            ticket = ticket_in_header(line, request.headers.get("Authorization"))
+        except InvalidTicket as exc:
+            return ticket_error_response(exc)
     try:
-        decision = await door.admission.submit(checked, idempotency_key)
+        decision = await door.admission.submit(checked, idempotency_key, ticket)
     except QueueingError as exc:
         return _not_decided(exc)
+    except TicketError as exc:
+        return ticket_error_response(exc)
+    if ticket is not None and decision.outcome is Outcome.ADMITTED:
+        metrics.count_queue_event("used")
+        metrics.QUEUE_WAIT.observe(max(0.0, time.time() - ticket.joined_at))
     return _answer(door, decision)
 
 
@@ -135,6 +151,11 @@ def _answer(door: Door, decision: Decision) -> web.Response:
     if outcome is Outcome.ADMITTED or outcome is Outcome.REPLAYED:
         assert decision.registration_id is not None
         return _accepted(format_uuid(decision.registration_id))
+    if decision.place is not None:
+        # Turned away with a place in the waiting room's line (docs/waiting-room.md).
+        if outcome is Outcome.BACKLOG_FULL:
+            return queued_response(503, "backlog_full", decision.place)
+        return queued_response(429, "queued", decision.place)
     if outcome is Outcome.LIMITED:
         return _limited(door, decision.retry_after_ms)
     if outcome is Outcome.BACKLOG_FULL:

@@ -25,6 +25,10 @@ MESSAGES: Mapping[str, str] = {
     "request_timeout": "The request body did not arrive in time.",
     "admission_limited": "Too many registrations right now; retry after the given delay.",
     "client_limited": "Too many requests from this address; retry after the given delay.",
+    "queued": "You have a place in the waiting room's line; see queue for your position.",
+    "invalid_ticket": "The waiting room ticket is malformed, not ours, or for another NIK.",
+    "ticket_expired": "The waiting room ticket has expired; submit again to rejoin the line.",
+    "ticket_used": "This waiting room ticket already admitted a registration; see queue.",
     "backlog_full": "The registration queue is full; retry after the given delay.",
     "queue_unavailable": "The registration queue is unavailable; retry after the given delay.",
     "outcome_unknown": "The registration may or may not have been queued; retry after the given"

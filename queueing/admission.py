@@ -45,6 +45,9 @@ class Outcome(IntEnum):
     REPLAYED = 2
     BACKLOG_FULL = -1
     CLOSED = -2
+    # Not tried against the bucket, or refused by it: it joined the waiting room's
+    # line (Decision.place). Never a reply of the admission script.
+    QUEUED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,17 @@ class Candidate:
     registration_id: bytes
     envelope: bytes
     idempotency_key: str | None
+    # How the bucket treats it (admit.lua): REGULAR; TICKETED, holding its turn in
+    # the waiting room: admitted without a token (the backlog limit still
+    # applies), under its ticket's idempotency key; REPLAY_ONLY: its key's
+    # earlier admission, if any, else LIMITED with no token taken (it joins
+    # the line instead).
+    mode: bytes = b""
+
+
+REGULAR: bytes = b""
+TICKETED: bytes = b"1"
+REPLAY_ONLY: bytes = b"r"
 
 
 @dataclass(slots=True)
@@ -95,6 +109,9 @@ class Decision:
     registration_id: bytes | None = None
     # For LIMITED: how long until a token would be there for this request.
     retry_after_ms: int = 0
+    # Its place in the waiting room's line (queueing/line.py, Place), for QUEUED
+    # and for a BACKLOG_FULL that joined the line.
+    place: Any = None
 
 
 @dataclass(slots=True)
@@ -171,7 +188,7 @@ def _script_call(call: GroupCall, share: PartitionShare) -> ScriptCall:
         else:
             digest = idempotency_digest(candidate.idempotency_key)
             args += (idempotency_bucket(digest), digest)
-        args += (candidate.registration_id, candidate.envelope)
+        args += (candidate.registration_id, candidate.envelope, candidate.mode)
     return keys, args
 
 

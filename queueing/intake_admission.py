@@ -9,11 +9,13 @@ here, so the partition rule is written once.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from config.settings import KeySettings
-from queueing.admission import Candidate, Decision, Outcome
+from queueing.admission import REPLAY_ONLY, TICKETED, Candidate, Decision, Outcome
 from queueing.envelope import Envelope, PersonalData, seal_registration, sealed_entry
 from queueing.grouping import GroupAdmitter
 from queueing.ids import RegistrationIds
@@ -23,7 +25,10 @@ from queueing.keys import (
     partition_for_digest,
     partition_for_idempotency_key,
 )
+from queueing.line import Line, LineUnknown, Place, TicketExpired, TicketNotOurs, TicketUsedError
 from queueing.live_settings import LiveAdmission
+from queueing.queue_tickets import Ticket, ticket_id
+from queueing.redis_client import REDIS_UNAVAILABLE
 from queueing.sealing import KeyedHasher, Sealer
 
 
@@ -92,32 +97,125 @@ class Sealing:
                                  self.address_sealer)
 
 
+def ticket_idempotency_key(ticket: Ticket) -> str:
+    """The idempotency key a ticket's registration is admitted under: one per ticket."""
+    return "q" + ticket.ticket_id.hex()
+
+
 class IntakeAdmission:
-    """Seals, names and admits registrations: the one way a door puts one in the queue."""
+    """Seals, names and admits registrations: the one way a door puts one in the queue.
+
+    With a waiting room (`line`), a registration turned away joins the line
+    instead, and one that holds its turn is admitted without a token.
+    """
 
     def __init__(self, sealing: Sealing, live: LiveAdmission, admitter: GroupAdmitter,
-                 partitions: int) -> None:
+                 partitions: int, line: Line | None = None) -> None:
         self.sealing = sealing
         self._live = live
         self._admitter = admitter
         self._partitions = partitions
+        self.line = line
+        # When the backlog was last found full (monotonic): the line pauses a while.
+        self.backlog_full_at = float("-inf")
 
-    async def submit(self, data: PersonalData, idempotency_key: str | None) -> Decision:
+    def backlog_was_full(self, within: float = 5.0) -> bool:
+        """Whether an admission here found the backlog full in the last `within` seconds."""
+        return time.monotonic() - self.backlog_full_at < within
+
+    async def submit(self, data: PersonalData, idempotency_key: str | None,
+                     ticket: Ticket | None = None) -> Decision:
         """Admission's decision for one validated registration.
 
         Raises what the admitter raises (all QueueingError): QueueUnavailable
         (Shed among them) when nothing was stored, OutcomeUnknown when it may
         have been, Overloaded when this process holds its bound of requests.
+        With a ticket, also the line's TicketError types (queueing/line.py).
         """
-        if idempotency_key is None and not self._live.policy.open:
+        line = self.line
+        if (idempotency_key is None and ticket is None and not self._live.policy.open):
             # Closed: decided without Redis. A keyed request still goes to Redis,
             # since a replay of an earlier admission must get its 202.
             return Decision(Outcome.CLOSED)
         registration_id, nik_hash, entry = self.sealing.seal_entry(data)
+        if line is None:
+            return await self._admit(registration_id, nik_hash, entry, idempotency_key)
+        if ticket is not None:
+            return await self._with_ticket(line, ticket, registration_id, nik_hash, entry)
+        if line.queues_first():
+            # No one overtakes the line: an unkeyed registration joins it; a keyed
+            # one first learns whether its key was admitted before (a retry).
+            if idempotency_key is not None:
+                decision = await self._admit(registration_id, nik_hash, entry,
+                                             idempotency_key, REPLAY_ONLY)
+                if decision.outcome is not Outcome.LIMITED:
+                    return decision
+            queued = await self._join(line, Outcome.QUEUED, registration_id, nik_hash, entry)
+            if queued is not None:
+                return queued
+        decision = await self._admit(registration_id, nik_hash, entry, idempotency_key)
+        if decision.outcome is Outcome.LIMITED or decision.outcome is Outcome.BACKLOG_FULL:
+            outcome = Outcome.QUEUED if decision.outcome is Outcome.LIMITED else decision.outcome
+            return await self._join(line, outcome, registration_id, nik_hash, entry) or decision
+        return decision
+
+    async def _admit(self, registration_id: bytes, nik_hash: bytes, entry: bytes,
+                     idempotency_key: str | None, mode: bytes = b"") -> Decision:
         partition = partition_of(nik_hash, idempotency_key, self._partitions)
-        return await self._admitter.admit(
-            partition, Candidate(registration_id, entry, idempotency_key))
+        decision = await self._admitter.admit(
+            partition, Candidate(registration_id, entry, idempotency_key, mode))
+        if decision.outcome is Outcome.BACKLOG_FULL:
+            self.backlog_full_at = time.monotonic()
+        return decision
+
+    async def _join(self, line: Line, outcome: Outcome, registration_id: bytes,
+                    nik_hash: bytes, entry: bytes) -> Decision | None:
+        """This NIK's place in the line as a decision, or None when the line cannot be
+        reached (the caller answers as it would without a waiting room). A NIK whose
+        turn it is (come back without its ticket) is admitted on its turn."""
+        try:
+            place = await line.join(nik_hash)
+        except TicketExpired:
+            return Decision(Outcome.CLOSED)  # the wave closed: no one joins any more
+        except (*REDIS_UNAVAILABLE, LineUnknown):
+            return None
+        if place.state == "registered":
+            assert place.registration_id is not None
+            return Decision(Outcome.REPLAYED, place.registration_id)
+        if place.state == "your_turn":
+            return await self._on_turn(line, place, registration_id, nik_hash, entry)
+        return Decision(outcome, place=place)
+
+    async def _with_ticket(self, line: Line, ticket: Ticket, registration_id: bytes,
+                           nik_hash: bytes, entry: bytes) -> Decision:
+        if ticket_id(ticket.wave, nik_hash) != ticket.ticket_id:
+            raise TicketNotOurs
+        place = await line.place(ticket)
+        if place.state != "your_turn":
+            return Decision(Outcome.QUEUED, place=place)
+        return await self._on_turn(line, place, registration_id, nik_hash, entry)
+
+    async def _on_turn(self, line: Line, place: Place, registration_id: bytes,
+                       nik_hash: bytes, entry: bytes) -> Decision:
+        ticket = place.ticket
+        key = ticket_idempotency_key(ticket)
+        decision = await self._admit(registration_id, nik_hash, entry, key, TICKETED)
+        if decision.outcome is Outcome.REPLAYED:
+            assert decision.registration_id is not None
+            raise TicketUsedError(_registered(place, decision.registration_id))
+        if decision.outcome is Outcome.ADMITTED:
+            # For the ticket's later polls; the registration is queued either way.
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                await line.registered(ticket, registration_id)
+        elif decision.outcome is Outcome.BACKLOG_FULL:
+            decision.place = place
+        return decision
 
     async def close(self) -> None:
         """Wait for the round trips in flight and their checks (pending groups are flushed)."""
         await self._admitter.close()
+
+
+def _registered(place: Place, registration_id: bytes) -> Place:
+    return dataclasses.replace(place, state="registered", registration_id=registration_id,
+                               eta=None, ahead=None, turn_valid_until=None)

@@ -251,6 +251,9 @@ def test_settings(redis_kind: str, postgres_port: int,
         },
         # Worker processes a test starts listen for scrapes only where it asks.
         worker_metrics={"enabled": False},
+        # Refusals as the contract had them before tickets: the waiting room's own
+        # tests turn it on (tests/intake/test_waiting_room.py).
+        waiting_room={"enabled": False},
     )
 
 

@@ -17,10 +17,13 @@
 -- ARGV[6]  idempotency period in seconds (queue.idempotency_ttl_seconds)
 -- ARGV[7]  the stem of this partition's idempotency hashes (keys.py)
 -- ARGV[8]  how long the outcome record is kept (seconds)
--- ARGV[9]  number of items n; then n quadruples from ARGV[10]:
+-- ARGV[9]  number of items n; then n quintuples from ARGV[10]:
 --          the bucket of the item's idempotency record ("": no key), the
 --          record's field (the key's digest), registration id (16 bytes),
---          envelope (msgpack bytes)
+--          envelope (msgpack bytes), and its mode: "" regular, "1" it
+--          holds its turn in the waiting room (it takes no token: its place
+--          was its admission), "r" replay only (a known key's registration,
+--          else {0, 0} and nothing taken: the door queues it in the line)
 --
 -- The idempotency hashes are named here, `<stem><period>:<bucket>`, from the
 -- period of the Redis server's clock: a door's clock could be seconds off,
@@ -79,7 +82,9 @@ local taken = 0
 local waiting = 0
 
 for i = 1, n do
-  local at = 10 + (i - 1) * 4
+  local at = 10 + (i - 1) * 5
+  local mode = ARGV[at + 4]
+  local ticketed = mode == '1'
   local bucket = ARGV[at]
   local field = ARGV[at + 1]
   local record = false
@@ -92,18 +97,20 @@ for i = 1, n do
 
   if prior then
     replies[i] = {2, prior}
+  elseif mode == 'r' then
+    replies[i] = {0, 0}
   elseif not open then
     replies[i] = {-2}
   elseif backlog >= high_water then
     replies[i] = {-1}
-  elseif limiting and tokens < 1 then
+  elseif limiting and tokens < 1 and not ticketed then
     -- Each refused item of the group is told when its own token would be
     -- there, so the group's retries spread over the refill instead of
     -- returning together.
     waiting = waiting + 1
     replies[i] = {0, math.ceil((waiting - tokens) / rate * 1000)}
   else
-    if limiting then
+    if limiting and not ticketed then
       tokens = tokens - 1
       taken = taken + 1
     end

@@ -1,0 +1,353 @@
+"""The waiting room's line, as one door process knows it (docs/waiting-room.md).
+
+`Line` holds the line in force in memory (`LineView`), refreshed by one script
+call per tick, so a ticket's place is answered without Redis: its position
+against the served counter, minus the gone positions in between. Joins, the
+first look-up of a drawn pre-queue ticket, the look-up of a ticket at or behind
+the served counter, leaving and recording a registration each cost one call.
+Every call goes through queueing/lua/line.lua.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from config.settings import WaitingRoomSettings
+from queueing.keys import STANDING_WAVE, WaveKeys
+from queueing.queue_tickets import Ticket, TicketSigner, lottery_member, ticket_id
+from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
+from queueing.scripts import PipelinedScript, script_source
+from queueing.waves import read_waves, wave_in_force
+
+log = logging.getLogger(__name__)
+
+LINE_SCRIPT: Final = script_source("line")
+# The window over which the served counter's rate is measured for the ETA.
+RATE_WINDOW_SECONDS: Final = 30.0
+# p90 of the ETA: the line served at 85 % of its measured rate, plus one poll.
+P90_RATE_SHARE: Final = 0.85
+
+
+class TicketError(Exception):
+    """A ticket the line cannot honour (the HTTP edge answers each type)."""
+
+
+class TicketNotOurs(TicketError):
+    """Signed, but for another NIK: answered as an invalid ticket."""
+
+
+class LineUnknown(TicketError):
+    """This door has not read the line yet (Redis away since it started): answered 503."""
+
+
+class TicketExpired(TicketError):
+    """Its turn passed, it was skipped or left, or its wave is not in force."""
+
+    def __init__(self, place: Place) -> None:
+        super().__init__("ticket expired")
+        self.place = place
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A ticket's place in the line, as a ticket answer shows it."""
+
+    state: str  # prequeue | waiting | your_turn | expired | registered
+    ticket: Ticket
+    token: str
+    ahead: int | None = None
+    # Seconds: p50, p90; None unless prequeue or waiting.
+    eta: tuple[float, float] | None = None
+    opens_at: int | None = None
+    turn_valid_until: float | None = None  # Unix seconds
+    registration_id: bytes | None = None
+    poll_after: float = 1.0
+
+
+@dataclass
+class LineView:
+    """One door's copy of the line in force, as of its last tick."""
+
+    wave: str = STANDING_WAVE
+    phase: str = "open"
+    served: int = 0
+    tail: int = 0
+    drawn: int = -1
+    opens_at: int = 0
+    closes_at: int = 0
+    seed: bytes = b""
+    waiting: int = 0
+    prequeue_size: int = 0
+    expired: int = 0
+    used: int = 0
+    left: int = 0
+    # Gone positions past `served`, sorted (pruned as served passes them).
+    gone: list[int] = field(default_factory=list)
+    gone_cursor: int = 0
+    # (served, Unix ms it was reached), ascending.
+    turns: list[tuple[int, int]] = field(default_factory=list)
+    # (monotonic time, served) samples for the rate.
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
+    fresh: bool = False
+
+    def ahead(self, position: int) -> int:
+        """Live tickets with positions in (served, position)."""
+        if position <= self.served:
+            return 0
+        lo = bisect.bisect_right(self.gone, self.served)
+        hi = bisect.bisect_left(self.gone, position)
+        return position - self.served - 1 - (hi - lo)
+
+    def is_gone(self, position: int) -> bool:
+        """Whether a position past the served counter was left or skipped."""
+        at = bisect.bisect_left(self.gone, position)
+        return at < len(self.gone) and self.gone[at] == position
+
+    def measured_rate(self, configured: float) -> float:
+        """The served counter's advance a second over the last RATE_WINDOW_SECONDS."""
+        if len(self.samples) >= 2:
+            (first_at, first), (last_at, last) = self.samples[0], self.samples[-1]
+            if last_at - first_at >= 3.0 and last > first:
+                return (last - first) / (last_at - first_at)
+        return configured
+
+    def apply(self, reply: list[Any]) -> None:
+        """Take one tick's reply (line.lua's 'tick')."""
+        (phase, served, tail, drawn, opens_at, closes_at, seed, cursor, gone_log, turns,
+         waiting, prequeue_size, expired, used, left) = reply
+        self.phase = _text(phase)
+        self.served, self.tail, self.drawn = int(served), int(tail), int(drawn)
+        self.opens_at, self.closes_at = int(opens_at), int(closes_at)
+        self.seed = bytes.fromhex(_text(seed))
+        self.waiting, self.prequeue_size = int(waiting), int(prequeue_size)
+        self.expired, self.used, self.left = int(expired), int(used), int(left)
+        for position in gone_log:
+            bisect.insort(self.gone, int(position))
+        self.gone_cursor = int(cursor)
+        del self.gone[:bisect.bisect_right(self.gone, self.served)]
+        for member in turns:
+            value, _, at_ms = _text(member).partition(":")
+            self.turns.append((int(value), int(at_ms)))
+        self.samples.append((time.monotonic(), self.served))
+        self.fresh = True
+
+    def turn_reached_ms(self, position: int) -> int | None:
+        """When the served counter reached `position` (Unix ms), if this door knows."""
+        at = bisect.bisect_left(self.turns, (position, -1))
+        return self.turns[at][1] if at < len(self.turns) else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Line:
+    """The line in force, for one door process: its view, its tick and its calls."""
+
+    def __init__(self, redis: RedisClient, settings: WaitingRoomSettings, signer: TicketSigner,
+                 release_rate: Callable[[], float], timeout: float,
+                 on_call: Callable[[int], None] = lambda calls: None) -> None:
+        self._redis = redis
+        self.settings = settings
+        self.signer = signer
+        self._script = PipelinedScript(redis, LINE_SCRIPT)
+        self._release_rate = release_rate
+        self._timeout = timeout
+        self.view = LineView()
+        # Ticket ids polled here since the last tick (written with it).
+        self._seen: set[bytes] = set()
+        self._max_tail = 0
+        self._max_served = 0
+        self._stopping = asyncio.Event()
+        # Told of every Redis round trip made for tickets (joins, look-ups, ticks):
+        # the opening-crush report divides them by the polls.
+        self._on_call = on_call
+
+    # -- the tick -----------------------------------------------------------
+
+    def rate(self) -> float:
+        """Positions released a second (waiting_room.release_rate, else admission's)."""
+        return self.settings.release_rate or self._release_rate()
+
+    async def tick(self, paused: bool = False) -> None:
+        """Bring this door's view up to date and advance the line: one round trip,
+        and one more to re-read the scheduled waves."""
+        schedule = wave_in_force(await read_waves(self._redis), time.time())
+        wave = STANDING_WAVE if schedule is None else schedule.wave
+        if wave != self.view.wave:
+            self.view = LineView(wave=wave)
+            self._max_tail = self._max_served = 0
+        view = self.view
+        seen, self._seen = self._seen, set()
+        args: list[str | bytes | int] = [
+            "tick", repr(0.0 if paused else self.rate()), repr(self.settings.idle_seconds),
+            repr(self.settings.turn_seconds), self._max_tail, self._max_served,
+            view.gone_cursor, view.turns[-1][0] if view.turns else -1, *seen]
+        self._on_call(2)
+        view.apply(await self._script.run(WaveKeys(wave).all(), args))
+        self._forget_old_turns(view)
+        self._max_tail = max(self._max_tail, view.tail)
+        self._max_served = max(self._max_served, view.served)
+
+    def _forget_old_turns(self, view: LineView) -> None:
+        horizon_ms = (time.time() - self.settings.turn_seconds - 60) * 1000
+        keep = 0
+        while keep < len(view.turns) - 1 and view.turns[keep][1] < horizon_ms:
+            keep += 1
+        del view.turns[:keep]
+
+    async def run(self, paused: Callable[[], bool] = lambda: False) -> None:
+        """Tick every tick_seconds until stop(); a failed tick is logged by type and retried."""
+        while not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self.tick(paused())
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("waiting room: line not read (%s)", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.tick_seconds)
+
+    def stop(self) -> None:
+        """End run() at its next turn."""
+        self._stopping.set()
+
+    # -- decisions the door makes without Redis ------------------------------
+
+    def queues_first(self) -> bool:
+        """Whether a registration without a ticket joins the line instead of trying
+        the bucket: in a pre-queue, or while people are waiting (no one overtakes)."""
+        view = self.view
+        return view.fresh and (view.phase == "prequeue" or view.tail > view.served)
+
+    # -- calls --------------------------------------------------------------
+
+    def _member(self, ticket: bytes) -> bytes:
+        seed = self.view.seed
+        return lottery_member(seed, ticket) if seed else b""
+
+    async def _call(self, wave: str, *args: str | bytes | int) -> Any:
+        self._on_call(1)
+        async with asyncio.timeout(self._timeout):
+            return await self._script.run(WaveKeys(wave).all(), args)
+
+    async def join(self, nik_hash: bytes) -> Place:
+        """A place for this NIK: its own if it has one, else a new one at the back
+        (or in the pre-queue). Raises TicketExpired when the wave closed."""
+        view = self.view
+        if not view.fresh:
+            raise LineUnknown
+        tid = ticket_id(view.wave, nik_hash)
+        reply = await self._call(view.wave, "join", tid, self._member(tid),
+                                 repr(self.settings.turn_seconds))
+        state, position, joined = _text(reply[0]), int(reply[1]), int(reply[2])
+        ticket = Ticket(view.wave, tid, position, joined)
+        if state == "registered":
+            return self._place(ticket, "registered", registration_id=bytes(reply[3]))
+        if state == "closed":
+            raise TicketExpired(self._place(ticket, "expired"))
+        self._max_tail = max(self._max_tail, position)
+        if state == "prequeue":
+            return self._place(ticket, "prequeue")
+        return await self.place(ticket)
+
+    async def place(self, ticket: Ticket) -> Place:
+        """Where a valid ticket stands now. Polls of a waiting ticket cost no Redis.
+
+        Raises TicketExpired for an expired ticket.
+        """
+        view = self.view
+        if not view.fresh:
+            raise LineUnknown
+        self._seen.add(ticket.ticket_id)
+        if ticket.wave != view.wave:
+            raise TicketExpired(self._place(ticket, "expired"))
+        if ticket.position == 0:
+            if view.phase == "prequeue":
+                return self._place(ticket, "prequeue")
+            # Drawn since: learn the position (once; the answer carries a new ticket).
+            ticket = await self._located(ticket)
+        position = ticket.position
+        if position > view.served:
+            if view.is_gone(position):
+                raise TicketExpired(self._place(ticket, "expired"))
+            return self._place(ticket, "waiting")
+        return await self._at_the_front(ticket)
+
+    async def _located(self, ticket: Ticket) -> Ticket:
+        registration, position, gone, _, joined = await self._lookup(ticket)
+        if registration or position == 0 or gone:
+            state = "registered" if registration else "expired"
+            place = self._place(ticket, state, registration_id=registration or None)
+            if registration:
+                raise TicketUsedError(place)
+            raise TicketExpired(place)
+        return Ticket(ticket.wave, ticket.ticket_id, position, joined)
+
+    async def _lookup(self, ticket: Ticket) -> tuple[bytes, int, bool, int, int]:
+        reply = await self._call(ticket.wave, "lookup", ticket.ticket_id,
+                                 self._member(ticket.ticket_id))
+        return bytes(reply[0]), int(reply[1]), bool(int(reply[2])), int(reply[3]), int(reply[4])
+
+    async def _at_the_front(self, ticket: Ticket) -> Place:
+        registration, _, gone, turn_ms, _ = await self._lookup(ticket)
+        if registration:
+            raise TicketUsedError(self._place(ticket, "registered", registration_id=registration))
+        valid_until = turn_ms / 1000 + self.settings.turn_seconds if turn_ms else 0.0
+        if gone or valid_until <= time.time():
+            raise TicketExpired(self._place(ticket, "expired"))
+        return self._place(ticket, "your_turn", turn_valid_until=valid_until)
+
+    async def leave(self, ticket: Ticket) -> None:
+        """Free the ticket's place (no longer counted ahead of anyone)."""
+        await self._call(ticket.wave, "leave", ticket.ticket_id, self._member(ticket.ticket_id))
+
+    async def registered(self, ticket: Ticket, registration_id: bytes) -> None:
+        """Record that the ticket admitted this registration (its polls say so)."""
+        await self._call(ticket.wave, "registered", ticket.ticket_id, registration_id)
+
+    def _place(self, ticket: Ticket, state: str, *, registration_id: bytes | None = None,
+               turn_valid_until: float | None = None) -> Place:
+        view = self.view
+        rate = max(view.measured_rate(self.rate()), 1e-9)
+        poll = self.settings.poll_seconds
+        ahead: int | None = None
+        eta: tuple[float, float] | None = None
+        if state == "waiting":
+            ahead = view.ahead(ticket.position)
+            p50 = ahead / rate
+            eta = (p50, ahead / (rate * P90_RATE_SHARE) + min(poll, p50))
+            # Poll more often as the turn nears, never more than once a second.
+            poll = max(1.0, min(poll, p50 / 2))
+        elif state == "prequeue":
+            until_open = max(0.0, view.opens_at - time.time())
+            eta = (until_open, until_open + view.prequeue_size / (rate * P90_RATE_SHARE))
+            poll = max(1.0, min(poll, until_open / 2)) if until_open else 1.0
+        elif state == "your_turn":
+            poll = 1.0
+        return Place(
+            state=state,
+            ticket=ticket,
+            token=self.signer.sign(ticket),
+            ahead=ahead,
+            eta=eta,
+            opens_at=view.opens_at if view.wave != STANDING_WAVE else None,
+            turn_valid_until=turn_valid_until,
+            registration_id=registration_id,
+            poll_after=poll,
+        )
+
+
+class TicketUsedError(TicketError):
+    """The ticket already admitted a registration."""
+
+    def __init__(self, place: Place) -> None:
+        super().__init__("ticket used")
+        self.place = place
