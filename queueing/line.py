@@ -16,11 +16,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from config.settings import WaitingRoomSettings
+from queueing.call_groups import CallGroups
 from queueing.keys import STANDING_WAVE, WaveKeys
 from queueing.queue_tickets import Ticket, TicketSigner, lottery_member, ticket_id
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
@@ -167,6 +168,10 @@ class Line:
         self._max_tail = 0
         self._max_served = 0
         self._stopping = asyncio.Event()
+        self._joins: CallGroups[tuple[bytes, bytes], Any] = CallGroups(
+            lambda group: self._grouped("join", group))
+        self._lookups: CallGroups[tuple[bytes, bytes], Any] = CallGroups(
+            lambda group: self._grouped("lookup", group))
         # Told of every Redis round trip made for tickets (joins, look-ups, ticks):
         # the opening-crush report divides them by the polls.
         self._on_call = on_call
@@ -233,6 +238,13 @@ class Line:
         seed = self.view.seed
         return lottery_member(seed, ticket) if seed else b""
 
+    async def _grouped(self, mode: str, group: Sequence[tuple[bytes, bytes]]) -> Any:
+        """One call for a group of joins or look-ups (line.lua), in the line in force."""
+        args: list[str | bytes | int] = [mode, repr(self.settings.turn_seconds)]
+        for ticket, member in group:
+            args += (ticket, member)
+        return await self._call(self.view.wave, *args)
+
     async def _call(self, wave: str, *args: str | bytes | int) -> Any:
         self._on_call(1)
         async with asyncio.timeout(self._timeout):
@@ -245,8 +257,8 @@ class Line:
         if not view.fresh:
             raise LineUnknown
         tid = ticket_id(view.wave, nik_hash)
-        reply = await self._call(view.wave, "join", tid, self._member(tid),
-                                 repr(self.settings.turn_seconds))
+        async with asyncio.timeout(self._timeout):
+            reply = await self._joins.call((tid, self._member(tid)))
         state, position, joined = _text(reply[0]), int(reply[1]), int(reply[2])
         ticket = Ticket(view.wave, tid, position, joined)
         if state == "registered":
@@ -292,8 +304,8 @@ class Line:
         return Ticket(ticket.wave, ticket.ticket_id, position, joined)
 
     async def _lookup(self, ticket: Ticket) -> tuple[bytes, int, bool, int, int]:
-        reply = await self._call(ticket.wave, "lookup", ticket.ticket_id,
-                                 self._member(ticket.ticket_id))
+        async with asyncio.timeout(self._timeout):
+            reply = await self._lookups.call((ticket.ticket_id, self._member(ticket.ticket_id)))
         return bytes(reply[0]), int(reply[1]), bool(int(reply[2])), int(reply[3]), int(reply[4])
 
     async def _at_the_front(self, ticket: Ticket) -> Place:

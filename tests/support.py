@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -268,3 +268,13 @@ def seal_people(settings: Settings, people: Sequence[Registrant],
         # One millisecond apart, so id order is list order.
         envelopes.append(sealing.seal(checked, first_ms + offset))
     return envelopes
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0,
+                     what: str = "condition") -> None:
+    """Poll until the check holds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {within} s")
+        await asyncio.sleep(0.05)

@@ -3,7 +3,8 @@
 -- KEYS (queueing/keys.py, WaveKeys.all(): one hash tag, one cluster slot)
 --   [1] state hash   [2] draw zset   [3] tickets hash   [4] seen zset
 --   [5] gone zset    [6] gone_log list   [7] turns zset
--- ARGV[1] the call: 'tick' | 'join' | 'lookup' | 'leave' | 'registered'
+-- ARGV[1] the call: 'tick' | 'join' | 'lookup' | 'leave' | 'registered'; joins and
+-- look-ups come in groups (one call for every ticket that waited for the last one)
 --
 -- Every call first brings the line up to the Redis server's clock: at the
 -- first call at or after `opens_at` the pre-queue is drawn (its size becomes
@@ -73,10 +74,7 @@ local function mark_gone(tid, position)
   end
 end
 
-if mode == 'join' then
-  -- ARGV[2] ticket id, ARGV[3] its lottery member ('' for a wave without a seed),
-  -- ARGV[4] turn_seconds. Returns {state, position, joined at[, registration id]}.
-  local tid, member, turn_seconds = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local function join(tid, member, turn_seconds)
   local registered = redis.call('HGET', KEYS[3], 'r:' .. tid)
   if registered then
     return {'registered', position_of(tid, member) or 0,
@@ -103,8 +101,8 @@ if mode == 'join' then
       if not turn or now_ms - turn > turn_seconds * 1000 then
         position = nil  -- its turn passed: queue again at the back
         redis.call('HDEL', KEYS[3], 'p:' .. tid)
-        redis.call('HSET', KEYS[3], 'j:' .. tid, string.format('%d', now))
         joined = string.format('%d', now)
+        redis.call('HSET', KEYS[3], 'j:' .. tid, joined)
       end
     end
   end
@@ -114,11 +112,9 @@ if mode == 'join' then
     redis.call('HSET', KEYS[3], 'p:' .. tid, position)
   end
   return {'waiting', position, joined}
+end
 
-elseif mode == 'lookup' then
-  -- ARGV[2] ticket id, ARGV[3] its lottery member (or '').
-  -- Returns {registration id or '', position or 0, gone 0/1, turn ms or 0, joined at}.
-  local tid, member = ARGV[2], ARGV[3]
+local function lookup(tid, member)
   local position = position_of(tid, member) or 0
   redis.call('ZADD', KEYS[4], 'XX', now, tid)
   local turn = 0
@@ -126,6 +122,24 @@ elseif mode == 'lookup' then
   return {redis.call('HGET', KEYS[3], 'r:' .. tid) or '', position,
     redis.call('HEXISTS', KEYS[3], 'g:' .. tid), turn,
     redis.call('HGET', KEYS[3], 'j:' .. tid) or '0'}
+end
+
+if mode == 'join' or mode == 'lookup' then
+  -- ARGV[2] turn_seconds; then (ticket id, its lottery member or '') pairs, one
+  -- per ticket of the group. One reply per ticket:
+  --   join:   {state, position, joined at[, registration id]}, state one of
+  --           'registered', 'closed', 'prequeue', 'waiting'
+  --   lookup: {registration id or '', position or 0, gone 0/1, turn ms or 0, joined at}
+  local turn_seconds = tonumber(ARGV[2])
+  local replies = {}
+  for i = 3, #ARGV, 2 do
+    if mode == 'join' then
+      replies[#replies + 1] = join(ARGV[i], ARGV[i + 1], turn_seconds)
+    else
+      replies[#replies + 1] = lookup(ARGV[i], ARGV[i + 1])
+    end
+  end
+  return replies
 
 elseif mode == 'leave' then
   -- ARGV[2] ticket id, ARGV[3] its lottery member (or '').

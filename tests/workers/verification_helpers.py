@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import email
 import email.policy
-import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from gelombang.processes import free_port
 from queueing.keys import partitions
+from tests.support import eventually as eventually
 from tests.support import stream_range
 from workers.runtime.consumer import PartitionConsumer
 from workers.sandbox.mail_sink import MaildirHandler, start_mail_sink
@@ -116,16 +116,6 @@ def received_mail(maildir: Path) -> list[ReceivedMail]:
                                   uuid.UUID(str(message["X-Gelombang-Registration"])),
                                   text, html))
     return mails
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0,
-                     what: str = "condition") -> None:
-    """Poll until the check holds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {within} s")
-        await asyncio.sleep(0.05)
 
 
 async def states(pg: asyncpg.Connection, column: str) -> dict[uuid.UUID, str]:
