@@ -224,15 +224,16 @@ def test_the_doc_parser_finds_the_whole_contract() -> None:
         ANY_PATH, ("post", "/v1/registrations"), ("get", "/v1/registrations/{registration_id}"),
         ("post", "/v1/registrations/{registration_id}/verification-email"),
         ("get", "/v1/verify-email"), ("get", "/healthz"), ("get", "/readyz"),
-        ("get", "/openapi.json"),
+        ("get", "/openapi.json"), ("post", "/v1/queue/tickets"),
+        ("get", "/v1/queue/tickets/{ticket}"), ("delete", "/v1/queue/tickets/{ticket}"),
     }
     assert doc.operations[ANY_PATH]["405"].headers == {"Allow"}
     create = doc.operations["post", "/v1/registrations"]
     assert create["503"].codes == {"backlog_full", "queue_unavailable", "outcome_unknown",
                                    "intake_closed"}
-    assert create["429"].headers == {"Retry-After", "RateLimit-Policy", "RateLimit"}
+    assert create["429"].headers == {"Retry-After", "RateLimit-Policy", "RateLimit", "Location"}
     assert create["202"].headers == {"Location"}
-    assert len(doc.error_codes) == 20
+    assert len(doc.error_codes) == 24
     assert doc.error_codes["outcome_unknown"] == {"503"}
     assert len(doc.field_codes) == 13
     assert doc.request_fields == {"nik", "full_name", "email", "phone", "birth_date", "consent"}
@@ -291,7 +292,8 @@ def _new_code(document: dict[str, Any]) -> None:
 
 
 def _new_answered_code(document: dict[str, Any]) -> None:
-    unavailable = document["components"]["responses"]["Unavailable"]
+    name = document["paths"]["/v1/registrations"]["post"]["responses"]["503"]["$ref"]
+    unavailable = document["components"]["responses"][name.rsplit("/", 1)[1]]
     schema = unavailable["content"]["application/json"]["schema"]["allOf"][1]
     schema["properties"]["error"]["properties"]["code"]["enum"].append("intake_paused")
 

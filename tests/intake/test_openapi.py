@@ -27,6 +27,9 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     # Added so that no failure is answered for a registration that was queued (issue 17):
     # the queue took the request and did not say in time what it did.
     "outcome_unknown",
+    # Added with the waiting room (issue 18), backward compatible: a client that never
+    # sends a ticket meets only `queued`, a 429 it already retries after Retry-After.
+    "queued", "invalid_ticket", "ticket_expired", "ticket_used",
     *{"malformed_request", "method_not_allowed"},
 })
 # Answered whatever the path, before any operation (issue 17): a request the HTTP layer
@@ -41,7 +44,8 @@ FIELD_CODES: Final = frozenset({
 REQUEST_FIELDS: Final = frozenset({"nik", "full_name", "email", "phone", "birth_date", "consent"})
 # Method, path and status codes of every operation of the public port.
 OPERATIONS: Final = {
-    ("post", "/v1/registrations"): {"202", "400", "408", "413", "415", "422", "429", "503"},
+    ("post", "/v1/registrations"): {"202", "400", "403", "408", "409", "410", "413", "415",
+                                    "422", "429", "503"},
     ("get", "/v1/registrations/{registration_id}"): {"200", "404", "429", "503"},
     ("post", "/v1/registrations/{registration_id}/verification-email"): {
         "202", "404", "409", "429", "503"},
@@ -49,6 +53,9 @@ OPERATIONS: Final = {
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
     ("get", "/openapi.json"): {"200"},
+    ("post", "/v1/queue/tickets"): {"202", "400", "404", "415", "422", "503"},
+    ("get", "/v1/queue/tickets/{ticket}"): {"200", "403", "404", "409", "410", "503"},
+    ("delete", "/v1/queue/tickets/{ticket}"): {"204", "403", "404", "503"},
 }
 HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "options", "head", "patch",
                                  "trace"})
@@ -175,11 +182,17 @@ def test_every_error_code_is_answered_and_no_other() -> None:
                 answered += _response_codes(_json_schema(method, path, status))
     assert set(answered) == PUBLIC_ERROR_CODES - HTTP_LAYER_CODES
     # The codes with more than one home: the status read, the email link and the
-    # resend (status_unavailable); the status read and the resend (not_found); both
-    # POSTs, the status read and the email link (client_limited).
-    assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES - HTTP_LAYER_CODES,
-                                       "status_unavailable", "status_unavailable",
-                                       "not_found", *["client_limited"] * 3])
+    # resend (status_unavailable); the status read, the resend and the three ticket
+    # routes with the waiting room off (not_found); both POSTs, the status read and
+    # the email link (client_limited); the registration and the ticket routes (the
+    # ticket codes, malformed_json, unsupported_media_type, validation_failed,
+    # queue_unavailable, intake_closed).
+    assert sorted(answered) == sorted([
+        *PUBLIC_ERROR_CODES - HTTP_LAYER_CODES,
+        "status_unavailable", "status_unavailable", *["not_found"] * 4,
+        *["client_limited"] * 3, *["invalid_ticket"] * 2, *["queue_unavailable"] * 3,
+        "ticket_used", "ticket_expired", "malformed_json", "unsupported_media_type",
+        "validation_failed", "intake_closed"])
 
 
 def test_the_status_read_describes_queued_ids_and_its_client_limit() -> None:
@@ -246,7 +259,7 @@ def test_request_schema_requires_every_field() -> None:
 
 
 def test_idempotency_key_header_is_optional_and_patterned() -> None:
-    (parameter,) = (
+    parameter, _ = (
         _resolve(p) for p in _operation("post", "/v1/registrations")["parameters"]
     )
     assert (parameter["name"], parameter["in"], parameter["required"]) == (
@@ -258,10 +271,12 @@ def test_idempotency_key_header_is_optional_and_patterned() -> None:
 def test_rejections_carry_the_contracts_headers() -> None:
     responses = _operation("post", "/v1/registrations")["responses"]
     assert set(_resolve(responses["202"])["headers"]) == {"Location"}
+    # Location with `queued` (a place in the waiting room), the RateLimit fields with
+    # the buckets' own refusals.
     assert set(_resolve(responses["429"])["headers"]) == {
-        "Retry-After", "RateLimit-Policy", "RateLimit"
+        "Retry-After", "RateLimit-Policy", "RateLimit", "Location"
     }
-    assert set(_resolve(responses["503"])["headers"]) == {"Retry-After"}
+    assert set(_resolve(responses["503"])["headers"]) == {"Retry-After", "Location"}
     retry_after = _resolve(_resolve(responses["503"])["headers"]["Retry-After"])
     assert retry_after["schema"] == {"type": "integer", "minimum": 1}
 
