@@ -14,6 +14,7 @@ it cannot flood the audit trail (which Redis holds until it is archived).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import math
@@ -107,6 +108,9 @@ async def metrics_text(request: web.Request) -> web.Response:
                                            await memory(door.redis))
     except REDIS_UNAVAILABLE:
         pass  # scraped without the Redis-read gauges: the counters still tell
+    line = door.admission.line
+    if line is not None and line.view.fresh:
+        queues = dataclasses.replace(queues, line=metrics.line_figures(line.view, line.rate()))
     body = metrics.render(queues, door.live.policy)
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 

@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 from queueing.admission import AdmissionPolicy, Outcome
 from queueing.breaker_reports import BreakerReport
 from queueing.grouping import GroupStats
+from queueing.line import LineView
 from queueing.redis_memory import NodeMemory
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -266,6 +267,9 @@ class QueueSnapshot:
     dead_letters: Mapping[int, int] = field(default_factory=dict)
     breakers: Sequence[BreakerReport] = ()
     redis_memory: Sequence[NodeMemory] = ()
+    # The waiting room's line in force, as this door last read it (no Redis call of
+    # the scrape's own): wave, and its figures by gauge name.
+    line: tuple[str, Mapping[str, float]] | None = None
 
 
 class _Snapshot(Collector):
@@ -309,12 +313,42 @@ class _Snapshot(Collector):
             limit.add_metric([node.node], node.limit)
         yield used
         yield limit
+        if self._queues.line is not None:
+            wave, figures = self._queues.line
+            for name, value in figures.items():
+                yield _wave_gauge(name, wave, value)
         # Every field of the policy (config/settings.py AdmissionPolicy), as a number.
         for name, value in self._policy.model_dump().items():
             yield GaugeMetricFamily(
                 f"gelombang_admission_{name}", f"Admission setting in force: {name}.",
                 value=float(value),
             )
+
+
+_LINE_GAUGES: Final[Mapping[str, str]] = {
+    "waiting": "People waiting in the waiting room's line (live tickets past the served"
+               " counter; the pre-queue's size before the draw).",
+    "served": "The line's served counter: positions whose turn has come.",
+    "tail": "The last position handed out.",
+    "expired": "Tickets of the wave skipped for idleness or whose turn passed unused.",
+    "used": "Tickets of the wave that admitted a registration.",
+    "left": "Tickets of the wave whose holders left the line.",
+    "release_rate": "Positions the line releases a second (the admission rate unless set).",
+}
+
+
+def line_figures(view: LineView, release_rate: float) -> tuple[str, dict[str, float]]:
+    """The line gauges' values from a door's copy of the line."""
+    waiting = view.prequeue_size if view.phase == "prequeue" else view.waiting
+    return view.wave, {"waiting": waiting, "served": view.served, "tail": view.tail,
+                       "expired": view.expired, "used": view.used, "left": view.left,
+                       "release_rate": release_rate}
+
+
+def _wave_gauge(name: str, wave: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"gelombang_queue_{name}", _LINE_GAUGES[name], labels=["wave"])
+    family.add_metric([wave], value)
+    return family
 
 
 def render(queues: QueueSnapshot, policy: AdmissionPolicy) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from config.settings import Settings
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.keys import WAVES, WaveKeys
 from queueing.redis_client import RedisClient
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest, running_door, with_admission
 
 pytestmark = pytest.mark.both_redis
@@ -224,3 +226,25 @@ async def test_the_prequeue_is_drawn_by_the_published_seed(
 
     by_lottery = sorted(positions, key=lottery)
     assert [positions[tid] for tid in by_lottery] == list(range(1, 7))
+
+
+async def test_the_line_and_its_tickets_are_in_the_metrics(
+        test_settings: Settings, redis_client: RedisClient,
+        registrants: RegistrantFactory) -> None:
+    async with running_door(room_settings(test_settings, rate=0.5, burst=1)) as room:
+        await fill_bucket(room, registrants, 1)
+        for _ in range(3):
+            _, _, body = await register(room, registrants.make())
+        await poll(room, body["queue"]["ticket"])
+        await asyncio.sleep(0.5)  # a tick
+        async with room.admin.get("/metrics", headers={
+                "Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}) as response:
+            text = await response.text()
+    # Released at 0.5 a second: none or one of the three has had its turn.
+    assert re.search(r'gelombang_queue_waiting\{wave="standing"\} [23]\.0', text)
+    assert 'gelombang_queue_tail{wave="standing"} 3.0' in text
+    assert 'gelombang_queue_release_rate{wave="standing"} 0.5' in text
+    assert 'gelombang_queue_tickets_total{event="polled"}' in text
+    calls = [line for line in text.splitlines()
+             if line.startswith("gelombang_queue_redis_calls_total ")]
+    assert calls and float(calls[0].split()[1]) > 0
