@@ -23,7 +23,7 @@ from queueing.grouping import GroupAdmitter
 from queueing.ids import RegistrationIds
 from queueing.intake_admission import IntakeAdmission, Sealing
 from queueing.keys import Partition, partitions
-from queueing.line import Line
+from queueing.line import Line, OrderWatch
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
 from queueing.process_reports import DoorReporter
@@ -81,6 +81,8 @@ class Door:
     # The same limit's own buckets for the reads that may reach PostgreSQL.
     read_limiter: ClientLimiter | None = None
     draining: bool = False
+    # Admissions on turns out of the line's order, for gelombang_queue_late_admissions_total.
+    order_watch: OrderWatch = field(default_factory=OrderWatch)
     # When a status poll last logged that it could not reach the priority lane
     # (monotonic seconds): one line per LANE_WARNING_SECONDS, not one per poll.
     lane_warned_at: float = float("-inf")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from prometheus_client.registry import Collector
 from queueing.admission import AdmissionPolicy, Outcome
 from queueing.breaker_reports import BreakerReport
 from queueing.grouping import GroupStats
-from queueing.line import LineView
+from queueing.line import LineView, OrderWatch
+from queueing.queue_tickets import Ticket
 from queueing.redis_memory import NodeMemory
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -83,6 +85,11 @@ _QUEUE_REDIS_CALLS = Counter(
     "gelombang_queue_redis_calls_total",
     "Redis round trips made for the waiting room (ticks, joins, look-ups, leaving,"
     " recording a registration); polls of waiting tickets make none.",
+)
+_QUEUE_LATE = Counter(
+    "gelombang_queue_late_admissions_total",
+    "Admissions on a turn that came more than 2 s after this door admitted someone behind"
+    " them in the line (fairness: 0 when turns are taken in order).",
 )
 QUEUE_WAIT_SECONDS = Histogram(
     "gelombang_queue_wait_seconds",
@@ -192,6 +199,7 @@ _QUEUE_COUNTERS = {event: LocalCounter(_QUEUE_EVENTS.labels(event))
                    for event in ("issued", "used", "polled", "left", "invalid", "reused")}
 QUEUE_REDIS_CALLS = LocalCounter(_QUEUE_REDIS_CALLS)
 QUEUE_WAIT = LocalHistogram(QUEUE_WAIT_SECONDS)
+QUEUE_LATE = LocalCounter(_QUEUE_LATE)
 _GROUP_SIZE = LocalHistogram(GROUP_SIZE)
 _REDIS_SECONDS = LocalHistogram(REDIS_SECONDS)
 # Per (route, status): shared by every RequestTimer of the process, as the children are.
@@ -218,6 +226,20 @@ class RequestTimer:
 def count_queue_event(event: str) -> None:
     """Count one waiting room event (see gelombang_queue_tickets_total)."""
     _QUEUE_COUNTERS[event].inc()
+
+
+def flushed_count(event: str) -> float:
+    """A waiting room event's count as prometheus-client holds it (after a flush)."""
+    flush()
+    return float(_QUEUE_EVENTS.labels(event)._value.get())
+
+
+def admitted_on_turn(ticket: Ticket, order: OrderWatch) -> None:
+    """Count a registration admitted on its turn: used, its wait, and whether it was late."""
+    _QUEUE_COUNTERS["used"].inc()
+    QUEUE_WAIT.observe(max(0.0, time.time() - ticket.joined_at))
+    if order.admitted(ticket.position):
+        QUEUE_LATE.inc()
 
 
 def observe_group(stats: GroupStats) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import datetime
 import math
 import re
-import time
 import uuid
 from typing import Final
 
@@ -102,9 +101,8 @@ async def register(door: Door, request: web.BaseRequest) -> web.Response:
         return _not_decided(exc)
     except TicketError as exc:
         return ticket_error_response(exc)
-    if ticket is not None and decision.outcome is Outcome.ADMITTED:
-        metrics.count_queue_event("used")
-        metrics.QUEUE_WAIT.observe(max(0.0, time.time() - ticket.joined_at))
+    if decision.outcome is Outcome.ADMITTED and decision.place is not None:
+        metrics.admitted_on_turn(decision.place.ticket, door.order_watch)
     return _answer(door, decision)
 
 

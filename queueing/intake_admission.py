@@ -204,6 +204,7 @@ class IntakeAdmission:
             assert decision.registration_id is not None
             raise TicketUsedError(_registered(place, decision.registration_id))
         if decision.outcome is Outcome.ADMITTED:
+            decision.place = place
             # For the ticket's later polls; the registration is queued either way.
             with contextlib.suppress(*REDIS_UNAVAILABLE):
                 await line.registered(ticket, registration_id)

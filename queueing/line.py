@@ -150,6 +150,29 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class OrderWatch:
+    """Admissions on turns out of the line's order, as one door sees them.
+
+    An admission of position p is late when this door admitted a position
+    behind p more than `slack` seconds earlier: the fairness the opening-crush
+    scenario checks for the whole deployment (no one admitted more than 2 s
+    after someone behind them), counted here per door at no cost.
+    """
+
+    def __init__(self, slack: float = 2.0) -> None:
+        self._slack = slack
+        self._recent: deque[tuple[float, int]] = deque()
+        self._settled_max = 0
+
+    def admitted(self, position: int, now: float | None = None) -> bool:
+        """Record an admission on a turn; whether it came late."""
+        at = time.monotonic() if now is None else now
+        while self._recent and self._recent[0][0] < at - self._slack:
+            self._settled_max = max(self._settled_max, self._recent.popleft()[1])
+        self._recent.append((at, position))
+        return self._settled_max > position
+
+
 class Line:
     """The line in force, for one door process: its view, its tick and its calls."""
 

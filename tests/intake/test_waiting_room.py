@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from config.settings import Settings
+from intake import metrics
 from loadtest.registrants import Registrant, RegistrantFactory
 from queueing.keys import WAVES, WaveKeys
 from queueing.redis_client import RedisClient
@@ -108,8 +109,12 @@ async def test_a_ticket_admits_on_its_turn_once_and_bypasses_the_bucket(
     _, _, body = await register(room, person)
     turn = await until_turn(room, body["queue"]["ticket"])
     assert turn["turn_valid_until"] is not None
+    used, waits = metrics.flushed_count("used"), metrics.QUEUE_WAIT_SECONDS._sum.get()
     status, _, admitted = await register(room, person, ticket=turn["ticket"])
     assert status == 202
+    metrics.flush()
+    assert metrics.flushed_count("used") == used + 1
+    assert metrics.QUEUE_WAIT_SECONDS._sum.get() > waits
     # Shown again, the used ticket admits nothing more: 409 with the registration.
     status, _, again = await register(room, person, ticket=turn["ticket"])
     assert status == 409 and again["error"]["code"] == "ticket_used"
