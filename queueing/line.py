@@ -293,10 +293,12 @@ class Line:
             return self._place(ticket, "prequeue")
         return await self.place(ticket)
 
-    async def place(self, ticket: Ticket) -> Place:
+    async def place(self, ticket: Ticket, token: str | None = None) -> Place:
         """Where a valid ticket stands now. Polls of a waiting ticket cost no Redis.
 
-        Raises TicketExpired for an expired ticket.
+        `token`: the ticket as the client sent it, answered back unchanged while
+        the ticket is (no signing per poll). Raises TicketExpired for an expired
+        ticket.
         """
         view = self.view
         if not view.fresh:
@@ -306,14 +308,14 @@ class Line:
             raise TicketExpired(self._place(ticket, "expired"))
         if ticket.position == 0:
             if view.phase == "prequeue":
-                return self._place(ticket, "prequeue")
+                return self._place(ticket, "prequeue", token=token)
             # Drawn since: learn the position (once; the answer carries a new ticket).
-            ticket = await self._located(ticket)
+            ticket, token = await self._located(ticket), None
         position = ticket.position
         if position > view.served:
             if view.is_gone(position):
                 raise TicketExpired(self._place(ticket, "expired"))
-            return self._place(ticket, "waiting")
+            return self._place(ticket, "waiting", token=token)
         return await self._at_the_front(ticket)
 
     async def _located(self, ticket: Ticket) -> Ticket:
@@ -348,7 +350,8 @@ class Line:
         """Record that the ticket admitted this registration (its polls say so)."""
         await self._call(ticket.wave, "registered", ticket.ticket_id, registration_id)
 
-    def _place(self, ticket: Ticket, state: str, *, registration_id: bytes | None = None,
+    def _place(self, ticket: Ticket, state: str, *, token: str | None = None,
+               registration_id: bytes | None = None,
                turn_valid_until: float | None = None) -> Place:
         view = self.view
         rate = max(view.measured_rate(self.rate()), 1e-9)
@@ -370,7 +373,7 @@ class Line:
         return Place(
             state=state,
             ticket=ticket,
-            token=self.signer.sign(ticket),
+            token=token or self.signer.sign(ticket),
             ahead=ahead,
             eta=eta,
             opens_at=view.opens_at if view.wave != STANDING_WAVE else None,
