@@ -161,7 +161,8 @@ function accepted(id) {
 // An answer that put the registration in the line: wait there, then say what comes next
 // ({again: true}, to send again now, or {done: true}).
 async function inLine(job, outcome) {
-  const q = outcome.queued !== undefined ? outcome.queued : { ...outcome.expired, state: "expired" };
+  const q = outcome.queued !== undefined ? outcome.queued
+    : { ...outcome.expired, state: "expired" };
   const next = outcome.invalidTicket !== undefined ? { invalid: true } : await waitInLine(q, true);
   if (job.abort.signal.aborted || next.stopped) return { done: true };
   if (next.registered !== undefined) {
