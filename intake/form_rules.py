@@ -73,6 +73,12 @@ ERROR_MESSAGES: Final[dict[str, str]] = {
                  " alamat.",
     "resend_too_soon": "Email verifikasi baru saja diminta.",
     "nothing_to_resend": "Email verifikasi tidak perlu dikirim ulang.",
+    # The waiting room's (docs/waiting-room.md): the form handles each itself; these are
+    # the words for an answer it cannot read further (a ticket object missing).
+    "queued": "Anda masuk antrean pendaftaran.",
+    "invalid_ticket": "Tiket antrean Anda tidak berlaku.",
+    "ticket_expired": "Giliran Anda di antrean sudah lewat.",
+    "ticket_used": "Tiket antrean ini sudah dipakai untuk mendaftar.",
     "network": "Tidak dapat terhubung ke server.",
     # A 5xx with no code of the contract: a proxy's error page, or the door failing.
     "server_error": "Server sedang tidak dapat melayani.",
@@ -124,6 +130,49 @@ SEND_MESSAGES: Final[dict[str, str]] = {
     "accepted": "Pendaftaran Anda diterima.",
 }
 
+# The waiting room's view (intake/web/form-queue.js). The live region takes only the texts
+# of a change of state ("joined" ... "left"), each once; the rest are the view's lines, the
+# countdown among them, outside it. `{time}` is a time in WIB, `{count}` a number of people,
+# `{low}`/`{high}` minutes, `{seconds}` and `{duration}` count down.
+QUEUE_MESSAGES: Final[dict[str, Any]] = {
+    "joined": "Anda masuk antrean. Pendaftaran dikirim otomatis saat giliran Anda tiba;"
+              " biarkan halaman ini tetap terbuka.",
+    "prequeue": "Anda masuk antrean sebelum pembukaan. Urutan antrean diundi saat pendaftaran"
+                " dibuka; biarkan halaman ini tetap terbuka.",
+    "opened": "Pendaftaran telah dibuka dan nomor antrean Anda sudah ditentukan.",
+    # After a reload: the place is kept, the form's data is not (it is never stored).
+    "resumed": "Anda masih dalam antrean. Isi kembali formulir lalu tekan Daftar;"
+               " pendaftaran dikirim otomatis saat giliran Anda tiba.",
+    "turn": "Giliran Anda tiba. Mengirim pendaftaran…",
+    "turn_refill": "Giliran Anda tiba. Isi kembali formulir lalu tekan Daftar sebelum pukul"
+                   " {time}.",
+    "turn_refill_now": "Giliran Anda tiba. Isi kembali formulir lalu tekan Daftar sekarang.",
+    "expired": "Giliran Anda sudah lewat. Tekan “Antre lagi” untuk masuk antrean kembali"
+               " dari belakang.",
+    "left": "Anda keluar dari antrean. Tekan Daftar untuk mengirim lagi; pendaftaran masuk"
+            " antrean dari belakang.",
+    "refill": "Isi kembali formulir lalu tekan Daftar untuk masuk antrean lagi.",
+    "invalid": "Tiket antrean Anda tidak berlaku lagi. Tekan Daftar untuk masuk antrean lagi.",
+    "states": {
+        "checking": "Memeriksa antrean…",
+        "prequeue": "Menunggu pembukaan",
+        "waiting": "Menunggu giliran",
+        "your_turn": "Giliran Anda",
+        "expired": "Giliran sudah lewat",
+    },
+    "opens_at": "Pendaftaran dibuka {time}.",
+    "opens_in": "Dibuka dalam {duration}.",
+    "drawing": "Pendaftaran sudah dibuka; nomor antrean sedang diundi.",
+    "ahead": "{count} orang di depan Anda",
+    "eta_range": "perkiraan {low} \u2013 {high} menit",
+    "eta": "perkiraan {low} menit",
+    "next_check": "Pemeriksaan berikutnya dalam {seconds} detik.",
+    "checking": "Memeriksa antrean…",
+    "refill_note": "Data formulir tidak disimpan di peramban. Isi kembali formulir di bawah"
+                   " dan tekan Daftar; pendaftaran dikirim otomatis saat giliran Anda tiba.",
+    "units": {"hours": "jam", "minutes": "menit", "seconds": "detik"},
+}
+
 
 def _python_whitespace() -> str:
     # What str.strip() removes; JavaScript's trim() differs (U+001C-U+001F, U+0085, U+FEFF).
@@ -158,6 +207,7 @@ def form_rules() -> dict[str, Any]:
         "notes": STATUS_NOTES,
         "resend": RESEND_MESSAGES,
         "send": SEND_MESSAGES,
+        "queue": QUEUE_MESSAGES,
     }
 
 

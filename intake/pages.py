@@ -39,7 +39,7 @@ _SECURITY_HEADERS: Final = {
 RULES_PLACEHOLDER: Final = b"{{FORM_RULES}}"
 # The form's ES modules: form.js, the entry the page loads, imports the others by name.
 FORM_SCRIPTS: Final = ("form.js", "form-base.js", "form-check.js", "form-send.js",
-                       "form-status.js")
+                       "form-queue.js", "form-status.js")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,19 @@
 // Sending the filled form: checked as the server checks it, then posted with an
 // Idempotency-Key and tried again, with the same key, after every answer that says nothing
 // was decided for good (429, 408, any 5xx, a proxy's HTML error page, no answer at all),
-// until a 202 or a final 4xx, the registrant's cancel, or MAX_TRIES.
+// until a 202 or a final 4xx, the registrant's cancel, or MAX_TRIES. An answer that carries
+// a waiting-room ticket hands the page to form-queue.js, which waits for the turn; then the
+// same body goes again with the same key and `Authorization: Queue <ticket>`.
 import { ERR, RULES, jakartaToday, retryAfterSeconds, retryDelay, wibTime } from "./form-base.js";
 import { validate } from "./form-check.js";
+import {
+  dropPlace, heldTicket, holdsPlace, keepPlace, stopLine, turnDeadline, waitInLine,
+} from "./form-queue.js";
 import { showStatus } from "./form-status.js";
 
 const MSG = RULES.messages;
 const SEND = RULES.send;
+const QUEUE = RULES.queue;
 const TEXT_FIELDS = ["nik", "full_name", "email", "phone", "birth_date"];
 // About a quarter of an hour of trying at the backoff's cap; then the page stops on its
 // own, so a tab left open does not knock on the door all day. Daftar starts again.
@@ -59,14 +65,22 @@ function newKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// One POST, read into what to do next: {accepted: id}, {fields}, {final: text} or
-// {retry: text, after: seconds}.
-async function post(body, key, signal) {
+// The ticket object an answer carries, if any.
+function ticketOf(answer) {
+  const queue = answer && answer.queue;
+  return queue && typeof queue === "object" && typeof queue.ticket === "string" ? queue : null;
+}
+
+// One POST, with the place's ticket when one is held, read into what to do next:
+// {accepted: id}, {fields}, {final: text}, {retry: text, after: seconds}, {queued: ticket
+// object}, {expired} or {invalidTicket}.
+async function post(body, key, signal, ticket) {
+  const headers = { "Content-Type": "application/json", "Idempotency-Key": key };
+  if (ticket !== null) headers.Authorization = "Queue " + ticket;
   let response;
   try {
     response = await fetch("/v1/registrations", {
-      method: "POST", signal, body: JSON.stringify(body),
-      headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+      method: "POST", signal, body: JSON.stringify(body), headers,
     });
   } catch (_) {
     return { retry: ERR.network, after: 0 };
@@ -77,6 +91,23 @@ async function post(body, key, signal) {
     return { accepted: answer.registration_id };
   }
   const error = (answer && answer.error) || {};
+  const queue = ticketOf(answer);
+  keepPlace(queue);  // any answer may hand a newer token: the newest is the one kept
+  if (ticket !== null) {
+    // The ticket admits one registration: used already (an earlier try got through and
+    // its answer was lost), that one is this registration.
+    if (response.status === 409 && error.code === "ticket_used" && queue
+        && queue.registration_id) {
+      return { accepted: queue.registration_id };
+    }
+    if (response.status === 410) return { expired: queue };
+    if (response.status === 403 && error.code === "invalid_ticket") return { invalidTicket: true };
+  }
+  if (queue && (response.status === 429 || response.status === 503)) {
+    // Its turn, and refused all the same (the backlog is full): tried again as any 503 is,
+    // with the ticket; waiting for a turn that has come would only lose it.
+    if (queue.state !== "your_turn") return { queued: queue };
+  }
   // 202 without its body (cut off on the way) is asked again too: the key brings the same.
   if ([202, 408, 429].includes(response.status) || response.status >= 500) {
     const known = ERR[error.code];
@@ -118,12 +149,63 @@ function stopSending() {
   submit.disabled = false;
 }
 
+function accepted(id) {
+  pending = null;  // a final answer: the key has done its work
+  dropPlace();  // and so has the ticket
+  stopSending();
+  form.reset();
+  notice.textContent = SEND.accepted;
+  showStatus(id);
+}
+
+// An answer that put the registration in the line: wait there, then say what comes next
+// ({again: true}, to send again now, or {done: true}).
+async function inLine(job, outcome) {
+  const q = outcome.queued !== undefined ? outcome.queued
+    : { ...outcome.expired, state: "expired" };
+  const next = outcome.invalidTicket !== undefined ? { invalid: true } : await waitInLine(q, true);
+  if (job.abort.signal.aborted || next.stopped) return { done: true };
+  if (next.registered !== undefined) {
+    accepted(next.registered);
+    return { done: true };
+  }
+  if (next.left !== undefined) {
+    stopSending();
+    notice.textContent = QUEUE.left;
+    return { done: true };
+  }
+  if (next.invalid !== undefined) {
+    // Not signed by a key the door knows (rotated out), or another NIK's: dropped, and the
+    // registration sent once without it (it joins the line again if the door is busy).
+    dropPlace();
+    if (job.resentWithout) {
+      stopSending();
+      notice.textContent = QUEUE.invalid;
+      return { done: true };
+    }
+    job.resentWithout = true;
+    notice.textContent = SEND.sending;
+    return { again: true };
+  }
+  // {turn}: the ticket kept is sent; {rejoin}: it was dropped, and the registration joins
+  // the line again at the back.
+  notice.textContent = next.turn !== undefined ? QUEUE.turn : SEND.sending;
+  return { again: true };
+}
+
 async function deliver(job) {
   const { signal } = job.abort;
   for (let tries = 1; ; tries += 1) {
     retryWait.textContent = SEND.sending;
-    const outcome = await post(job.body, job.key, signal);
+    const outcome = await post(job.body, job.key, signal, heldTicket());
     if (signal.aborted) return;  // cancelled: the cancel has said so
+    if (outcome.queued !== undefined || outcome.expired !== undefined
+        || outcome.invalidTicket !== undefined) {
+      const next = await inLine(job, outcome);
+      if (next.done) return;
+      tries = 0;  // time in the line is no failed try
+      continue;
+    }
     if (outcome.retry !== undefined) {
       if (tries >= MAX_TRIES) {
         stopSending();
@@ -137,13 +219,13 @@ async function deliver(job) {
       if (signal.aborted) return;
       continue;
     }
+    if (outcome.accepted !== undefined) {
+      accepted(outcome.accepted);
+      return;
+    }
     pending = null;  // a final answer: the key has done its work
     stopSending();
-    if (outcome.accepted !== undefined) {
-      form.reset();
-      notice.textContent = SEND.accepted;
-      showStatus(outcome.accepted);
-    } else if (outcome.fields !== undefined) {
+    if (outcome.fields !== undefined) {
       notice.textContent = "";
       showFieldErrors(outcome.fields);
     } else {
@@ -160,9 +242,10 @@ function start(event) {
   const failures = validate(body, jakartaToday());
   showFieldErrors(failures);
   if (Object.keys(failures).length > 0) return;
+  stopLine();  // a reloaded page waiting in the line: this send carries its ticket instead
   const text = JSON.stringify(body);
   if (pending === null || pending.text !== text) pending = { text, key: newKey() };
-  sending = { body, key: pending.key, abort: new AbortController() };
+  sending = { body, key: pending.key, abort: new AbortController(), resentWithout: false };
   submit.disabled = true;
   retryBox.hidden = false;
   notice.textContent = SEND.sending;
@@ -176,6 +259,29 @@ function stop() {
   sending.abort.abort();
   stopSending();
   notice.textContent = SEND.cancelled;
+}
+
+// After a reload the place in the line is still held (sessionStorage) but the form's data
+// is not (it is never stored): the line is shown with the form open to be filled again,
+// and Daftar sends it with the ticket.
+export async function resumeQueue() {
+  if (!holdsPlace()) return;
+  const next = await waitInLine(null, false);
+  if (next.stopped !== undefined) return;
+  if (next.registered !== undefined) {
+    accepted(next.registered);
+  } else if (next.turn !== undefined) {
+    const until = turnDeadline(next.turn);
+    notice.textContent = until === null ? QUEUE.turn_refill_now
+      : QUEUE.turn_refill.replace("{time}", until);
+    document.getElementById("nik").focus();
+  } else if (next.left !== undefined) {
+    notice.textContent = QUEUE.left;
+  } else {
+    dropPlace();  // expired and joining again, or no longer valid: the next Daftar joins
+    notice.textContent = next.invalid !== undefined ? QUEUE.invalid : QUEUE.refill;
+    document.getElementById("nik").focus();
+  }
 }
 
 // The button is disabled in the page until this runs, so the form is never sent without
