@@ -31,6 +31,7 @@ from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_
 from queueing.sealing import Sealer
 from queueing.supervision import Supervisor
 from queueing.tokens import TokenSigner
+from queueing.waves import schedule_configured
 
 log = logging.getLogger("gelombang.door")
 
@@ -180,6 +181,7 @@ async def open_door(settings: Settings,
     except EvictingRedis:
         await redis.aclose()
         raise
+    await schedule_configured(redis, settings.waiting_room.waves, settings.redis.timeout_seconds)
     live = LiveAdmission(redis, configured_policy(settings), queue.partitions,
                          queue.idempotency_ttl_seconds)
     ids = RegistrationIds(settings.keys.hash_key_bytes(),

@@ -15,9 +15,11 @@ edges is what it costs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,12 +31,15 @@ from config.settings import WaveConfig
 from queueing.audit import audit_fields, queue_audit
 from queueing.errors import QueueingError
 from queueing.keys import STANDING_WAVE, WAVES, WaveKeys
-from queueing.redis_client import RedisClient
+from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
 from queueing.scripts import PipelinedScript, script_source
 
 log = logging.getLogger(__name__)
 
 SEED_BYTES: Final = 32
+# A wave's name, as config/settings.py WaveConfig's pattern: it goes into key names
+# (a hash tag), so never a brace.
+WAVE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 # The line's counters in the wave's state hash (written by the line's script).
 COUNTERS: Final = ("drawn", "tail", "served", "expired", "used")
 # What the audit trail calls the two changes (also the admin routes' names).
@@ -48,8 +53,8 @@ class WaveError(QueueingError):
     """A wave change refused for what it asks; `code` says why.
 
     `invalid_schedule` (not prequeue_from <= opens_at < closes_at),
-    `already_closed` (closes_at not in the future), `reserved_name` (the standing
-    line's), `wave_started` (its pre-queue started: no rescheduling),
+    `already_closed` (closes_at not in the future), `invalid_name` (not WAVE_NAME),
+    `reserved_name` (the standing line's), `wave_started` (its pre-queue started: no rescheduling),
     `unknown_wave`, `wave_open` (it opened: no cancelling).
     """
 
@@ -118,6 +123,8 @@ def wave_in_force(waves: Sequence[WaveSchedule], now: float) -> WaveSchedule | N
 
 
 def _check(schedule: WaveSchedule, now: float) -> None:
+    if not WAVE_NAME.fullmatch(schedule.wave):
+        raise WaveError("invalid_name")
     if schedule.wave == STANDING_WAVE:
         raise WaveError("reserved_name")
     if not schedule.prequeue_from <= schedule.opens_at < schedule.closes_at:
@@ -207,6 +214,17 @@ async def ensure_configured(redis: RedisClient, waves: Sequence[WaveConfig], *,
         log.info("configured wave %s scheduled", config.wave)
         scheduled.append(config.wave)
     return scheduled
+
+
+async def schedule_configured(redis: RedisClient, waves: Sequence[WaveConfig],
+                              seconds_per_wave: float) -> None:
+    """ensure_configured at a door's start, best-effort: a failure is logged (by its type)
+    and leaves the waves to the next door that starts; the door starts regardless."""
+    try:
+        async with asyncio.timeout(seconds_per_wave * max(1, len(waves))):
+            await ensure_configured(redis, waves)
+    except (*REDIS_UNAVAILABLE, WaveError) as exc:
+        log.warning("configured waves not scheduled (%s)", type(exc).__name__)
 
 
 @dataclass(frozen=True, slots=True)
