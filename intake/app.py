@@ -16,6 +16,7 @@ from intake.metrics import RequestTimer
 from intake.pages import add_page_routes, form_page, ops_page
 from intake.responses import error_response
 from intake.state import DOOR
+from intake.wave_routes import build_wave_routes
 
 LINGER_SECONDS = 2.0
 
@@ -79,6 +80,7 @@ def build_public_app(door: Door) -> web.Application:
     router.add_get("/healthz", health.healthz, name="healthz", allow_head=False)
     router.add_get("/readyz", health.readyz, name="readyz", allow_head=False)
     router.add_get("/openapi.json", health.openapi, name="openapi", allow_head=False)
+    build_wave_routes(app)
     # Exact and prefix routes of their own: POST /v1/registrations resolves as fast as before.
     add_page_routes(router, form_page(), prefix="/", name="form")
     return app

@@ -224,7 +224,8 @@ def test_the_doc_parser_finds_the_whole_contract() -> None:
         ANY_PATH, ("post", "/v1/registrations"), ("get", "/v1/registrations/{registration_id}"),
         ("post", "/v1/registrations/{registration_id}/verification-email"),
         ("get", "/v1/verify-email"), ("get", "/healthz"), ("get", "/readyz"),
-        ("get", "/openapi.json"),
+        ("get", "/openapi.json"), ("get", "/v1/queue/waves/{wave}"),
+        ("get", "/v1/queue/waves/{wave}/draw"),
     }
     assert doc.operations[ANY_PATH]["405"].headers == {"Allow"}
     create = doc.operations["post", "/v1/registrations"]
@@ -232,7 +233,7 @@ def test_the_doc_parser_finds_the_whole_contract() -> None:
                                    "intake_closed"}
     assert create["429"].headers == {"Retry-After", "RateLimit-Policy", "RateLimit"}
     assert create["202"].headers == {"Location"}
-    assert len(doc.error_codes) == 20
+    assert len(doc.error_codes) == 21
     assert doc.error_codes["outcome_unknown"] == {"503"}
     assert len(doc.field_codes) == 13
     assert doc.request_fields == {"nik", "full_name", "email", "phone", "birth_date", "consent"}

@@ -28,6 +28,9 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     # the queue took the request and did not say in time what it did.
     "outcome_unknown",
     *{"malformed_request", "method_not_allowed"},
+    # Added with the waiting room's verifiable lottery (issue 18), backward compatible: a
+    # wave's draw asked for before its opening.
+    "wave_not_open",
 })
 # Answered whatever the path, before any operation (issue 17): a request the HTTP layer
 # cannot parse, and a method the path does not serve. The document's description says so.
@@ -49,6 +52,8 @@ OPERATIONS: Final = {
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
     ("get", "/openapi.json"): {"200"},
+    ("get", "/v1/queue/waves/{wave}"): {"200", "404", "503"},
+    ("get", "/v1/queue/waves/{wave}/draw"): {"200", "404", "409", "422", "503"},
 }
 HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "options", "head", "patch",
                                  "trace"})
@@ -175,11 +180,14 @@ def test_every_error_code_is_answered_and_no_other() -> None:
                 answered += _response_codes(_json_schema(method, path, status))
     assert set(answered) == PUBLIC_ERROR_CODES - HTTP_LAYER_CODES
     # The codes with more than one home: the status read, the email link and the
-    # resend (status_unavailable); the status read and the resend (not_found); both
-    # POSTs, the status read and the email link (client_limited).
+    # resend (status_unavailable); the status read, the resend and both wave reads
+    # (not_found); both POSTs, the status read and the email link (client_limited); the
+    # POST and both wave reads (queue_unavailable); the POST and the draw
+    # (validation_failed).
     assert sorted(answered) == sorted([*PUBLIC_ERROR_CODES - HTTP_LAYER_CODES,
                                        "status_unavailable", "status_unavailable",
-                                       "not_found", *["client_limited"] * 3])
+                                       *["not_found"] * 3, *["client_limited"] * 3,
+                                       *["queue_unavailable"] * 2, "validation_failed"])
 
 
 def test_the_status_read_describes_queued_ids_and_its_client_limit() -> None:
