@@ -20,6 +20,7 @@ from aiohttp import web
 
 from intake.admin import ADMIN_ACTOR
 from intake.door import Door
+from intake.errors import IntakeError
 from intake.responses import error_response, json_response
 from intake.state import DOOR
 from intake.wave_routes import rfc3339, schedule_view
@@ -56,7 +57,7 @@ _REFUSALS: Final[Mapping[str, tuple[int, str, dict[str, str] | None]]] = {
 }
 
 
-class _Refused(Exception):
+class _Refused(IntakeError):
     """A wave change refused before Redis: the answer's status, code and field codes."""
 
     def __init__(self, status: int, code: str, fields: dict[str, str] | None = None,
@@ -225,6 +226,8 @@ async def _refuse(request: web.Request, action: str, refused: _Refused) -> web.R
         details["wave"] = wave
     if refused.fields:
         details["fields"] = refused.fields
+    if refused.unknown:
+        details["unknown_fields"] = refused.unknown
     try:
         async with asyncio.timeout(door.settings.redis.timeout_seconds):
             await append_audit(door.redis, actor=ADMIN_ACTOR, source=_source(request),

@@ -95,17 +95,22 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _parse(wave: str, raw: bytes | str) -> WaveSchedule:
-    fields = orjson.loads(raw)
-    return WaveSchedule(wave, int(fields["prequeue_from"]), int(fields["opens_at"]),
-                        int(fields["closes_at"]))
+def _parse(wave: str, raw: bytes | str) -> WaveSchedule | None:
+    """A listed schedule; None for an entry that is not one (written by hand)."""
+    try:
+        fields = orjson.loads(raw)
+        return WaveSchedule(wave, int(fields["prequeue_from"]), int(fields["opens_at"]),
+                            int(fields["closes_at"]))
+    except (ValueError, TypeError, KeyError):
+        log.warning("a wave listed in %s is not a schedule: left out", WAVES)
+        return None
 
 
 async def read_waves(redis: RedisClient) -> list[WaveSchedule]:
     """Every scheduled wave, by the start of its pre-queue (then by name)."""
     stored: Mapping[Any, Any] = await redis.hgetall(WAVES)
-    waves = [_parse(_text(wave), raw) for wave, raw in stored.items()]
-    return sorted(waves, key=lambda w: (w.prequeue_from, w.wave))
+    parsed = (_parse(_text(wave), raw) for wave, raw in stored.items())
+    return sorted((w for w in parsed if w is not None), key=lambda w: (w.prequeue_from, w.wave))
 
 
 async def read_wave(redis: RedisClient, wave: str) -> WaveSchedule | None:

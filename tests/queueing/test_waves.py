@@ -9,17 +9,20 @@ from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from config.settings import WaveConfig
 from queueing.keys import AUDIT_STREAM, STANDING_WAVE, WAVES, WaveKeys
 from queueing.redis_client import RedisClient
 from queueing.waves import (
+    WAVE_NAME,
     WaveError,
     WaveSchedule,
     cancel_wave,
     ensure_configured,
     line_summary,
     read_waves,
+    schedule_configured,
     schedule_wave,
     wave_in_force,
 )
@@ -95,6 +98,8 @@ async def test_a_started_wave_cannot_be_rescheduled(redis_client: RedisClient) -
     (WaveSchedule("w", NOW + 100, NOW + 200, NOW + 200), "invalid_schedule"),
     (WaveSchedule("w", NOW - 300, NOW - 200, NOW), "already_closed"),
     (WaveSchedule(STANDING_WAVE, NOW + 100, NOW + 200, NOW + 900), "reserved_name"),
+    (WaveSchedule("a}b", NOW + 100, NOW + 200, NOW + 900), "invalid_name"),
+    (WaveSchedule("A", NOW + 100, NOW + 200, NOW + 900), "invalid_name"),
 ])
 async def test_a_bad_schedule_is_refused_and_nothing_written(
         redis_client: RedisClient, wave: WaveSchedule, code: str) -> None:
@@ -181,6 +186,36 @@ async def test_configured_waves_are_scheduled_once(redis_client: RedisClient) ->
     assert [(f[b"actor"], f[b"source"]) for _, f in entries][:2] == [(b"config", b"config")] * 2
     assert len(entries) == 3
     assert await ensure_configured(redis_client, []) == []
+
+
+@pytest.mark.parametrize("name", ["a", "gelombang-1", "0-", "a" * 32, "a" * 33, "-a", "A",
+                                  "a_b", "a}b", ""])
+def test_a_wave_name_is_what_the_configuration_takes(name: str) -> None:
+    try:
+        WaveConfig(wave=name, prequeue_from=1, opens_at=2, closes_at=3)
+    except ValueError:
+        configured = False
+    else:
+        configured = True
+    assert bool(WAVE_NAME.fullmatch(name)) == configured
+
+
+async def test_configured_waves_at_a_door_start_never_stop_it(
+        redis_client: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
+    waves = [configured("a", NOW + 10, NOW + 20, 4_000_000_000)]
+    unreachable = Redis.from_url("redis://127.0.0.1:9", socket_connect_timeout=0.5)
+    try:
+        await schedule_configured(unreachable, waves, 1.0)
+    finally:
+        await unreachable.aclose()
+    # A list entry written by hand that is not a schedule is left out, not fatal.
+    await redis_client.hset(WAVES, "odd", b"[]")
+    await schedule_configured(redis_client, waves, 1.0)
+    assert [w.wave for w in await read_waves(redis_client)] == ["a"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "configured waves not scheduled (ConnectionError)",
+        "a wave listed in gelombang:{admin}:waves is not a schedule: left out",
+        "a wave listed in gelombang:{admin}:waves is not a schedule: left out"]
 
 
 def test_the_wave_in_force_is_the_latest_started_not_closed() -> None:
