@@ -17,6 +17,7 @@ from queueing.redis_memory import EvictingRedis
 SUBCOMMAND_MODULES: dict[str, str] = {
     "serve": "intake.serve_command",
     "admission": "intake.admission_command",
+    "waves": "gelombang.waves_command",
     "status": "gelombang.status_command",
     "dev": "gelombang.devstack",
     "migrate": "workers.migrate_command",

@@ -24,6 +24,7 @@ from gelombang.status_fleet import SHED_OUTCOMES, ProcessRow, totals
 
 FUNNEL_PATH: Final = "/admin/v1/funnel"
 PROCESSES_PATH: Final = "/admin/v1/processes"
+WAVES_PATH: Final = "/admin/v1/waves"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class Reading:
     funnel: dict[str, Any] | None = None
     # GET /admin/v1/processes's rows, as the admin port gave them.
     processes: list[dict[str, Any]] | None = None
+    # GET /admin/v1/waves (the waiting room); None from a door without it.
+    waves: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,8 @@ class Frame:
     problems: list[str] = field(default_factory=list)
     verification: Verification | None = None
     processes: list[ProcessRow] = field(default_factory=list)
+    # The waiting room: the scheduled waves and the line in force (GET /admin/v1/waves).
+    waves: dict[str, Any] | None = None
 
 
 def parse_metrics(text: str) -> Reading:
@@ -121,15 +126,16 @@ def parse_metrics(text: str) -> Reading:
 
 async def read_admin(session: aiohttp.ClientSession, url: str, token: str, *,
                      with_funnel: bool) -> Reading:
-    """One reading of /metrics and the process reports, and of the funnel when asked
-    (raises on a refusal)."""
+    """One reading of /metrics, the process reports and the waiting room, and of the
+    funnel when asked (raises on a refusal)."""
     async with session.get(url + "/metrics") as response:
         response.raise_for_status()
         reading = parse_metrics(await response.text())
     processes = (await _read_json(session, url + PROCESSES_PATH, token))["processes"]
     funnel = await _read_json(session, url + FUNNEL_PATH, token) if with_funnel else None
+    waves = await _read_json_if_served(session, url + WAVES_PATH, token)
     return Reading(reading.at, reading.decisions, reading.backlog, reading.policy,
-                   reading.breakers, funnel, processes)
+                   reading.breakers, funnel, processes, waves)
 
 
 async def _read_json(session: aiohttp.ClientSession, url: str, token: str) -> dict[str, Any]:
@@ -137,6 +143,17 @@ async def _read_json(session: aiohttp.ClientSession, url: str, token: str) -> di
         response.raise_for_status()
         body: dict[str, Any] = orjson.loads(await response.read())
         return body
+
+
+async def _read_json_if_served(session: aiohttp.ClientSession, url: str,
+                               token: str) -> dict[str, Any] | None:
+    """The JSON body, or None where the door answers 404 (a door older than the route)."""
+    try:
+        return await _read_json(session, url, token)
+    except aiohttp.ClientResponseError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def _rate(now: dict[str, float], before: dict[str, float], names: tuple[str, ...],
@@ -147,6 +164,10 @@ def _rate(now: dict[str, float], before: dict[str, float], names: tuple[str, ...
 
 def make_frame(now: Reading, before: Reading | None, funnel_before: Reading | None) -> Frame:
     """The view's figures: `before` for the admission rates, `funnel_before` for draining."""
+    return dataclasses.replace(_rates(now, before, funnel_before), waves=now.waves)
+
+
+def _rates(now: Reading, before: Reading | None, funnel_before: Reading | None) -> Frame:
     frame = Frame(now.policy, now.backlog, now.breakers, now.funnel)
     if before is not None and now.at > before.at:
         seconds = now.at - before.at

@@ -105,6 +105,35 @@ def _funnel(frame: Frame) -> Table:
     return table
 
 
+def _waiting_room(frame: Frame) -> Table:
+    """The line in force: its wave and phase, length, counters, release rate, last ETA."""
+    table = Table(title="Waiting room", title_justify="left", show_header=False, expand=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    if frame.waves is None:
+        table.add_row("line", Text("no reading", style="dim"))
+        return table
+    line = frame.waves.get("in_force") or {}
+    enabled = frame.waves.get("enabled", True)
+    wave = str(line.get("wave", "-")) + ("" if enabled else " (tickets off)")
+    table.add_row("wave in force", wave)
+    table.add_row("phase", str(line.get("phase", "-")))
+    table.add_row("waiting", _number(line.get("waiting")))
+    if line.get("phase") == "prequeue":
+        table.add_row("in the pre-queue", _number(line.get("prequeue")))
+    table.add_row("served / tail", f"{_number(line.get('served'))} / {_number(line.get('tail'))}")
+    table.add_row("drawn", _number(line.get("drawn")))
+    table.add_row("tickets expired", _number(line.get("expired")))
+    table.add_row("tickets used", _number(line.get("used")))
+    table.add_row("release rate", f"{_number(line.get('release_rate'))} /s")
+    eta = line.get("eta_last_seconds")
+    table.add_row("last person served in", _duration(None if eta is None else float(eta)))
+    upcoming = [w for w in frame.waves.get("waves", []) if w.get("phase") == "scheduled"]
+    if upcoming:
+        table.add_row("next wave", f"{upcoming[0]['wave']} at {upcoming[0]['prequeue_from']}")
+    return table
+
+
 def _rates_text(role: str, rates: Mapping[str, float] | None) -> str:
     if rates is None:
         return "-"
@@ -135,12 +164,12 @@ def _processes(rows: list[ProcessRow]) -> Table:
 
 
 def render_frame(frame: Frame, heading: str) -> RenderableType:
-    """The whole view: admission, queue and verification side by side, then partitions
-    and funnel, then every process."""
+    """The whole view: admission, queue and verification side by side, then partitions,
+    funnel and the waiting room, then every process."""
     top = Table.grid(padding=(0, 4))
     top.add_row(_admission(frame), _queue(frame), _verification(frame))
     bottom = Table.grid(padding=(0, 4))
-    bottom.add_row(_partitions(frame), _funnel(frame))
+    bottom.add_row(_partitions(frame), _funnel(frame), _waiting_room(frame))
     parts: list[RenderableType] = [Text(heading, style="bold"), top, bottom,
                                    _processes(frame.processes)]
     parts.extend(Text(problem, style="bold red") for problem in frame.problems)

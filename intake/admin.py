@@ -38,6 +38,7 @@ from queueing.breaker_reports import current_reports
 from queueing.live_settings import FIELDS, read_policy, update_policy
 from queueing.redis_client import REDIS_UNAVAILABLE
 from queueing.redis_memory import memory
+from queueing.waves import CANCEL_ACTION, SCHEDULE_ACTION
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The single admin identity a bearer token stands for, as the audit log names it.
 ADMIN_ACTOR = "admin-token"
 # Routes whose handler writes its own audit entry, in one transaction with the change.
-SELF_AUDITED = frozenset({"admission.update"})
+SELF_AUDITED = frozenset({"admission.update", SCHEDULE_ACTION, CANCEL_ACTION})
 # The action of an authenticated admission change refused for its content.
 REFUSED_UPDATE = "admission.update.refused"
 # Served without the token: Prometheus scrapes, and the ops page's document and assets,
@@ -242,3 +243,6 @@ def build_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/v1/processes", get_processes, name="processes.read",
                        allow_head=False)
     app.router.add_get("/admin/v1/audit", get_audit, name="audit.read", allow_head=False)
+    # Imported here: intake.waves_admin imports this module (ADMIN_ACTOR).
+    from intake.waves_admin import build_wave_admin_routes
+    build_wave_admin_routes(app)

@@ -17,6 +17,7 @@ from intake.pages import add_page_routes, form_page, ops_page
 from intake.queue_routes import add_queue_routes
 from intake.responses import error_response
 from intake.state import DOOR
+from intake.wave_routes import build_wave_routes
 
 LINGER_SECONDS = 2.0
 
@@ -81,6 +82,7 @@ def build_public_app(door: Door) -> web.Application:
     router.add_get("/readyz", health.readyz, name="readyz", allow_head=False)
     router.add_get("/openapi.json", health.openapi, name="openapi", allow_head=False)
     add_queue_routes(router)
+    build_wave_routes(app)
     # Exact and prefix routes of their own: POST /v1/registrations resolves as fast as before.
     add_page_routes(router, form_page(), prefix="/", name="form")
     return app

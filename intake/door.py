@@ -33,6 +33,7 @@ from queueing.redis_memory import EvictingRedis, require_noeviction, wait_until_
 from queueing.sealing import Sealer
 from queueing.supervision import Supervisor
 from queueing.tokens import TokenSigner
+from queueing.waves import schedule_configured
 
 log = logging.getLogger("gelombang.door")
 
@@ -195,6 +196,7 @@ async def open_door(settings: Settings,
     except EvictingRedis:
         await redis.aclose()
         raise
+    await schedule_configured(redis, settings.waiting_room.waves, settings.redis.timeout_seconds)
     live = LiveAdmission(redis, configured_policy(settings), queue.partitions,
                          queue.idempotency_ttl_seconds)
     ids = RegistrationIds(settings.keys.hash_key_bytes(),

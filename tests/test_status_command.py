@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import re
@@ -96,6 +97,9 @@ async def test_once_prints_the_doors_figures(
     assert "dead_letter" in text and "Backlog per partition" in text
     # Nothing stored yet, so nothing waits for verification: clear now.
     assert re.search(r"│ email +│ +0 │ +0 │ +0 s │", text), text
+    # No wave scheduled: the standing line, empty, released at the admission rate.
+    assert "Waiting room" in text and re.search(r"│ wave in force +│ +standing │", text), text
+    assert re.search(r"│ release rate +│ +7.5 /s │", text), text
 
 
 async def test_once_fails_with_a_wrong_token(door_under_test: DoorUnderTest,
@@ -162,6 +166,26 @@ def test_deployment_rates_are_each_process_over_its_own_reports() -> None:
             frame.shed_per_second) == (20.0, 2.0, 1.0)
     text = _render(frame)
     assert "STALE" in text and "total of 2" in text and "stored 1.4" in text
+
+
+def test_the_waiting_room_shows_the_line_in_force_and_the_next_wave() -> None:
+    waves = {"enabled": True, "in_force": {
+        "wave": "gelombang-1", "phase": "open", "waiting": 30000, "prequeue": 200000,
+        "drawn": 200000, "served": 190000, "tail": 221000, "expired": 1000, "used": 180000,
+        "release_rate": 50.0, "eta_last_seconds": 600},
+        "waves": [{"wave": "gelombang-1", "phase": "open"},
+                  {"wave": "gelombang-2", "phase": "scheduled",
+                   "prequeue_from": "2026-12-08T01:00:00Z"}]}
+    frame = dataclasses.replace(make_frame(parse_metrics(METRICS), None, None), waves=waves)
+    text = _render(frame)
+    for row in (r"wave in force +│ +gelombang-1", r"phase +│ +open", r"waiting +│ +30,000",
+                r"served / tail +│ +190,000 / 221,000", r"tickets expired +│ +1,000",
+                r"tickets used +│ +180,000", r"release rate +│ +50 /s",
+                r"last person served in +│ +10 min",
+                r"next wave +│ +gelombang-2 at 2026-12-08T01:00:00Z"):
+        assert re.search(row, text), row
+    assert "in the pre-queue" not in text  # shown only during the pre-queue
+    assert "no reading" in _render(make_frame(parse_metrics(METRICS), None, None))
 
 
 def _render(frame: Frame) -> str:

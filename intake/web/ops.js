@@ -22,7 +22,7 @@
   };
   const $ = (id) => document.getElementById(id);
 
-  const series = { admitted: [], limited: [], shed: [], backlog: [], drain: [] };
+  const series = { admitted: [], limited: [], shed: [], backlog: [], drain: [], waiting: [] };
   let lastMetrics = null;
   let lastFunnel = null;
   // Per process: its last distinct report and the rates between its last two.
@@ -228,6 +228,45 @@
       }));
   }
 
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "not moving";
+    if (seconds < 60) return `${Math.round(seconds)} s`;
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+    return `${(seconds / 3600).toFixed(1)} h`;
+  }
+
+  function row(cells) {
+    const tr = document.createElement("tr");
+    for (const text of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      tr.append(cell);
+    }
+    return tr;
+  }
+
+  // The waiting room (GET /admin/v1/waves): the line in force and the scheduled waves.
+  async function pollWaves() {
+    const response = await api("GET", "/admin/v1/waves");
+    if (response.status !== 200) return;
+    const body = await response.json();
+    const line = body.in_force;
+    $("wr-wave").textContent = line.wave + (body.enabled ? "" : " (tickets off)");
+    $("wr-phase").textContent = line.phase;
+    $("wr-waiting").textContent = fmt(line.waiting);
+    push(series.waiting, line.waiting);
+    draw("chart-waiting", series.waiting);
+    $("wr-eta").textContent = duration(line.eta_last_seconds);
+    $("wr-rate").textContent = `at ${fmt(line.release_rate)} / s`;
+    const figures = [["served", line.served], ["tail (last position handed out)", line.tail],
+      ["drawn (pre-queue at the draw)", line.drawn], ["tickets expired", line.expired],
+      ["tickets used", line.used]];
+    if (line.phase === "prequeue") figures.unshift(["in the pre-queue", line.prequeue]);
+    $("wr-figures").replaceChildren(...figures.map(([name, value]) => row([name, fmt(value)])));
+    $("waves").replaceChildren(...body.waves.map((w) => row(
+      [w.wave, w.prequeue_from, w.opens_at, w.closes_at, w.phase])));
+  }
+
   function every(ms, task) {
     const run = () => task().catch(() => { /* the next round tries again */ });
     run();
@@ -250,6 +289,7 @@
     await loadPolicy();
     every(METRICS_EVERY_MS, pollMetrics);
     every(METRICS_EVERY_MS, pollProcesses);
+    every(METRICS_EVERY_MS, pollWaves);
     every(FUNNEL_EVERY_MS, pollFunnel);
   }
 

@@ -26,6 +26,17 @@ AUTH = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 AUDIT_URL = "/admin/v1/audit"
 # What each guarded route is given when called for real (a body for writes).
 BODIES: dict[str, bytes] = {"PUT": b"{}"}
+# A path's parameters when called for real: a wave scheduled (PUT), then cancelled (DELETE).
+PARAMETERS: dict[str, str] = {"{wave}": "audit-test"}
+
+
+def body_for(method: str, path: str) -> bytes | None:
+    """The body a guarded route is given when called for real."""
+    if method == "PUT" and path.startswith("/admin/v1/waves/"):
+        now = int(time.time())
+        return orjson.dumps({"prequeue_from": now + 600, "opens_at": now + 1200,
+                             "closes_at": now + 1800})
+    return BODIES.get(method)
 
 
 def guarded_routes(door: DoorUnderTest) -> list[tuple[str, str, str]]:
@@ -43,7 +54,9 @@ def guarded_routes(door: DoorUnderTest) -> list[tuple[str, str, str]]:
 
 async def call(door: DoorUnderTest, method: str, path: str,
                headers: dict[str, str]) -> tuple[int, Any]:
-    async with door.admin.request(method, path, data=BODIES.get(method),
+    for name, value in PARAMETERS.items():
+        path = path.replace(name, value)
+    async with door.admin.request(method, path, data=body_for(method, path),
                                   headers={"Content-Type": "application/json", **headers}
                                   ) as response:
         return response.status, await response.json()

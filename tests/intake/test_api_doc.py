@@ -226,6 +226,7 @@ def test_the_doc_parser_finds_the_whole_contract() -> None:
         ("get", "/v1/verify-email"), ("get", "/healthz"), ("get", "/readyz"),
         ("get", "/openapi.json"), ("post", "/v1/queue/tickets"),
         ("get", "/v1/queue/tickets/{ticket}"), ("delete", "/v1/queue/tickets/{ticket}"),
+        ("get", "/v1/queue/waves/{wave}"), ("get", "/v1/queue/waves/{wave}/draw"),
     }
     assert doc.operations[ANY_PATH]["405"].headers == {"Allow"}
     create = doc.operations["post", "/v1/registrations"]
@@ -233,7 +234,7 @@ def test_the_doc_parser_finds_the_whole_contract() -> None:
                                    "intake_closed"}
     assert create["429"].headers == {"Retry-After", "RateLimit-Policy", "RateLimit", "Location"}
     assert create["202"].headers == {"Location"}
-    assert len(doc.error_codes) == 24
+    assert len(doc.error_codes) == 25
     assert doc.error_codes["outcome_unknown"] == {"503"}
     assert len(doc.field_codes) == 13
     assert doc.request_fields == {"nik", "full_name", "email", "phone", "birth_date", "consent"}

@@ -31,6 +31,9 @@ PUBLIC_ERROR_CODES: Final = frozenset({
     # sends a ticket meets only `queued`, a 429 it already retries after Retry-After.
     "queued", "invalid_ticket", "ticket_expired", "ticket_used",
     *{"malformed_request", "method_not_allowed"},
+    # Added with the waiting room's verifiable lottery (issue 18), backward compatible: a
+    # wave's draw asked for before its opening.
+    "wave_not_open",
 })
 # Answered whatever the path, before any operation (issue 17): a request the HTTP layer
 # cannot parse, and a method the path does not serve. The document's description says so.
@@ -56,6 +59,8 @@ OPERATIONS: Final = {
     ("post", "/v1/queue/tickets"): {"202", "400", "404", "415", "422", "503"},
     ("get", "/v1/queue/tickets/{ticket}"): {"200", "403", "404", "409", "410", "503"},
     ("delete", "/v1/queue/tickets/{ticket}"): {"204", "403", "404", "503"},
+    ("get", "/v1/queue/waves/{wave}"): {"200", "404", "503"},
+    ("get", "/v1/queue/waves/{wave}/draw"): {"200", "404", "409", "422", "503"},
 }
 HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "options", "head", "patch",
                                  "trace"})
@@ -182,17 +187,17 @@ def test_every_error_code_is_answered_and_no_other() -> None:
                 answered += _response_codes(_json_schema(method, path, status))
     assert set(answered) == PUBLIC_ERROR_CODES - HTTP_LAYER_CODES
     # The codes with more than one home: the status read, the email link and the
-    # resend (status_unavailable); the status read, the resend and the three ticket
-    # routes with the waiting room off (not_found); both POSTs, the status read and
-    # the email link (client_limited); the registration and the ticket routes (the
-    # ticket codes, malformed_json, unsupported_media_type, validation_failed,
-    # queue_unavailable, intake_closed).
+    # resend (status_unavailable); the status read, the resend, the three ticket routes
+    # with the waiting room off and both wave reads (not_found); both POSTs, the status
+    # read and the email link (client_limited); the registration, the ticket routes and
+    # the wave reads (the ticket codes, malformed_json, unsupported_media_type,
+    # validation_failed, queue_unavailable, intake_closed).
     assert sorted(answered) == sorted([
         *PUBLIC_ERROR_CODES - HTTP_LAYER_CODES,
-        "status_unavailable", "status_unavailable", *["not_found"] * 4,
-        *["client_limited"] * 3, *["invalid_ticket"] * 2, *["queue_unavailable"] * 3,
+        "status_unavailable", "status_unavailable", *["not_found"] * 6,
+        *["client_limited"] * 3, *["invalid_ticket"] * 2, *["queue_unavailable"] * 5,
         "ticket_used", "ticket_expired", "malformed_json", "unsupported_media_type",
-        "validation_failed", "intake_closed"])
+        *["validation_failed"] * 2, "intake_closed"])
 
 
 def test_the_status_read_describes_queued_ids_and_its_client_limit() -> None:

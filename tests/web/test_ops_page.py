@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from loadtest.registrants import RegistrantFactory
 from queueing import process_reports
-from queueing.keys import AUDIT_STREAM, DOOR_REPORTS
+from queueing.keys import AUDIT_STREAM, DOOR_REPORTS, WaveKeys
+from queueing.waves import WaveSchedule, schedule_wave
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
 from tests.web.browser import chromium_page
@@ -106,3 +107,28 @@ async def test_every_process_has_a_row_stale_ones_marked_and_rates_are_the_deplo
         await eventually(deployment_rate_shown, within=15, what="the other pod's rate")
         total = await page.text_content("#processes tr.total[data-role=door]")
     assert total is not None and "admitted" in total
+
+
+async def test_the_waiting_room_shows_the_line_in_force_and_the_waves(
+    door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    now = int(time.time())
+    await schedule_wave(redis_client, WaveSchedule("gelombang-1", now - 100, now - 50,
+                                                   now + 3600), actor="t", source="s",
+                        now=now - 200)
+    await schedule_wave(redis_client, WaveSchedule("gelombang-2", now + 7200, now + 9000,
+                                                   now + 9999), actor="t", source="s")
+    # 4,500 waiting at the admission rate in force (1,500 / s): the last in 3 s.
+    await redis_client.hset(WaveKeys("gelombang-1").state,
+                            mapping={"drawn": 9000, "tail": 10000, "served": 5500,
+                                     "expired": 12, "used": 5400})
+    async with chromium_page(tmp_path / "profile") as page:
+        await sign_in(page, door_under_test, TEST_ADMIN_TOKEN)
+        await page.wait_for_selector("#wr-wave:text-is('gelombang-1')")
+        await page.wait_for_selector("#wr-waiting:text-is('4,500')")
+        await page.wait_for_selector("#wr-eta:text-is('3 s')")
+        await page.wait_for_selector("#wr-figures tr:has-text('tickets expired')")
+        await page.wait_for_selector("#waves tr:has-text('gelombang-2'):has-text('scheduled')")
+        assert await page.locator("#waves tr").count() == 2
+    assert "waves.read" in await audited_actions(redis_client)
