@@ -191,9 +191,14 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def progress_line(recorder: Recorder, elapsed: float) -> str:
-    """`12 s  offered 240  admitted 230  refused 10  p99 45 ms` (nothing personal)."""
+    """`12 s  offered 240  admitted 230  refused 10  p99 45 ms` (nothing personal), and
+    in the waiting room `queued` (answers that gave a place) and `polls` (of tickets)."""
     refused = recorder.total("limited") + recorder.total("shed")
     p99 = recorder.p99_so_far()
-    return (f"{elapsed:5.0f} s  offered {recorder.total('offered'):,}  admitted "
+    line = (f"{elapsed:5.0f} s  offered {recorder.total('offered'):,}  admitted "
             f"{recorder.total('admitted'):,}  refused {refused:,}  p99 "
             f"{'n/a' if p99 is None else f'{p99:,.0f} ms'}")
+    queued = recorder.total("queued")
+    if queued:
+        line += f"  queued {queued:,}  polls {recorder.total('queue_polls'):,}"
+    return line

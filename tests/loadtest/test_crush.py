@@ -280,3 +280,14 @@ def test_order_is_judged_on_the_admitted_with_a_place() -> None:
     assert figures["admitted_without_a_place"] == 1
     assert figures["order"]["ranked"] == 10
     assert list(itertools.islice(figures["polls"]["latency_ms"].values(), 1)) == [3.0]
+
+
+def test_the_progress_line_counts_places_in_line_and_polls() -> None:
+    from loadtest.recorder import Recorder, progress_line
+
+    recorder = Recorder()
+    recorder.count("offered", 4, at=1.0)
+    recorder.count("queued", 3, at=1.0)
+    recorder.count("queue_polls", 7, at=2.0)
+    assert progress_line(recorder, 5.0) == (
+        "    5 s  offered 4  admitted 0  refused 0  p99 n/a  queued 3  polls 7")
