@@ -255,7 +255,11 @@ def _run(args: argparse.Namespace) -> int:
     settle(endpoints, args.settle)
     watch.stopping.set()
     watch.join(5)
-    loss = asyncio.run(loss_check(endpoints, merged.admitted_ids))
+    # In the waiting room a tab may learn its registration from a 409 `ticket_used`
+    # or a `registered` ticket alone (its own 202 lost on the way): stored all the same.
+    learnt = {rid for j in merged.journeys for rid in j["registration_ids"]}
+    loss = asyncio.run(loss_check(endpoints, merged.admitted_ids
+                                  + sorted(learnt - set(merged.admitted_ids))))
     summary = report.summarise(scenario, endpoints.target, merged, loss, watch.samples)
     if wave is not None and before is not None:
         door = crush.door_figures(before, crush.read_door(endpoints), merged.total("queue_polls"))
