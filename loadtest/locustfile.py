@@ -11,6 +11,9 @@ own for it (`loadtest/applicant.py`, which behaves as intake/web/form.js),
 then waits for its next arrival (a fixed pace). So the shape's
 user count sets the arrival rate, and no answer, however slow or refusing,
 holds an arrival back. Records go to the master (`loadtest/relay.py`).
+In `opening-crush` the applicant is the form in the waiting room
+(`loadtest/waiting_room.py`), and the schedule runs on the wall clock from
+the wave's pre-queue (`Scenario.starts_at`): users started earlier wait for it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from loadtest.mailbox import Mailbox
 from loadtest.recorder import Recorder
 from loadtest.relay import Relay
 from loadtest.scenarios import Scenario
+from loadtest.waiting_room import WaitingRoomForm
 
 SCENARIO = Scenario.from_env()
 _citizen = os.environ.get("GELOMBANG_SURGE_CITIZEN")
@@ -57,6 +61,8 @@ _maildir = os.environ.get("GELOMBANG_MAILDIR")
 RECORDER = Recorder()
 RELAY = Relay(SCENARIO, RECORDER, Path(_out) if _out else None)
 FORM = Form(SCENARIO, RECORDER, Mailbox(Path(_maildir)) if _maildir else None)
+APPLY = (WaitingRoomForm(SCENARIO, RECORDER).apply if SCENARIO.name == "opening-crush"
+         else FORM.apply)
 
 events.init.add_listener(RELAY.attach)  # type: ignore[no-untyped-call]
 events.test_start.add_listener(RELAY.on_test_start)  # type: ignore[no-untyped-call]
@@ -76,6 +82,8 @@ class Applicants(FastHttpUser):
     next_arrival = 0.0
 
     def on_start(self) -> None:
+        # A schedule on the wall clock (opening-crush) may not have begun yet.
+        gevent.sleep(max(0.0, -RELAY.elapsed()))
         # Users start in batches; a random first arrival within one interval
         # spreads them over it instead of all at once.
         self.next_arrival = time.monotonic() + random.random() / SCENARIO.per_user_rate
@@ -99,7 +107,7 @@ class Applicants(FastHttpUser):
             # application the scenario did not ask for.
             gevent.sleep(1.0)
             return
-        RELAY.arrive(FORM.apply, self.client, generator().next())
+        RELAY.arrive(APPLY, self.client, generator().next())
         if FORM.to_verify:
             RELAY.also(FORM.open_a_verification_link, self.client)
 
@@ -110,7 +118,8 @@ class SurgeShape(LoadTestShape):
     last: tuple[int, float] = (1, 50.0)
 
     def tick(self) -> tuple[int, float] | None:
-        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]
+        run_time: float = (RELAY.elapsed() if SCENARIO.starts_at
+                           else self.get_run_time())  # type: ignore[no-untyped-call]
         users = SCENARIO.users_at(run_time)
         if users is not None:
             # Start (or stop) users quickly: the rate, not the spawn, is the schedule.

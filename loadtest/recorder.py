@@ -3,7 +3,8 @@
 Locust's own statistics are per request name; the report needs more: the
 arrival rate (first tries only, not retries), admitted/limited/shed per
 second, latency percentiles per second, and every registration id that got
-a 202 (for the loss check). Each Locust process keeps a `Recorder`. A
+a 202 (for the loss check), and in a waiting-room crush one journey per
+registrant (`loadtest/waiting_room.py`). Each Locust process keeps a `Recorder`. A
 worker sends what it recorded since its last message to the master every
 second (`loadtest/relay.py`, over Locust's own connection, so workers on
 other machines count too); the master, or a lone process, absorbs it and
@@ -24,7 +25,10 @@ from typing import Any, Final
 
 OUTCOMES: Final = ("offered", "admitted", "limited", "shed", "rejected", "errors",
                    "unexpected_5xx", "retries", "polls", "verified_links", "reads_unavailable",
-                   "generator_full", "abandoned")
+                   "generator_full", "abandoned",
+                   # the waiting room's (opening-crush)
+                   "queued", "queue_polls", "queue_polls_refused", "turns", "tickets_used",
+                   "rejoins", "invalid_tickets", "tabs")
 # Per source (a Locust worker, or the lone process), the totals the report
 # lists to show that every worker's applicants are in it.
 SOURCE_TOTALS: Final = ("offered", "admitted")
@@ -50,6 +54,8 @@ class Recorder:
     # Whole milliseconds → 202s, for the progress line's p99 so far: a sort of
     # every latency each few seconds would grow with the run, this does not.
     histogram: dict[int, int] = field(default_factory=dict)
+    # opening-crush: one record per registrant, made when they leave the page.
+    journeys: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, outcome: str, n: int = 1, at: float | None = None) -> None:
         second = int(at if at is not None else time.time())
@@ -65,6 +71,10 @@ class Recorder:
         self.latencies[int(at)].append(round(latency_ms, 2))
         self.admitted_ids.append(registration_id)
         self._histogram([latency_ms])
+
+    def journey(self, record: dict[str, Any]) -> None:
+        """One registrant's way through the waiting room (JSON-ready, nothing personal)."""
+        self.journeys.append(record)
 
     def _histogram(self, values: list[float]) -> None:
         for value in values:
@@ -88,18 +98,20 @@ class Recorder:
         return {"counts": {str(k): v for k, v in self.counts.items()},
                 "latencies": {str(k): v for k, v in self.latencies.items()},
                 "admitted_ids": self.admitted_ids, "statuses": self.statuses,
-                "sources": self.sources}
+                "sources": self.sources, "journeys": self.journeys}
 
     def take(self) -> dict[str, Any]:
         """What was recorded since the last take, and start afresh (a worker's message)."""
         data = self.data()
         self.counts, self.latencies = defaultdict(dict), defaultdict(list)
         self.admitted_ids, self.statuses, self.histogram = [], {}, {}
+        self.journeys = []
         return data
 
     def absorb(self, data: dict[str, Any], source: str | None = None) -> None:
         """Add another recorder's data (a worker's message, or a file)."""
         _add(self.counts, self.latencies, self.admitted_ids, self.statuses, data)
+        self.journeys.extend(data.get("journeys", ()))
         for values in data["latencies"].values():
             self._histogram(values)
         for name, totals in data.get("sources", {}).items():
@@ -129,6 +141,7 @@ class Merged:
     admitted_ids: list[str]
     statuses: dict[str, int]
     sources: dict[str, dict[str, int]] = field(default_factory=dict)
+    journeys: list[dict[str, Any]] = field(default_factory=list)
 
     def total(self, outcome: str) -> int:
         return sum(bucket.get(outcome, 0) for bucket in self.counts.values())
@@ -144,12 +157,14 @@ def merge(folder: Path) -> Merged:
     ids: list[str] = []
     statuses: dict[str, int] = {}
     sources: dict[str, dict[str, int]] = {}
+    journeys: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.json")):
         data: dict[str, Any] = json.loads(path.read_text())
         _add(counts, latencies, ids, statuses, data)
+        journeys.extend(data.get("journeys", ()))
         for name, totals in data.get("sources", {}).items():
             _add_totals(sources.setdefault(name, {}), totals)
-    return Merged(dict(counts), dict(latencies), ids, statuses, sources)
+    return Merged(dict(counts), dict(latencies), ids, statuses, sources, journeys)
 
 
 def _add(counts: dict[int, dict[str, int]], latencies: dict[int, list[float]],
@@ -176,9 +191,14 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def progress_line(recorder: Recorder, elapsed: float) -> str:
-    """`12 s  offered 240  admitted 230  refused 10  p99 45 ms` (nothing personal)."""
+    """`12 s  offered 240  admitted 230  refused 10  p99 45 ms` (nothing personal), and
+    in the waiting room `queued` (answers that gave a place) and `polls` (of tickets)."""
     refused = recorder.total("limited") + recorder.total("shed")
     p99 = recorder.p99_so_far()
-    return (f"{elapsed:5.0f} s  offered {recorder.total('offered'):,}  admitted "
+    line = (f"{elapsed:5.0f} s  offered {recorder.total('offered'):,}  admitted "
             f"{recorder.total('admitted'):,}  refused {refused:,}  p99 "
             f"{'n/a' if p99 is None else f'{p99:,.0f} ms'}")
+    queued = recorder.total("queued")
+    if queued:
+        line += f"  queued {queued:,}  polls {recorder.total('queue_polls'):,}"
+    return line

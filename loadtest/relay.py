@@ -57,7 +57,7 @@ class Relay:
         self.role = "local"
         self.runner: Any = None
         self.expected = 1
-        self.started = time.monotonic()
+        self.started = self._second_zero()
         self.seen: set[str] = set()
         self.finals: set[str] = set()
         self.final_sent = False
@@ -77,8 +77,15 @@ class Relay:
             self.role = "worker"
             runner.register_message(FINISH, self._on_finish)
 
+    def _second_zero(self) -> float:
+        """The schedule's second 0 on this process's monotonic clock: now, or the
+        scenario's wall-clock start (`starts_at`, opening-crush) wherever it falls."""
+        if self.scenario.starts_at:
+            return time.monotonic() + (self.scenario.starts_at - time.time())
+        return time.monotonic()
+
     def on_test_start(self, environment: Any, **_: Any) -> None:
-        self.started = time.monotonic()
+        self.started = self._second_zero()
         if self.role == "worker":
             gevent.spawn(self._send_forever)
             return
@@ -97,9 +104,13 @@ class Relay:
         self.write()
         self.progress()
 
+    def elapsed(self) -> float:
+        """Seconds since the schedule's second 0 (negative before a set start)."""
+        return time.monotonic() - self.started
+
     def schedule_over(self) -> bool:
         """Whether this process's schedule has ended (no more arrivals)."""
-        return self.scenario.rate_at(time.monotonic() - self.started) is None
+        return self.scenario.rate_at(self.elapsed()) is None
 
     def arrive(self, applicant: Callable[..., None], *args: Any) -> None:
         """Start one applicant, unless this process already has its bound in flight."""

@@ -1,11 +1,17 @@
-"""The surge report: the summary QA reads, and the plot."""
+"""The surge report: the summary QA reads, and the plot.
+
+An `opening-crush` adds the waiting room's figures (`crush_summary`, from
+the applicants' journeys and the door's readings; rendered by `crush_lines`).
+"""
 
 from __future__ import annotations
 
 import itertools
+import statistics
 from pathlib import Path
 from typing import Any
 
+from loadtest import fairness
 from loadtest.recorder import Merged, percentile
 from loadtest.scenarios import Scenario
 
@@ -133,7 +139,178 @@ def render(summary: dict[str, Any]) -> str:
         verdict = "OK" if loss["missing"] == 0 else "FAILED"
         lines.append(f"loss check     {verdict}: {loss['stored']:,} of {loss['admitted']:,} "
                      f"admitted are stored, {loss['missing']:,} missing ({loss['method']})")
+    if "crush" in summary:
+        lines += crush_lines(summary["crush"])
     return "\n".join(lines)
+
+
+def crush_summary(scenario: Scenario, merged: Merged, wave: dict[str, Any],
+                  door: dict[str, Any]) -> dict[str, Any]:
+    """The waiting room's figures: exactly once, order, waits against ETAs, polls, the door."""
+    journeys = merged.journeys
+    once = fairness.exactly_once({j["registrant"]: j["registration_ids"] for j in journeys})
+    admitted = [j for j in journeys if j["admitted_at"] is not None]
+    ranked = [j for j in admitted if j["position"] is not None]
+    positions = [int(j["position"]) for j in ranked]
+    times = [float(j["admitted_at"]) for j in ranked]
+    late = fairness.late_admissions(positions, times)
+    # After the opening the line is in arrival order: joining time against position.
+    joined_later = [j for j in journeys if not j["prequeue"] and j["position"] is not None
+                    and j["joined_at"] is not None]
+    placed = [j for j in admitted if j["placed_eta"] is not None and j["placed_at"] is not None]
+    waited = [j["admitted_at"] - j["placed_at"] for j in placed]
+    polls = [ms for j in journeys for ms in j["poll_ms"]]
+    advised = [float(j["poll_after"]) for j in journeys if j["poll_after"] is not None]
+    return {
+        "wave": wave,
+        "registrants_planned": scenario.registrants,
+        "admission_rate_per_s": round(scenario.admission_rate, 2),
+        "registrants": len(journeys),
+        "with_three_tabs": sum(1 for j in journeys if j["tabs"] > 1),
+        "joined_prequeue": sum(1 for j in journeys if j["prequeue"]),
+        "joined_after_opening": sum(1 for j in journeys
+                                    if j["joined_at"] is not None and not j["prequeue"]),
+        "admitted_without_a_place": sum(1 for j in admitted if j["position"] is None),
+        "rejoins": sum(j["rejoins"] for j in journeys),
+        "more_than_one_ticket_id": sum(1 for j in journeys if len(j["ticket_ids"]) > 1),
+        "exactly_once": {"registrants": once.registrants, "admitted_once": once.admitted_once,
+                         "admitted_more": once.admitted_more, "lost": once.lost,
+                         "shared_ids": once.shared_ids,
+                         "unrecorded": max(0, merged.total("offered") - len(journeys))},
+        "order": {"ranked": len(ranked),
+                  "kendall_tau": _rounded(fairness.kendall_tau(positions, times), 5),
+                  "duplicate_positions": len(positions) - len(set(positions)),
+                  "late": late.late, "worst_lateness_s": round(late.worst_seconds, 3),
+                  "worst_late_position": late.worst_position,
+                  "allowance_s": late.allowance_seconds,
+                  "arrival_order_tau_after_opening": _rounded(fairness.kendall_tau(
+                      [j["joined_at"] for j in joined_later],
+                      [j["position"] for j in joined_later]), 5)},
+        "wait_from_joining_s": fairness.percentiles(
+            (j["admitted_at"] - j["joined_at"] for j in admitted if j["joined_at"] is not None),
+            (0.5, 0.9)),
+        "wait_from_first_placed_eta_s": fairness.percentiles(waited, (0.5, 0.9)),
+        "first_placed_eta_s": {
+            "p50": _rounded(percentile(sorted(j["placed_eta"][0] for j in placed), 0.5), 1),
+            "p90": _rounded(percentile(sorted(j["placed_eta"][1] for j in placed), 0.9), 1)},
+        "eta_error": {**fairness.percentiles(
+            (fairness.eta_error(wait, j["placed_eta"][0]) for wait, j in zip(waited, placed,
+                                                                               strict=True)),
+            (0.5, 0.9), digits=4), "measured": len(placed)},
+        "within_eta_p90_share": (round(sum(1 for wait, j in zip(waited, placed, strict=True)
+                                           if wait <= j["placed_eta"][1]) / len(placed), 4)
+                                 if placed else None),
+        "polls": _poll_figures(scenario, merged, journeys, polls, advised),
+        "door": door,
+    }
+
+
+def _poll_figures(scenario: Scenario, merged: Merged, journeys: list[dict[str, Any]],
+                  latencies: list[float], advised: list[float]) -> dict[str, Any]:
+    per_second = [bucket.get("queue_polls", 0) for bucket in merged.counts.values()
+                  if bucket.get("queue_polls")]
+    interval = statistics.median(advised) if advised else None
+    return {"total": len(latencies),
+            # What the interval costs: everyone in line polls once an interval.
+            "full_line_per_s": round(scenario.registrants / interval, 1) if interval else None,
+            "per_registrant": round(len(latencies) / len(journeys), 2) if journeys else None,
+            "per_second_peak": max(per_second, default=0),
+            "per_second_mean": (round(sum(per_second) / len(per_second), 1)
+                                if per_second else 0.0),
+            "advised_interval_s": interval,
+            "refused": merged.total("queue_polls_refused"),
+            "latency_ms": fairness.percentiles(latencies, (0.5, 0.9, 0.99), digits=2)}
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def crush_lines(crush: dict[str, Any]) -> list[str]:
+    """The waiting room's part of the printed report."""
+    wave, once, order = crush["wave"], crush["exactly_once"], crush["order"]
+    polls, door = crush["polls"], crush["door"]
+    verdict = "OK" if not (once["admitted_more"] or once["shared_ids"] or once["lost"]
+                           or once["unrecorded"]) else "FAILED"
+    wait, eta_wait, eta = (crush["wait_from_joining_s"], crush["wait_from_first_placed_eta_s"],
+                           crush["first_placed_eta_s"])
+    error = crush["eta_error"]
+    latency = polls["latency_ms"]
+    full_line = polls["full_line_per_s"]
+    lines = [
+        f"crush          wave {wave['wave']}: opening {wave['opens_at'] - wave['prequeue_from']}"
+        f" s after the pre-queue; admission {crush['admission_rate_per_s']:,.1f}/s; "
+        f"{crush['registrants']:,} registrants of {crush['registrants_planned']:,} "
+        f"({crush['with_three_tabs']:,} with three tabs)",
+        f"joined         {crush['joined_prequeue']:,} in the pre-queue (the lottery), "
+        f"{crush['joined_after_opening']:,} after the opening; {crush['rejoins']:,} rejoins; "
+        f"{crush['admitted_without_a_place']:,} admitted without a place",
+        f"exactly once   {verdict}: {once['admitted_once']:,} of {once['registrants']:,} "
+        f"admitted once; {once['admitted_more']:,} more than once, {once['lost']:,} lost, "
+        f"{once['shared_ids']:,} ids shared, {once['unrecorded']:,} unrecorded",
+        f"order          Kendall tau {_tau(order['kendall_tau'])} over {order['ranked']:,} "
+        f"admitted with a place ({order['duplicate_positions']:,} positions given twice); "
+        f"joining vs position after the opening {_tau(order['arrival_order_tau_after_opening'])}",
+        f"late           {order['late']:,} admitted more than {order['allowance_s']:g} s after "
+        f"someone behind them (worst {order['worst_lateness_s']:.1f} s)",
+        f"wait           from joining p50 {_s(wait['p50'])} p90 {_s(wait['p90'])}; from the "
+        f"first ETA with a place p50 {_s(eta_wait['p50'])} p90 {_s(eta_wait['p90'])}, that ETA "
+        f"p50 {_s(eta['p50'])} p90 {_s(eta['p90'])}",
+        f"ETA error      p50 {_pct(error['p50'])} p90 {_pct(error['p90'])} over "
+        f"{error['measured']:,}; admitted within the ETA's p90: "
+        f"{_pct(crush['within_eta_p90_share'])}",
+        f"polls          {polls['total']:,} ({polls['per_registrant'] or 0:g} a registrant, "
+        f"advised every {_s(polls['advised_interval_s'])}: "
+        f"{'n/a' if full_line is None else f'{full_line:,.0f}'}/s with all "
+        f"{crush['registrants_planned']:,} in line): {polls['per_second_peak']:,}/s peak, "
+        f"{polls['per_second_mean']:,.1f}/s mean; {polls['refused']:,} refused",
+        f"poll latency   p50 {_ms(latency['p50'])} p90 {_ms(latency['p90'])} p99 "
+        f"{_ms(latency['p99'])} max {_ms(latency['max'])} (seen by Locust)",
+    ]
+    return lines + _door_lines(door, full_line)
+
+
+def _door_lines(door: dict[str, Any], full_line: float | None) -> list[str]:
+    if door["redis_calls_per_poll"] is None:
+        redis = ("Redis round trips per poll: not measured (no gelombang_queue_redis_calls_total"
+                 " and gelombang_queue_polls_total on the admin port's /metrics)")
+    else:
+        redis = (f"Redis round trips per poll: {door['redis_calls_per_poll']:.4f} "
+                 f"({door['redis_calls']:,.0f} calls for tickets / {door['queue_polls']:,.0f} "
+                 f"polls answered; " + ", ".join(
+                     f"{label} {calls:,.0f}"
+                     for label, calls in door["redis_calls_by_label"].items()) + ")")
+    if door["cpu_seconds"] is None:
+        cpu = "CPU: not measured (no door process of this machine reported its pid)"
+    else:
+        per_poll = door["cpu_ms_per_poll_at_most"]
+        cores = ("" if per_poll is None or full_line is None
+                 else f"; all in line: at most {per_poll * full_line / 1000:,.2f} cores")
+        cpu = (f"CPU: {door['cpu_seconds']:,.1f} s over {door['door_processes_measured']} "
+               f"process(es), at most {per_poll} ms a poll (registrations included){cores}")
+    routes = ", ".join(f"{route} p99 {_bucket(figures)} ({figures['answers']:,} answers)"
+                       for route, figures in door["ticket_routes"].items())
+    return [f"door           {redis}", f"door           {cpu}",
+            f"door p99       {routes or 'not measured (no ticket route on /metrics)'}"]
+
+
+def _bucket(figures: dict[str, Any]) -> str:
+    """A p99 read from histogram buckets: at most a bound, or over the last one."""
+    if figures["p99_ms_at_most"] is not None:
+        return f"<= {_ms(figures['p99_ms_at_most'])}"
+    return f"> {_ms(figures.get('p99_over_ms'))}"
+
+
+def _tau(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f} s"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _ms(value: float | None) -> str:

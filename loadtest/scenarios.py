@@ -12,6 +12,14 @@ does not slow the arrivals down). `rate / per_user_rate` users produce
 A scenario's parameters travel to Locust's processes in one environment
 variable (`GELOMBANG_SURGE`, JSON), so the master and every worker compute
 the same schedule.
+
+`opening-crush` (issue 18) is the waiting room's: N registrants arrive
+evenly over the first `duration` s (2 minutes) of a wave whose pre-queue
+opens at second 0 and which opens at `opens_after` (minute 1), against an
+admission rate of N/200 a second; each behaves as the form in the waiting
+room (`loadtest/waiting_room.py`), a share with three tabs open. Its clock
+is the wall clock (`starts_at`, the pre-queue's opening), not Locust's
+start, so every process arrives in step with the wave the door was told.
 """
 
 from __future__ import annotations
@@ -28,6 +36,18 @@ OPENING_RATE_PER_SECOND: Final = 80_000 / 60
 # Share of applicants who opened their verification link, 21 hours after the
 # 2020 opening (reported by the programme).
 VERIFY_SHARE: Final = 0.7385
+# opening-crush: N on one 2-core machine (300,000 at production scale needs the
+# distributed surge), and the admission rate as a share of N: the whole line
+# is released in ADMISSION_SECONDS.
+CRUSH_REGISTRANTS: Final = 30_000
+CRUSH_ADMISSION_SECONDS: Final = 200.0
+CRUSH_ARRIVAL_SECONDS: Final = 120.0
+CRUSH_OPENS_AFTER: Final = 60.0
+CRUSH_TABS_SHARE: Final = 0.05
+# How long a crush applicant keeps the page open beyond the line's whole
+# length (the opening, then N / admission rate, twice over): room for a turn
+# missed by a slow poll and a rejoin.
+CRUSH_PAGE_MARGIN: Final = 120.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +74,44 @@ class Scenario:
     duplicate_share: float = 0.02
     invalid_share: float = 0.02
     double_submit_share: float = 0.01
+    # opening-crush (see `opening_crush`): the registrants (N), the pre-queue's
+    # length before the opening, the share who open three tabs, the wave's
+    # name, and its second 0 as Unix seconds (0: when Locust starts).
+    registrants: int = 0
+    opens_after: float = 0.0
+    tabs_share: float = 0.0
+    wave: str = ""
+    starts_at: float = 0.0
+
+    @classmethod
+    def opening_crush(cls, registrants: int = CRUSH_REGISTRANTS, *,
+                      duration: float = CRUSH_ARRIVAL_SECONDS,
+                      opens_after: float = CRUSH_OPENS_AFTER,
+                      admission_rate: float | None = None,
+                      page_seconds: float | None = None,
+                      max_in_flight: int | None = None,
+                      tabs_share: float = CRUSH_TABS_SHARE,
+                      per_user_rate: float = 0.5) -> Scenario:
+        """The waiting room's crush: N arrive over `duration` s, admitted at N/200 a second.
+
+        Every applicant is a valid registrant of their own (no duplicates,
+        invalid forms or double submits: one NIK is one place, and the
+        exactly-once check counts people), who stays on the page until
+        admitted; nobody polls their status or opens a link afterwards.
+        """
+        if registrants < 1:
+            raise ValueError("opening-crush needs at least one registrant")
+        admission = admission_rate or registrants / CRUSH_ADMISSION_SECONDS
+        page = page_seconds or (opens_after + 2 * registrants / admission + CRUSH_PAGE_MARGIN)
+        # Everyone is in flight at once: the pre-queue holds them all, and a
+        # tabbed applicant holds two more greenlets of its own.
+        in_flight = max_in_flight or max(1_000, math.ceil(registrants * 1.25))
+        return cls("opening-crush", rate=registrants / duration, duration=duration,
+                   admission_rate=admission, per_user_rate=per_user_rate,
+                   page_seconds=page, max_in_flight=in_flight, verify_share=0.0,
+                   poll_share=0.0, duplicate_share=0.0, invalid_share=0.0,
+                   double_submit_share=0.0, registrants=registrants,
+                   opens_after=opens_after, tabs_share=tabs_share)
 
     def rate_at(self, t: float) -> float | None:
         """Arrivals per second wanted at second `t` of the run; None once it is over."""
@@ -75,7 +133,7 @@ class Scenario:
                 return None
             first = self.start_rate or self.rate / self.steps
             return first + (self.rate - first) * step / max(1, self.steps - 1)
-        if self.name in ("soak", "retry-storm"):
+        if self.name in ("soak", "retry-storm", "opening-crush"):
             return self.rate if t < self.duration else None
         raise ValueError(f"unknown scenario {self.name!r}")
 
@@ -116,7 +174,7 @@ class Scenario:
         return cls(**fields)
 
 
-SCENARIOS: Final = ("opening-wave", "step-ramp", "soak", "retry-storm")
+SCENARIOS: Final = ("opening-wave", "step-ramp", "soak", "retry-storm", "opening-crush")
 
 
 def parse_rate(text: str) -> float:

@@ -13,7 +13,9 @@ summary. The loss check then asks, for every registration that got a 202,
 whether it is stored: in PostgreSQL when the DSN is known, else through the
 status endpoint. Last, the run is judged against the scenario's thresholds
 (`loadtest/thresholds.py`): exit status 1 and one line of reasons when it
-fails.
+fails. `opening-crush` (the waiting room, issue 18) also schedules its wave
+and sets its admission rate first, reads the door's counters before and
+after (`loadtest/crush.py`), and judges fairness (`loadtest/fairness.py`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from typing import Any, Final
 
 from config.settings import ConfigError, Settings
 from gelombang.cli import EXIT_STARTUP_FAILURE
-from loadtest import preflight, report, thresholds
+from loadtest import crush, preflight, report, thresholds
 from loadtest.recorder import PROGRESS_PREFIX, merge
-from loadtest.scenarios import SCENARIOS, Scenario, parse_rate
+from loadtest.scenarios import CRUSH_REGISTRANTS, SCENARIOS, Scenario, parse_rate
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 LOCUSTFILE: Final = Path(__file__).with_name("locustfile.py")
@@ -51,20 +53,35 @@ def register(subparsers: Any) -> None:
                         help="arrivals at the plateau: 1333, 1333/s or 80000/min "
                              "(default 80000/min)")
     parser.add_argument("--duration", type=float, default=None,
-                        help="seconds: the wave's plateau, a step's length (step-ramp), or "
-                             "the whole run (soak, retry-storm)")
+                        help="seconds: the wave's plateau, a step's length (step-ramp), "
+                             "the whole run (soak, retry-storm), or the arrivals' window "
+                             "(opening-crush, default 120)")
     parser.add_argument("--ramp", type=float, default=None, help="opening-wave: ramp seconds")
     parser.add_argument("--decay", type=float, default=None, help="opening-wave: decay seconds")
     parser.add_argument("--steps", type=int, default=None, help="step-ramp: number of steps")
     parser.add_argument("--admission-rate", type=float, default=None,
-                        help="retry-storm: the admission rate set during the storm")
+                        help="retry-storm: the admission rate set during the storm "
+                             "(default 50); opening-crush: the line's release rate "
+                             "(default N/200)")
+    parser.add_argument("--registrants", type=int, default=None, metavar="N",
+                        help=f"opening-crush: registrants arriving over --duration "
+                             f"(default {CRUSH_REGISTRANTS:,}; 2 minutes)")
+    parser.add_argument("--opens-after", type=float, default=None,
+                        help="opening-crush: seconds of pre-queue before the opening "
+                             "(default 60)")
+    parser.add_argument("--tabs-share", type=float, default=None,
+                        help="opening-crush: share of registrants with three tabs "
+                             "(default 0.05)")
+    parser.add_argument("--wave", default=None,
+                        help="opening-crush: the wave's name (default crush-<UTC time>)")
     parser.add_argument("--per-user-rate", type=float, default=None,
                         help="applications per second per Locust user (default 0.5)")
     parser.add_argument("--verify-share", type=float, default=None,
                         help="share who open their verification link (default 0.7385)")
     parser.add_argument("--page-seconds", type=float, default=None,
                         help="how long an applicant keeps the form open, retrying and "
-                             "polling its status (default 20)")
+                             "polling its status (default 20; opening-crush: the pre-queue "
+                             "and twice the line's length, plus 120)")
     parser.add_argument("--max-in-flight", type=int, default=None,
                         help="applicants in flight per Locust process (default 20000); an "
                              "arrival beyond it is not offered")
@@ -92,11 +109,26 @@ def register(subparsers: Any) -> None:
 
 def build_scenario(args: argparse.Namespace) -> Scenario:
     """The scenario with the command line's changes."""
+    if args.scenario == "opening-crush":
+        return _crush_scenario(args)
     given = {"rate": args.rate, "duration": args.duration, "ramp": args.ramp,
              "decay": args.decay, "steps": args.steps, "admission_rate": args.admission_rate,
              "per_user_rate": args.per_user_rate, "verify_share": args.verify_share,
              "page_seconds": args.page_seconds, "max_in_flight": args.max_in_flight}
     return Scenario(args.scenario, **{k: v for k, v in given.items() if v is not None})
+
+
+def _crush_scenario(args: argparse.Namespace) -> Scenario:
+    """opening-crush from N: its rate is N over the arrival window, not --rate."""
+    if args.rate is not None:
+        raise ValueError("opening-crush takes --registrants N (arriving over --duration), "
+                         "not --rate")
+    given = {"duration": args.duration, "opens_after": args.opens_after,
+             "admission_rate": args.admission_rate, "page_seconds": args.page_seconds,
+             "max_in_flight": args.max_in_flight, "tabs_share": args.tabs_share,
+             "per_user_rate": args.per_user_rate}
+    return Scenario.opening_crush(args.registrants or CRUSH_REGISTRANTS,
+                                  **{k: v for k, v in given.items() if v is not None})
 
 
 class Endpoints:
@@ -116,8 +148,15 @@ class Endpoints:
 
     def admin_call(self, method: str, path: str, body: dict[str, Any] | None = None
                    ) -> dict[str, Any] | None:
+        """The JSON object of a 2xx answer; None for anything else."""
+        status, answer = self.admin_request(method, path, body)
+        return answer if 200 <= status < 300 and isinstance(answer, dict) else None
+
+    def admin_request(self, method: str, path: str, body: dict[str, Any] | None = None
+                      ) -> tuple[int, Any]:
+        """The status and JSON body of an admin call (0 and None: no answer)."""
         if self.admin is None:
-            return None
+            return 0, None
         request = urllib.request.Request(
             self.admin + path, method=method,
             data=json.dumps(body).encode() if body is not None else None,
@@ -125,10 +164,18 @@ class Endpoints:
                      "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=5) as reply:
-                result: dict[str, Any] = json.load(reply)
-                return result
-        except (OSError, ValueError, urllib.error.HTTPError):
-            return None
+                return reply.status, _json_or_none(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json_or_none(exc.read())
+        except (OSError, ValueError):
+            return 0, None
+
+
+def _json_or_none(data: bytes) -> Any:
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
 
 
 class FunnelWatch(threading.Thread):
@@ -184,18 +231,21 @@ def _run(args: argparse.Namespace) -> int:
     print(f"surge {scenario.name}: {scenario.rate:,.0f}/s ({scenario.rate * 60:,.0f}/min) at "
           f"the plateau, {scenario.planned_arrivals():,.0f} arrivals in "
           f"{scenario.total_seconds:.0f} s, against {endpoints.target}", flush=True)
-    saved_admission = None
-    if scenario.name == "retry-storm":
-        saved_admission = endpoints.admin_call("GET", "/admin/v1/admission")
-        if saved_admission is None:
-            raise preflight.SurgeCannotStart(
-                f"retry-storm could not read the admission settings at {endpoints.admin}")
-        endpoints.admin_call("PUT", "/admin/v1/admission", {
-            "rate_per_second": scenario.admission_rate,
-            "burst": max(1, int(scenario.admission_rate))})
+    saved_admission = _read_admission(scenario, endpoints)
+    wave: crush.Wave | None = None
+    before: crush.DoorReading | None = None
     watch = FunnelWatch(endpoints)
-    watch.start()
     try:
+        if scenario.name == "retry-storm":
+            endpoints.admin_call("PUT", "/admin/v1/admission", {
+                "rate_per_second": scenario.admission_rate,
+                "burst": max(1, int(scenario.admission_rate))})
+        elif scenario.name == "opening-crush":
+            wave = crush.plan_wave(scenario, time.time(), args.wave)
+            scenario = crush.set_up(endpoints, scenario, wave)
+            print(_wave_line(scenario, wave), flush=True)
+            before = crush.read_door(endpoints)
+        watch.start()
         code = run_locust(scenario, endpoints, out, records, args.workers)
     finally:
         if saved_admission is not None:
@@ -205,11 +255,17 @@ def _run(args: argparse.Namespace) -> int:
     settle(endpoints, args.settle)
     watch.stopping.set()
     watch.join(5)
-    loss = asyncio.run(loss_check(endpoints, merged.admitted_ids))
+    # In the waiting room a tab may learn its registration from a 409 `ticket_used`
+    # or a `registered` ticket alone (its own 202 lost on the way): stored all the same.
+    learnt = {rid for j in merged.journeys for rid in j["registration_ids"]}
+    loss = asyncio.run(loss_check(endpoints, merged.admitted_ids
+                                  + sorted(learnt - set(merged.admitted_ids))))
     summary = report.summarise(scenario, endpoints.target, merged, loss, watch.samples)
+    if wave is not None and before is not None:
+        door = crush.door_figures(before, crush.read_door(endpoints), merged.total("queue_polls"))
+        summary["crush"] = report.crush_summary(scenario, merged, wave.as_dict(), door)
     reasons = thresholds.failures(summary, marks, code)
-    summary["thresholds"] = {"min_arrival_share": marks.min_arrival_share,
-                             "p99_budget_ms": marks.p99_budget_ms, "missing": 0}
+    summary["thresholds"] = thresholds.as_dict(marks, scenario.name)
     summary["passed"], summary["failures"] = not reasons, reasons
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report.plot(out / "plot.png", scenario, merged, watch.samples)
@@ -219,15 +275,36 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if reasons else 0
 
 
+def _read_admission(scenario: Scenario, endpoints: Endpoints) -> dict[str, Any] | None:
+    """The admission settings to put back after a scenario that changes them."""
+    if scenario.name not in ("retry-storm", "opening-crush"):
+        return None
+    saved = endpoints.admin_call("GET", "/admin/v1/admission")
+    if saved is None:
+        raise preflight.SurgeCannotStart(
+            f"{scenario.name} could not read the admission settings at {endpoints.admin}")
+    return saved
+
+
+def _wave_line(scenario: Scenario, wave: crush.Wave) -> str:
+    def clock(at: int) -> str:
+        return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%H:%M:%SZ")
+
+    return (f"wave {wave.name}: pre-queue from {clock(wave.prequeue_from)}, opens "
+            f"{clock(wave.opens_at)}, joining closes {clock(wave.closes_at)}; admission "
+            f"{scenario.admission_rate:,.1f}/s; {scenario.registrants:,} registrants over "
+            f"{scenario.duration:.0f} s, {scenario.tabs_share:.0%} with three tabs")
+
+
 def check_dependencies(scenario: Scenario, endpoints: Endpoints) -> None:
     """Every dependency answers before the load starts (preflight's one-line errors)."""
     preflight.check_door(endpoints.target)
     if endpoints.admin is not None:
         preflight.check_admin(endpoints.admin, endpoints.token)
-    elif scenario.name == "retry-storm":
+    elif scenario.name in ("retry-storm", "opening-crush"):
         raise preflight.SurgeCannotStart(
-            "retry-storm sets the admission rate through the admin API: pass --admin-url "
-            "and --admin-token")
+            f"{scenario.name} sets the admission rate through the admin API: pass "
+            "--admin-url and --admin-token")
     if endpoints.dsn is not None:
         preflight.check_postgres(endpoints.dsn)
 
