@@ -11,7 +11,7 @@ back afterwards, as the retry storm does.
 
 Around the load it reads the door: the waiting room's counters on the admin
 port's /metrics (`gelombang_queue_redis_calls_total`,
-`gelombang_queue_polls_total`: Redis round trips made for tickets and the
+`gelombang_queue_tickets_total{event="polled"}`: Redis round trips made for tickets and the
 polls answered), the request histogram of the ticket routes (the door's own
 p99), and the CPU time of the door processes when they run on this machine
 (`/admin/v1/processes` names their pids). Whatever is missing is reported as
@@ -41,7 +41,9 @@ WAVE_LEAD_SECONDS: Final = 15.0
 # Joining closes this long after the last arrival's page time is over.
 CLOSE_MARGIN_SECONDS: Final = 60.0
 REDIS_CALLS: Final = "gelombang_queue_redis_calls_total"
-QUEUE_POLLS: Final = "gelombang_queue_polls_total"
+# The door counts polls among its ticket events: the series with event="polled".
+QUEUE_POLLS: Final = "gelombang_queue_tickets_total"
+POLLED: Final = ("event", "polled")
 REQUEST_BUCKETS: Final = "gelombang_http_request_duration_seconds_bucket"
 # The request histogram's routes read for the door's p99: the waiting room's.
 TICKET_ROUTE: Final = re.compile(r"ticket|queue", re.IGNORECASE)
@@ -194,7 +196,8 @@ def door_figures(before: DoorReading, after: DoorReading, client_polls: int) -> 
     polls = _delta(before, after, QUEUE_POLLS)
     figures: dict[str, Any] = {
         "redis_calls": None if calls is None else sum(calls.values()),
-        "queue_polls": None if polls is None else sum(polls.values()),
+        "queue_polls": None if polls is None else sum(
+            value for labels, value in polls.items() if POLLED in labels),
         "redis_calls_by_label": None if calls is None else {
             _label_text(labels) or "all": value for labels, value in sorted(calls.items())},
     }

@@ -273,7 +273,7 @@ def crush_lines(crush: dict[str, Any]) -> list[str]:
 def _door_lines(door: dict[str, Any], full_line: float | None) -> list[str]:
     if door["redis_calls_per_poll"] is None:
         redis = ("Redis round trips per poll: not measured (no gelombang_queue_redis_calls_total"
-                 " and gelombang_queue_polls_total on the admin port's /metrics)")
+                 " and gelombang_queue_tickets_total{event=polled} on the admin port's /metrics)")
     else:
         redis = (f"Redis round trips per poll: {door['redis_calls_per_poll']:.4f} "
                  f"({door['redis_calls']:,.0f} calls for tickets / {door['queue_polls']:,.0f} "

@@ -140,6 +140,10 @@ class LineView:
         self.samples.append((time.monotonic(), self.served))
         self.fresh = True
 
+    def last_turn_ms(self) -> int:
+        """When the served counter last advanced (Unix ms; 0 if this door never saw it)."""
+        return self.turns[-1][1] if self.turns else 0
+
     def turn_reached_ms(self, position: int) -> int | None:
         """When the served counter reached `position` (Unix ms), if this door knows."""
         at = bisect.bisect_left(self.turns, (position, -1))
@@ -210,6 +214,14 @@ class Line:
         and one more to re-read the scheduled waves."""
         schedule = wave_in_force(await read_waves(self._redis), time.time())
         wave = STANDING_WAVE if schedule is None else schedule.wave
+        current = self.view
+        now = time.time()
+        if (wave != current.wave and current.fresh and 0 < current.closes_at <= now) and (
+                current.waiting > 0
+                or current.last_turn_ms() / 1000 > now - self.settings.turn_seconds):
+            # A wave that closed keeps its line in force until everyone in it had their
+            # turn and the last turn ran out: closing stops joining, not serving.
+            wave = current.wave
         if wave != self.view.wave:
             self.view = LineView(wave=wave)
             self._max_tail = self._max_served = 0

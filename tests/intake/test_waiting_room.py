@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -199,7 +200,6 @@ async def test_the_prequeue_is_drawn_by_the_published_seed(
         registrants: RegistrantFactory) -> None:
     import hashlib
     import hmac
-    import time
 
     now = int(time.time())
     wave = WaveKeys("w1")
@@ -253,3 +253,23 @@ async def test_the_line_and_its_tickets_are_in_the_metrics(
     calls = [line for line in text.splitlines()
              if line.startswith("gelombang_queue_redis_calls_total ")]
     assert calls and float(calls[0].split()[1]) > 0
+
+
+async def test_a_closed_wave_serves_its_line_and_lets_no_one_join(
+        test_settings: Settings, redis_client: RedisClient,
+        registrants: RegistrantFactory) -> None:
+    now = int(time.time())
+    schedule = {"prequeue_from": now - 10, "opens_at": now - 5, "closes_at": now + 2}
+    await redis_client.hset(WaveKeys("w2").state, mapping=schedule)
+    await redis_client.hset(WAVES, "w2", orjson.dumps(schedule))
+    settings = room_settings(test_settings, rate=0.5, burst=1)
+    async with running_door(settings) as door:
+        await fill_bucket(door, registrants, 1)
+        places = [(await register(door, registrants.make()))[2]["queue"] for _ in range(3)]
+        assert {place["wave"] for place in places} == {"w2"}
+        await asyncio.sleep(max(0.0, now + 2.5 - time.time()))
+        status, _, late = await register(door, registrants.make())
+        assert status == 503 and late["error"]["code"] == "intake_closed"
+        # Still served after the closing: the last in line gets its turn.
+        turn = await until_turn(door, places[-1]["ticket"], seconds=20)
+        assert turn["wave"] == "w2"

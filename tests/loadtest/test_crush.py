@@ -95,7 +95,8 @@ METRICS_BEFORE = """\
 gelombang_queue_redis_calls_total{kind="join"} 10.0
 gelombang_queue_redis_calls_total{kind="tick"} 5.0
 gelombang_queue_redis_calls_created{kind="join"} 1.7e9
-gelombang_queue_polls_total 100.0
+gelombang_queue_tickets_total{event="polled"} 100.0
+gelombang_queue_tickets_total{event="issued"} 7.0
 gelombang_http_request_duration_seconds_bucket{le="0.005",route="queue.ticket",status="200"} 90.0
 gelombang_http_request_duration_seconds_bucket{le="0.01",route="queue.ticket",status="200"} 100.0
 gelombang_http_request_duration_seconds_bucket{le="+Inf",route="queue.ticket",status="200"} 100.0
@@ -105,7 +106,8 @@ METRICS_AFTER = """\
 gelombang_queue_redis_calls_total{kind="join"} 310.0
 gelombang_queue_redis_calls_total{kind="tick"} 405.0
 gelombang_queue_redis_calls_total{kind="lookup"} 600.0
-gelombang_queue_polls_total 10100.0
+gelombang_queue_tickets_total{event="polled"} 10100.0
+gelombang_queue_tickets_total{event="issued"} 9.0
 gelombang_http_request_duration_seconds_bucket{le="0.005",route="queue.ticket",status="200"} 9000.0
 gelombang_http_request_duration_seconds_bucket{le="0.01",route="queue.ticket",status="200"} 10000.0
 gelombang_http_request_duration_seconds_bucket{le="+Inf",route="queue.ticket",status="200"} 10100.0
@@ -120,7 +122,7 @@ def test_the_doors_counters_are_read_from_prometheus_text() -> None:
     samples = crush.parse_metrics(METRICS_BEFORE, NAMES)
     assert samples[crush.REDIS_CALLS] == {(("kind", "join"),): 10.0,
                                           (("kind", "tick"),): 5.0}
-    assert samples[crush.QUEUE_POLLS] == {(): 100.0}
+    assert samples[crush.QUEUE_POLLS][(("event", "polled"),)] == 100.0
     # The ticket route's buckets only.
     assert {dict(labels)["route"] for labels in samples[crush.REQUEST_BUCKETS]} == {
         "queue.ticket"}

@@ -191,7 +191,7 @@ class FakeAdmin:
         if path == "/metrics":
             return web.Response(text=(
                 f'gelombang_queue_redis_calls_total{{kind="join"}} {self.line.joins}\n'
-                f"gelombang_queue_polls_total {self.line.polls}\n"))
+                f"gelombang_queue_tickets_total{{event=\"polled\"}} {self.line.polls}\n"))
         if path == "/admin/v1/funnel":
             return web.json_response({"queued": 0, "stored": 0})
         if path == "/admin/v1/processes":  # this test's own process stands for the door
