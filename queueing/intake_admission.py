@@ -10,13 +10,13 @@ here, so the partition rule is written once.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass
 
 from config.settings import KeySettings
 from queueing.admission import REPLAY_ONLY, TICKETED, Candidate, Decision, Outcome
 from queueing.envelope import Envelope, PersonalData, seal_registration, sealed_entry
+from queueing.errors import QueueUnavailable
 from queueing.grouping import GroupAdmitter
 from queueing.ids import RegistrationIds
 from queueing.keys import (
@@ -25,7 +25,14 @@ from queueing.keys import (
     partition_for_digest,
     partition_for_idempotency_key,
 )
-from queueing.line import Line, LineUnknown, Place, TicketExpired, TicketNotOurs, TicketUsedError
+from queueing.line import (
+    Line,
+    LineUnknown,
+    Place,
+    TicketExpired,
+    TicketNotOurs,
+    TicketUsedError,
+)
 from queueing.live_settings import LiveAdmission
 from queueing.queue_tickets import Ticket, ticket_id
 from queueing.redis_client import REDIS_UNAVAILABLE
@@ -141,7 +148,8 @@ class IntakeAdmission:
         if line is None:
             return await self._admit(registration_id, nik_hash, entry, idempotency_key)
         if ticket is not None:
-            return await self._with_ticket(line, ticket, registration_id, nik_hash, entry)
+            return await self._with_ticket(line, ticket, idempotency_key, registration_id,
+                                           nik_hash, entry)
         if line.queues_first():
             # No one overtakes the line: an unkeyed registration joins it; a keyed
             # one first learns whether its key was admitted before (a retry).
@@ -150,13 +158,15 @@ class IntakeAdmission:
                                              idempotency_key, REPLAY_ONLY)
                 if decision.outcome is not Outcome.LIMITED:
                     return decision
-            queued = await self._join(line, Outcome.QUEUED, registration_id, nik_hash, entry)
+            queued = await self._join(line, Outcome.QUEUED, idempotency_key, registration_id,
+                                      nik_hash, entry)
             if queued is not None:
                 return queued
         decision = await self._admit(registration_id, nik_hash, entry, idempotency_key)
         if decision.outcome is Outcome.LIMITED or decision.outcome is Outcome.BACKLOG_FULL:
             outcome = Outcome.QUEUED if decision.outcome is Outcome.LIMITED else decision.outcome
-            return await self._join(line, outcome, registration_id, nik_hash, entry) or decision
+            return await self._join(line, outcome, idempotency_key, registration_id, nik_hash,
+                                    entry) or decision
         return decision
 
     async def _admit(self, registration_id: bytes, nik_hash: bytes, entry: bytes,
@@ -168,8 +178,8 @@ class IntakeAdmission:
             self.backlog_full_at = time.monotonic()
         return decision
 
-    async def _join(self, line: Line, outcome: Outcome, registration_id: bytes,
-                    nik_hash: bytes, entry: bytes) -> Decision | None:
+    async def _join(self, line: Line, outcome: Outcome, idempotency_key: str | None,
+                    registration_id: bytes, nik_hash: bytes, entry: bytes) -> Decision | None:
         """This NIK's place in the line as a decision, or None when the line cannot be
         reached (the caller answers as it would without a waiting room). A NIK whose
         turn it is (come back without its ticket) is admitted on its turn."""
@@ -183,32 +193,54 @@ class IntakeAdmission:
             assert place.registration_id is not None
             return Decision(Outcome.REPLAYED, place.registration_id)
         if place.state == "your_turn":
-            return await self._on_turn(line, place, registration_id, nik_hash, entry)
+            return await self._on_turn(line, place, idempotency_key, registration_id,
+                                       nik_hash, entry)
         return Decision(outcome, place=place)
 
-    async def _with_ticket(self, line: Line, ticket: Ticket, registration_id: bytes,
-                           nik_hash: bytes, entry: bytes) -> Decision:
+    async def _with_ticket(self, line: Line, ticket: Ticket, idempotency_key: str | None,
+                           registration_id: bytes, nik_hash: bytes, entry: bytes) -> Decision:
         if ticket_id(ticket.wave, nik_hash) != ticket.ticket_id:
             raise TicketNotOurs
-        place = await line.place(ticket)
-        if place.state != "your_turn":
+        try:
+            place = await line.place(ticket)
+        except TicketUsedError as used:
+            # Used: by this request's key (a retry, answered its 202 again), or by
+            # another (claim() raises, answered 409).
+            place = used.place
+        if place.state not in ("your_turn", "registered"):
             return Decision(Outcome.QUEUED, place=place)
-        return await self._on_turn(line, place, registration_id, nik_hash, entry)
+        return await self._on_turn(line, place, idempotency_key, registration_id, nik_hash,
+                                   entry)
 
-    async def _on_turn(self, line: Line, place: Place, registration_id: bytes,
-                       nik_hash: bytes, entry: bytes) -> Decision:
+    async def _on_turn(self, line: Line, place: Place, idempotency_key: str | None,
+                       registration_id: bytes, nik_hash: bytes, entry: bytes) -> Decision:
+        """Admit a registration on its ticket's turn, without a token.
+
+        It is admitted under the client's own Idempotency-Key (the ticket's when it
+        sent none), so a retry replays as any keyed retry does; the turn is first
+        claimed for that key in the line, so another request cannot use the same
+        ticket (TicketUsedError, answered 409).
+        """
         ticket = place.ticket
-        key = ticket_idempotency_key(ticket)
-        decision = await self._admit(registration_id, nik_hash, entry, key, TICKETED)
-        if decision.outcome is Outcome.REPLAYED:
+        key = idempotency_key or ticket_idempotency_key(ticket)
+        await line.claim(place, key)
+        try:
+            decision = await self._admit(registration_id, nik_hash, entry, key, TICKETED)
+        except QueueUnavailable:
+            # Certainly not stored: the turn is free again for any request.
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                await line.release(ticket, key)
+            raise
+        if decision.outcome is Outcome.ADMITTED or decision.outcome is Outcome.REPLAYED:
             assert decision.registration_id is not None
-            raise TicketUsedError(_registered(place, decision.registration_id))
-        if decision.outcome is Outcome.ADMITTED:
-            decision.place = place
+            if decision.outcome is Outcome.ADMITTED:
+                decision.place = place
             # For the ticket's later polls; the registration is queued either way.
             with contextlib.suppress(*REDIS_UNAVAILABLE):
-                await line.registered(ticket, registration_id)
+                await line.registered(ticket, decision.registration_id)
         elif decision.outcome is Outcome.BACKLOG_FULL:
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                await line.release(ticket, key)
             decision.place = place
         return decision
 
@@ -217,6 +249,3 @@ class IntakeAdmission:
         await self._admitter.close()
 
 
-def _registered(place: Place, registration_id: bytes) -> Place:
-    return dataclasses.replace(place, state="registered", registration_id=registration_id,
-                               eta=None, ahead=None, turn_valid_until=None)

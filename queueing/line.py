@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -199,6 +200,10 @@ class Line:
             lambda group: self._grouped("join", group))
         self._lookups: CallGroups[tuple[bytes, bytes], Any] = CallGroups(
             lambda group: self._grouped("lookup", group))
+        self._claims: CallGroups[tuple[bytes, bytes], Any] = CallGroups(
+            lambda group: self._grouped("claim", group))
+        self._registrations: CallGroups[tuple[bytes, bytes], Any] = CallGroups(
+            lambda group: self._grouped("registered", group))
         # Told of every Redis round trip made for tickets (joins, look-ups, ticks):
         # the opening-crush report divides them by the polls.
         self._on_call = on_call
@@ -360,7 +365,23 @@ class Line:
 
     async def registered(self, ticket: Ticket, registration_id: bytes) -> None:
         """Record that the ticket admitted this registration (its polls say so)."""
-        await self._call(ticket.wave, "registered", ticket.ticket_id, registration_id)
+        async with asyncio.timeout(self._timeout):
+            await self._registrations.call((ticket.ticket_id, registration_id))
+
+    async def claim(self, place: Place, idempotency_key: str) -> None:
+        """Take the ticket's turn for the request with this key; a retry of the same key
+        may take it again. Raises TicketUsedError when another key holds it."""
+        async with asyncio.timeout(self._timeout):
+            reply = await self._claims.call((place.ticket.ticket_id, idempotency_key.encode()))
+        if int(reply[0]) != 1:
+            registration = bytes(reply[1])
+            raise TicketUsedError(dataclasses.replace(
+                place, state="registered", registration_id=registration or None, eta=None,
+                ahead=None, turn_valid_until=None))
+
+    async def release(self, ticket: Ticket, idempotency_key: str) -> None:
+        """Give a claimed turn back: the admission certainly did not happen."""
+        await self._call(ticket.wave, "release", ticket.ticket_id, idempotency_key)
 
     def _place(self, ticket: Ticket, state: str, *, token: str | None = None,
                registration_id: bytes | None = None,

@@ -13,7 +13,8 @@
 --
 -- Ticket fields in KEYS[3]: p:<tid> position (arrivals after the opening and
 -- drawn joiners once located), m:<tid> the pre-queue member, j:<tid> joined at
--- (Unix s), r:<tid> the registration id admitted with it, g:<tid> gone (left
+-- (Unix s), c:<tid> the idempotency key that claimed its turn, r:<tid> the
+-- registration id admitted with it, g:<tid> gone (left
 -- or skipped; a later join queues again at the back).
 
 local mode = ARGV[1]
@@ -154,12 +155,41 @@ elseif mode == 'leave' then
   redis.call('HINCRBY', KEYS[1], 'left', 1)
   return 1
 
-elseif mode == 'registered' then
-  -- ARGV[2] ticket id, ARGV[3] the registration id admitted with it.
-  if redis.call('HSETNX', KEYS[3], 'r:' .. ARGV[2], ARGV[3]) == 1 then
-    redis.call('HINCRBY', KEYS[1], 'used', 1)
+elseif mode == 'registered' or mode == 'claim' then
+  -- Pairs from ARGV[3] (ARGV[2] unused): one reply per ticket.
+  --   registered: (ticket id, the registration id admitted with it) -> 1
+  --   claim: (ticket id, the idempotency key its registration is admitted under) ->
+  --          {1} the ticket is this key's, or {0, registration id or ''}: another
+  --          key's (one ticket, one registration; its own key retries freely)
+  local replies = {}
+  for i = 3, #ARGV, 2 do
+    local tid = ARGV[i]
+    if mode == 'registered' then
+      if redis.call('HSETNX', KEYS[3], 'r:' .. tid, ARGV[i + 1]) == 1 then
+        redis.call('HINCRBY', KEYS[1], 'used', 1)
+      end
+      redis.call('ZREM', KEYS[4], tid)
+      replies[#replies + 1] = 1
+    else
+      local holder = redis.call('HGET', KEYS[3], 'c:' .. tid)
+      if not holder then
+        redis.call('HSET', KEYS[3], 'c:' .. tid, ARGV[i + 1])
+        replies[#replies + 1] = {1}
+      elseif holder == ARGV[i + 1] then
+        replies[#replies + 1] = {1}
+      else
+        replies[#replies + 1] = {0, redis.call('HGET', KEYS[3], 'r:' .. tid) or ''}
+      end
+    end
   end
-  redis.call('ZREM', KEYS[4], ARGV[2])
+  return replies
+
+elseif mode == 'release' then
+  -- ARGV[2] ticket id, ARGV[3] the key that claimed it: its admission certainly failed,
+  -- so another request may take the turn.
+  if redis.call('HGET', KEYS[3], 'c:' .. ARGV[2]) == ARGV[3] then
+    redis.call('HDEL', KEYS[3], 'c:' .. ARGV[2])
+  end
   return 1
 end
 

@@ -107,21 +107,42 @@ async def test_a_ticket_admits_on_its_turn_once_and_bypasses_the_bucket(
         room: DoorUnderTest, registrants: RegistrantFactory, redis_client: RedisClient) -> None:
     await fill_bucket(room, registrants)
     person = registrants.make()
-    _, _, body = await register(room, person)
+    _, _, body = await register(room, person, key="tab-1")
     turn = await until_turn(room, body["queue"]["ticket"])
     assert turn["turn_valid_until"] is not None
     used, waits = metrics.flushed_count("used"), metrics.QUEUE_WAIT_SECONDS._sum.get()
-    status, _, admitted = await register(room, person, ticket=turn["ticket"])
+    status, _, admitted = await register(room, person, key="tab-1", ticket=turn["ticket"])
     assert status == 202
     metrics.flush()
     assert metrics.flushed_count("used") == used + 1
     assert metrics.QUEUE_WAIT_SECONDS._sum.get() > waits
-    # Shown again, the used ticket admits nothing more: 409 with the registration.
-    status, _, again = await register(room, person, ticket=turn["ticket"])
-    assert status == 409 and again["error"]["code"] == "ticket_used"
-    assert again["queue"]["registration_id"] == admitted["registration_id"]
+    # The same request again (its key) is a replay, as any keyed retry.
+    status, _, again = await register(room, person, key="tab-1", ticket=turn["ticket"])
+    assert status == 202 and again["registration_id"] == admitted["registration_id"]
+    # Another request with the used ticket admits nothing: 409 with the registration.
+    status, _, other = await register(room, person, key="tab-2", ticket=turn["ticket"])
+    assert status == 409 and other["error"]["code"] == "ticket_used"
+    assert other["queue"]["registration_id"] == admitted["registration_id"]
     status, polled = await poll(room, turn["ticket"])
     assert status == 409 and polled["queue"]["state"] == "registered"
+    # Without the ticket, once the line is empty, the key still replays (never a second
+    # registration for a client that retries a lost 202).
+    status, _, replay = await register(room, person, key="tab-1")
+    assert status == 202 and replay["registration_id"] == admitted["registration_id"]
+    metrics.flush()
+    assert metrics.flushed_count("used") == used + 1
+
+
+async def test_an_unkeyed_retry_on_a_turn_replays_under_the_ticket(
+        room: DoorUnderTest, registrants: RegistrantFactory) -> None:
+    await fill_bucket(room, registrants)
+    person = registrants.make()
+    _, _, body = await register(room, person)
+    turn = await until_turn(room, body["queue"]["ticket"])
+    status, _, admitted = await register(room, person, ticket=turn["ticket"])
+    assert status == 202
+    status, _, again = await register(room, person, ticket=turn["ticket"])
+    assert status == 202 and again["registration_id"] == admitted["registration_id"]
 
 
 async def test_a_forged_or_foreign_ticket_is_refused(
