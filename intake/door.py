@@ -23,7 +23,8 @@ from queueing.grouping import GroupAdmitter
 from queueing.ids import RegistrationIds
 from queueing.intake_admission import IntakeAdmission, Sealing
 from queueing.keys import Partition, partitions
-from queueing.line import Line, OrderWatch
+from queueing.line import Line
+from queueing.line_view import OrderWatch
 from queueing.live_settings import LiveAdmission
 from queueing.priority import PriorityLane
 from queueing.process_reports import DoorReporter

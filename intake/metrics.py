@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 from queueing.admission import AdmissionPolicy, Outcome
 from queueing.breaker_reports import BreakerReport
 from queueing.grouping import GroupStats
-from queueing.line import LineView, OrderWatch
+from queueing.line_view import LineView, OrderWatch
 from queueing.queue_tickets import Ticket
 from queueing.redis_memory import NodeMemory
 

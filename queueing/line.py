@@ -11,19 +11,18 @@ Every call goes through queueing/lua/line.lua.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from config.settings import WaitingRoomSettings
 from queueing.call_groups import CallGroups
 from queueing.keys import STANDING_WAVE, WaveKeys
+from queueing.line_view import LineView, text
 from queueing.queue_tickets import Ticket, TicketSigner, lottery_member, ticket_id
 from queueing.redis_client import REDIS_UNAVAILABLE, RedisClient
 from queueing.scripts import PipelinedScript, script_source
@@ -32,8 +31,6 @@ from queueing.waves import read_waves, wave_in_force
 log = logging.getLogger(__name__)
 
 LINE_SCRIPT: Final = script_source("line")
-# The window over which the served counter's rate is measured for the ETA.
-RATE_WINDOW_SECONDS: Final = 30.0
 # p90 of the ETA: the line served at 85 % of its measured rate, plus one poll.
 P90_RATE_SHARE: Final = 0.85
 
@@ -72,110 +69,6 @@ class Place:
     turn_valid_until: float | None = None  # Unix seconds
     registration_id: bytes | None = None
     poll_after: float = 1.0
-
-
-@dataclass
-class LineView:
-    """One door's copy of the line in force, as of its last tick."""
-
-    wave: str = STANDING_WAVE
-    phase: str = "open"
-    served: int = 0
-    tail: int = 0
-    drawn: int = -1
-    opens_at: int = 0
-    closes_at: int = 0
-    seed: bytes = b""
-    waiting: int = 0
-    prequeue_size: int = 0
-    expired: int = 0
-    used: int = 0
-    left: int = 0
-    # Gone positions past `served`, sorted (pruned as served passes them).
-    gone: list[int] = field(default_factory=list)
-    gone_cursor: int = 0
-    # (served, Unix ms it was reached), ascending.
-    turns: list[tuple[int, int]] = field(default_factory=list)
-    # (monotonic time, served) samples for the rate.
-    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
-    fresh: bool = False
-
-    def ahead(self, position: int) -> int:
-        """Live tickets with positions in (served, position)."""
-        if position <= self.served:
-            return 0
-        lo = bisect.bisect_right(self.gone, self.served)
-        hi = bisect.bisect_left(self.gone, position)
-        return position - self.served - 1 - (hi - lo)
-
-    def is_gone(self, position: int) -> bool:
-        """Whether a position past the served counter was left or skipped."""
-        at = bisect.bisect_left(self.gone, position)
-        return at < len(self.gone) and self.gone[at] == position
-
-    def measured_rate(self, configured: float) -> float:
-        """The served counter's advance a second over the last RATE_WINDOW_SECONDS."""
-        if len(self.samples) >= 2:
-            (first_at, first), (last_at, last) = self.samples[0], self.samples[-1]
-            if last_at - first_at >= 3.0 and last > first:
-                return (last - first) / (last_at - first_at)
-        return configured
-
-    def apply(self, reply: list[Any]) -> None:
-        """Take one tick's reply (line.lua's 'tick')."""
-        (phase, served, tail, drawn, opens_at, closes_at, seed, cursor, gone_log, turns,
-         waiting, prequeue_size, expired, used, left) = reply
-        self.phase = _text(phase)
-        self.served, self.tail, self.drawn = int(served), int(tail), int(drawn)
-        self.opens_at, self.closes_at = int(opens_at), int(closes_at)
-        self.seed = bytes.fromhex(_text(seed))
-        self.waiting, self.prequeue_size = int(waiting), int(prequeue_size)
-        self.expired, self.used, self.left = int(expired), int(used), int(left)
-        for position in gone_log:
-            bisect.insort(self.gone, int(position))
-        self.gone_cursor = int(cursor)
-        del self.gone[:bisect.bisect_right(self.gone, self.served)]
-        for member in turns:
-            value, _, at_ms = _text(member).partition(":")
-            self.turns.append((int(value), int(at_ms)))
-        self.samples.append((time.monotonic(), self.served))
-        self.fresh = True
-
-    def last_turn_ms(self) -> int:
-        """When the served counter last advanced (Unix ms; 0 if this door never saw it)."""
-        return self.turns[-1][1] if self.turns else 0
-
-    def turn_reached_ms(self, position: int) -> int | None:
-        """When the served counter reached `position` (Unix ms), if this door knows."""
-        at = bisect.bisect_left(self.turns, (position, -1))
-        return self.turns[at][1] if at < len(self.turns) else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class OrderWatch:
-    """Admissions on turns out of the line's order, as one door sees them.
-
-    An admission of position p is late when this door admitted a position
-    behind p more than `slack` seconds earlier: the fairness the opening-crush
-    scenario checks for the whole deployment (no one admitted more than 2 s
-    after someone behind them), counted here per door at no cost.
-    """
-
-    def __init__(self, slack: float = 2.0) -> None:
-        self._slack = slack
-        self._recent: deque[tuple[float, int]] = deque()
-        self._settled_max = 0
-
-    def admitted(self, position: int, now: float | None = None) -> bool:
-        """Record an admission on a turn; whether it came late."""
-        at = time.monotonic() if now is None else now
-        while self._recent and self._recent[0][0] < at - self._slack:
-            self._settled_max = max(self._settled_max, self._recent.popleft()[1])
-        self._recent.append((at, position))
-        return self._settled_max > position
 
 
 class Line:
@@ -299,7 +192,7 @@ class Line:
         tid = ticket_id(view.wave, nik_hash)
         async with asyncio.timeout(self._timeout):
             reply = await self._joins.call((tid, self._member(tid)))
-        state, position, joined = _text(reply[0]), int(reply[1]), int(reply[2])
+        state, position, joined = text(reply[0]), int(reply[1]), int(reply[2])
         ticket = Ticket(view.wave, tid, position, joined)
         if state == "registered":
             return self._place(ticket, "registered", registration_id=bytes(reply[3]))

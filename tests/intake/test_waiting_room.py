@@ -280,7 +280,8 @@ async def test_a_closed_wave_serves_its_line_and_lets_no_one_join(
         test_settings: Settings, redis_client: RedisClient,
         registrants: RegistrantFactory) -> None:
     now = int(time.time())
-    schedule = {"prequeue_from": now - 10, "opens_at": now - 5, "closes_at": now + 2}
+    schedule: dict[Any, Any] = {"prequeue_from": now - 10, "opens_at": now - 5,
+                                "closes_at": now + 2}
     await redis_client.hset(WaveKeys("w2").state, mapping=schedule)
     await redis_client.hset(WAVES, "w2", orjson.dumps(schedule))
     settings = room_settings(test_settings, rate=0.5, burst=1)

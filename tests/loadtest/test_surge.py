@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from gelombang.processes import free_port
+from loadtest.loss_check import _stored_by_status
 from loadtest.registrants import RegistrantFactory
-from loadtest.surge_command import _stored_by_status
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.intake.door_helpers import DoorUnderTest
 from tests.support import REPO_ROOT, DoorProcesses, door_processes, seal_people

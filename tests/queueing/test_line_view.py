@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from queueing.line import LineView, OrderWatch
+from queueing.line_view import LineView, OrderWatch
 
 
 def view(served: int, gone: list[int], turns: list[tuple[int, int]] | None = None) -> LineView:
