@@ -41,9 +41,11 @@ class LineView:
     # Gone positions past `served`, sorted (pruned as served passes them).
     gone: list[int] = field(default_factory=list)
     gone_cursor: int = 0
+    # Gone positions the served counter has passed (skipped, not served), as seen here.
+    skipped: int = 0
     # (served, Unix ms it was reached), ascending.
     turns: list[tuple[int, int]] = field(default_factory=list)
-    # (monotonic time, served) samples for the rate.
+    # (monotonic time, live tickets served) samples for the rate.
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
     fresh: bool = False
 
@@ -61,9 +63,13 @@ class LineView:
         return at < len(self.gone) and self.gone[at] == position
 
     def measured_rate(self, configured: float) -> float:
-        """The served counter's advance a second over the last RATE_WINDOW_SECONDS."""
+        """Live tickets given their turn a second over the last RATE_WINDOW_SECONDS (gone
+        positions the served counter skipped are not counted: `ahead` does not count
+        them either); `configured` until there are 3 s of history with progress."""
         if len(self.samples) >= 2:
-            (first_at, first), (last_at, last) = self.samples[0], self.samples[-1]
+            last_at, last = self.samples[-1]
+            first_at, first = next(sample for sample in self.samples
+                                   if sample[0] >= last_at - RATE_WINDOW_SECONDS)
             if last_at - first_at >= 3.0 and last > first:
                 return (last - first) / (last_at - first_at)
         return configured
@@ -81,11 +87,13 @@ class LineView:
         for position in gone_log:
             bisect.insort(self.gone, int(position))
         self.gone_cursor = int(cursor)
-        del self.gone[:bisect.bisect_right(self.gone, self.served)]
+        passed = bisect.bisect_right(self.gone, self.served)
+        self.skipped += passed
+        del self.gone[:passed]
         for member in turns:
             value, _, at_ms = text(member).partition(":")
             self.turns.append((int(value), int(at_ms)))
-        self.samples.append((time.monotonic(), self.served))
+        self.samples.append((time.monotonic(), self.served - self.skipped))
         self.fresh = True
 
     def last_turn_ms(self) -> int:

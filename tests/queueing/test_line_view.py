@@ -34,6 +34,16 @@ def test_the_measured_rate_comes_from_the_served_counter_once_there_is_history()
     assert line.measured_rate(7.0) == 7.0
     line.samples.extend([(100.0, 0), (102.0, 10), (110.0, 50)])
     assert line.measured_rate(7.0) == 5.0
+    # Only the last 30 s count.
+    line.samples.append((135.0, 100))
+    assert line.measured_rate(7.0) == 50 / 25
+
+
+def test_skipped_positions_do_not_count_as_served_in_the_rate() -> None:
+    line = view(10, [12, 15])
+    reply = ["open", 20, 100, 0, 0, 0, "", 2, [], [], 80, 0, 0, 0, 0]
+    line.apply(reply)
+    assert line.skipped == 2 and line.samples[-1][1] == 18
 
 
 def test_an_admission_after_someone_behind_was_admitted_is_late_beyond_the_slack() -> None:
