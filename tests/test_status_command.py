@@ -85,6 +85,8 @@ async def test_once_prints_the_doors_figures(
     registrants: RegistrantFactory,
 ) -> None:
     settings = with_admission(test_settings, rate_per_second=7.5)
+    settings = settings.model_copy(update={"waiting_room": settings.waiting_room.model_copy(
+        update={"enabled": True})})
     async with running_door(settings) as door:
         assert await post(door, registrants, 3) == [202, 202, 202]
         out = io.StringIO()

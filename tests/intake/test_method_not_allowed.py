@@ -23,8 +23,9 @@ HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS
 SOME_ID: Final = "0193a4f2-6c1e-7b3a-9f00-1c2d3e4f5a6b"
 # Each documented path, concrete, with the methods the document gives it.
 PATHS: Final = {
-    path.replace("{registration_id}", SOME_ID).replace("{wave}", "gelombang-1"): {
-        method.upper() for method in item}
+    path.replace("{registration_id}", SOME_ID).replace("{wave}", "gelombang-1")
+    .replace("{ticket}", "q1.k1.dGlja2V0.bWFj"): {
+        method.upper() for method in item if method != "parameters"}
     for path, item in DOCUMENT["paths"].items()
 }
 
