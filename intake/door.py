@@ -165,7 +165,7 @@ def waiting_room_line(settings: Settings, redis: RedisClient,
     active, keys = settings.keys.queue_key_bytes()
     return Line(redis, settings.waiting_room, TicketSigner(keys, active),
                 lambda: live.policy.rate_per_second, settings.redis.timeout_seconds,
-                on_call=metrics.QUEUE_REDIS_CALLS.inc)
+                on_call=metrics.count_queue_calls)
 
 
 def address_sealer(settings: Settings) -> Sealer:

@@ -83,8 +83,11 @@ _QUEUE_EVENTS = Counter(
 )
 _QUEUE_REDIS_CALLS = Counter(
     "gelombang_queue_redis_calls_total",
-    "Redis round trips made for the waiting room (ticks, joins, look-ups, leaving,"
-    " recording a registration); polls of waiting tickets make none.",
+    "Redis round trips made for the waiting room, by kind: tick (the line read, twice a"
+    " tick), join, lookup (a drawn pre-queue ticket's first poll, a poll at the front),"
+    " claim, registered, leave, release; joins, look-ups, claims and records are grouped"
+    " (one round trip for all that waited). Polls of waiting tickets make none.",
+    ["kind"],
 )
 _QUEUE_LATE = Counter(
     "gelombang_queue_late_admissions_total",
@@ -197,7 +200,8 @@ OVERLOADED = LocalCounter(DECISIONS.labels("overloaded"))
 EMAIL_VERIFIED = LocalCounter(_EMAIL_VERIFIED)
 _QUEUE_COUNTERS = {event: LocalCounter(_QUEUE_EVENTS.labels(event))
                    for event in ("issued", "used", "polled", "left", "invalid", "reused")}
-QUEUE_REDIS_CALLS = LocalCounter(_QUEUE_REDIS_CALLS)
+_QUEUE_CALL_COUNTERS = {kind: LocalCounter(_QUEUE_REDIS_CALLS.labels(kind)) for kind in (
+    "tick", "join", "lookup", "claim", "registered", "leave", "release")}
 QUEUE_WAIT = LocalHistogram(QUEUE_WAIT_SECONDS)
 QUEUE_LATE = LocalCounter(_QUEUE_LATE)
 _GROUP_SIZE = LocalHistogram(GROUP_SIZE)
@@ -221,6 +225,18 @@ class RequestTimer:
             local = LocalHistogram(REQUEST_SECONDS.labels(route, str(status)))
             self._children[(route, status)] = local
         local.observe(seconds)
+
+
+def count_queue_calls(kind: str, calls: int) -> None:
+    """Count Redis round trips made for the waiting room (gelombang_queue_redis_calls_total)."""
+    _QUEUE_CALL_COUNTERS[kind].inc(calls)
+
+
+def queue_redis_calls() -> float:
+    """Every Redis round trip made for the waiting room so far, all kinds (after a flush)."""
+    flush()
+    return sum(float(_QUEUE_REDIS_CALLS.labels(kind)._value.get())
+               for kind in _QUEUE_CALL_COUNTERS)
 
 
 def count_queue_event(event: str) -> None:

@@ -255,6 +255,10 @@ class WaitingRoomForm:
         if status == 410:  # its turn passed, it was skipped, or its wave is over
             reply.success()
             return self._rejoin(tab, journey)
+        if status == 409:  # `ticket_used`: another tab's registration took the turn
+            reply.success()
+            journey.registered(_json(reply).get("queue", {}).get("registration_id"))
+            return DONE
         if status == 403:
             recorder.count("invalid_tickets", at=sent_at)
             reply.failure("invalid_ticket")

@@ -76,7 +76,7 @@ class Line:
 
     def __init__(self, redis: RedisClient, settings: WaitingRoomSettings, signer: TicketSigner,
                  release_rate: Callable[[], float], timeout: float,
-                 on_call: Callable[[int], None] = lambda calls: None) -> None:
+                 on_call: Callable[[str, int], None] = lambda kind, calls: None) -> None:
         self._redis = redis
         self.settings = settings
         self.signer = signer
@@ -129,7 +129,7 @@ class Line:
             "tick", repr(0.0 if paused else self.rate()), repr(self.settings.idle_seconds),
             repr(self.settings.turn_seconds), self._max_tail, self._max_served,
             view.gone_cursor, view.turns[-1][0] if view.turns else -1, *seen]
-        self._on_call(2)
+        self._on_call("tick", 2)
         view.apply(await self._script.run(WaveKeys(wave).all(), args))
         self._forget_old_turns(view)
         self._max_tail = max(self._max_tail, view.tail)
@@ -179,7 +179,7 @@ class Line:
         return await self._call(self.view.wave, *args)
 
     async def _call(self, wave: str, *args: str | bytes | int) -> Any:
-        self._on_call(1)
+        self._on_call(str(args[0]), 1)
         async with asyncio.timeout(self._timeout):
             return await self._script.run(WaveKeys(wave).all(), args)
 

@@ -93,7 +93,12 @@ class LineView:
         for member in turns:
             value, _, at_ms = text(member).partition(":")
             self.turns.append((int(value), int(at_ms)))
-        self.samples.append((time.monotonic(), self.served - self.skipped))
+        if self.phase == "prequeue" or self.waiting == 0:
+            # Nothing to release: a rate measured over this time would be the arrivals',
+            # not the line's (the opening's first ETAs came out twice too long).
+            self.samples.clear()
+        else:
+            self.samples.append((time.monotonic(), self.served - self.skipped))
         self.fresh = True
 
     def last_turn_ms(self) -> int:

@@ -271,9 +271,9 @@ async def test_the_line_and_its_tickets_are_in_the_metrics(
     assert 'gelombang_queue_tail{wave="standing"} 3.0' in text
     assert 'gelombang_queue_release_rate{wave="standing"} 0.5' in text
     assert 'gelombang_queue_tickets_total{event="polled"}' in text
-    calls = [line for line in text.splitlines()
-             if line.startswith("gelombang_queue_redis_calls_total ")]
-    assert calls and float(calls[0].split()[1]) > 0
+    ticks = [line for line in text.splitlines()
+             if line.startswith('gelombang_queue_redis_calls_total{kind="tick"} ')]
+    assert ticks and float(ticks[0].split()[1]) > 0
 
 
 async def test_a_closed_wave_serves_its_line_and_lets_no_one_join(

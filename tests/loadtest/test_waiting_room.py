@@ -176,6 +176,23 @@ def test_an_expired_ticket_joins_again_without_it(apply: Callable[..., Run]) -> 
     assert run.failures == []
 
 
+def test_a_poll_answered_ticket_used_ends_with_that_registration(
+        apply: Callable[..., Run]) -> None:
+    async def door(seen: Seen, scripted: ScriptedDoor) -> web.Response:
+        if seen.method == "POST":
+            return queued(ticket("T1", position=7))
+        # Another tab of this person registered with the ticket meanwhile.
+        return web.json_response(
+            {"error": {"code": "ticket_used", "message": "used"},
+             "queue": ticket("T1", state="registered", eta=None) | {"registration_id": "R7"}},
+            status=409)
+
+    run = apply(door)
+    assert run.journey["registration_ids"] == ["R7"]
+    assert [s.method for s in run.door.seen] == ["POST", "GET"]
+    assert run.failures == []
+
+
 def test_a_refused_poll_waits_its_retry_after_and_polls_never_come_faster_than_a_second(
         apply: Callable[..., Run]) -> None:
     async def door(seen: Seen, scripted: ScriptedDoor) -> web.Response:
