@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -276,6 +277,31 @@ class Line:
         """Give a claimed turn back: the admission certainly did not happen."""
         await self._call(ticket.wave, "release", ticket.ticket_id, idempotency_key)
 
+    def _prequeue_eta(self, ticket: Ticket, rate: float,
+                      poll: float) -> tuple[tuple[float, float], float]:
+        """A pre-queue ticket's ETA and poll interval, from where the draw will put it.
+
+        The draw sorts by lottery key, which is uniform: a ticket whose key is the
+        fraction u of the key space will be drawn near u times the pre-queue's size
+        (to within about the size's square root). So each ticket is told to come back
+        shortly before its own turn, and the opening is not one poll of everyone at
+        once (the first opening-crush run: 14,000 polls in the opening's second, the
+        first 3,000 places taken late).
+        """
+        view = self.view
+        until_open = max(0.0, view.opens_at - time.time())
+        member = self._member(ticket.ticket_id)
+        share = int.from_bytes(member[:8], "big") / 2**64 if member else 1.0
+        size = max(view.prequeue_size, 1)
+        expected = share * size
+        spread = 2.0 * math.sqrt(size)  # two standard deviations of the drawn position
+        p50 = until_open + expected / rate
+        p90 = until_open + (expected + spread) / (rate * P90_RATE_SHARE)
+        # Back a little before the turn (the client adds up to a fifth): at least the
+        # spread's worth and a second early, never more than a poll interval away.
+        back = until_open + max(0.0, (expected - spread) / rate - 1.0)
+        return (p50, p90), max(1.0, min(poll, 0.8 * back))
+
     def _place(self, ticket: Ticket, state: str, *, token: str | None = None,
                registration_id: bytes | None = None,
                turn_valid_until: float | None = None) -> Place:
@@ -291,9 +317,7 @@ class Line:
             # Poll more often as the turn nears, never more than once a second.
             poll = max(1.0, min(poll, p50 / 2))
         elif state == "prequeue":
-            until_open = max(0.0, view.opens_at - time.time())
-            eta = (until_open, until_open + view.prequeue_size / (rate * P90_RATE_SHARE))
-            poll = max(1.0, min(poll, until_open / 2)) if until_open else 1.0
+            eta, poll = self._prequeue_eta(ticket, rate, poll)
         elif state == "your_turn":
             poll = 1.0
         return Place(

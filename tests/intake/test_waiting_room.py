@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import re
 import time
 from collections.abc import AsyncIterator
@@ -219,9 +221,6 @@ async def test_a_door_restart_keeps_every_place(
 async def test_the_prequeue_is_drawn_by_the_published_seed(
         test_settings: Settings, redis_client: RedisClient,
         registrants: RegistrantFactory) -> None:
-    import hashlib
-    import hmac
-
     now = int(time.time())
     wave = WaveKeys("w1")
     seed = bytes(range(32))
@@ -252,6 +251,34 @@ async def test_the_prequeue_is_drawn_by_the_published_seed(
 
     by_lottery = sorted(positions, key=lottery)
     assert [positions[tid] for tid in by_lottery] == list(range(1, 7))
+
+
+async def test_a_prequeue_eta_foretells_the_draw_and_spreads_the_comeback(
+        test_settings: Settings, redis_client: RedisClient,
+        registrants: RegistrantFactory) -> None:
+    now = int(time.time())
+    seed = bytes(range(32, 64))
+    schedule = {"prequeue_from": now - 10, "opens_at": now + 8, "closes_at": now + 3600}
+    await redis_client.hset(WaveKeys("w3").state, mapping={**schedule, "seed": seed.hex()})
+    await redis_client.hset(WAVES, "w3", orjson.dumps(schedule))
+    # 20 in the pre-queue, released at one every 20 s: the draw's order spreads the ETAs
+    # over 400 s after the opening.
+    async with running_door(room_settings(test_settings, rate=0.05, burst=1)) as door:
+        tickets = [(await register(door, registrants.make()))[2]["queue"] for _ in range(20)]
+        await asyncio.sleep(0.5)  # a tick: the door knows the pre-queue's size
+        polled = [(await poll(door, queue["ticket"]))[1] for queue in tickets]
+
+    def lottery(ticket_id: str) -> bytes:
+        return hmac.new(seed, bytes.fromhex(ticket_id), hashlib.sha256).digest()[:16]
+
+    in_draw_order = sorted(polled, key=lambda queue: lottery(queue["ticket_id"]))
+    etas = [queue["eta_seconds"]["p50"] for queue in in_draw_order]
+    assert etas == sorted(etas) and etas[-1] - etas[0] > 200
+    # Told to come back before their turn: the first in the draw at the opening (in
+    # under 8 s), the last after a full poll interval (20 s).
+    polls = [queue["poll_after_seconds"] for queue in in_draw_order]
+    assert {queue["state"] for queue in polled} == {"prequeue"}
+    assert polls[0] <= 8 and polls[-1] == 20
 
 
 async def test_the_line_and_its_tickets_are_in_the_metrics(
