@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 LINE_SCRIPT: Final = script_source("line")
 # p90 of the ETA: the line served at 85 % of its measured rate, plus one poll.
 P90_RATE_SHARE: Final = 0.85
+# A ticket of another wave makes the door tick at once, at most this often.
+CATCH_UP_SECONDS: Final = 1.0
 
 
 class TicketError(Exception):
@@ -90,6 +92,10 @@ class Line:
         self._max_tail = 0
         self._max_served = 0
         self._stopping = asyncio.Event()
+        # One tick at a time (the periodic one, or a catch-up).
+        self._ticking = asyncio.Lock()
+        self._ticked_at = float("-inf")
+        self._next_change = float("inf")
         self._joins: CallGroups[tuple[bytes, bytes], Any] = CallGroups(
             lambda group: self._grouped("join", group))
         self._lookups: CallGroups[tuple[bytes, bytes], Any] = CallGroups(
@@ -111,7 +117,18 @@ class Line:
     async def tick(self, paused: bool = False) -> None:
         """Bring this door's view up to date and advance the line: one round trip,
         and one more to re-read the scheduled waves."""
-        schedule = wave_in_force(await read_waves(self._redis), time.time())
+        async with self._ticking:
+            await self._tick(paused)
+
+    async def _tick(self, paused: bool) -> None:
+        waves = await read_waves(self._redis)
+        self._ticked_at = time.monotonic()
+        schedule = wave_in_force(waves, time.time())
+        # The next moment another wave may be in force: a request after it brings the
+        # view up to date first, instead of waiting for the tick (catch_up()).
+        self._next_change = min((moment for wave in waves
+                                 for moment in (wave.prequeue_from, wave.closes_at)
+                                 if moment > time.time()), default=float("inf"))
         wave = STANDING_WAVE if schedule is None else schedule.wave
         current = self.view
         now = time.time()
@@ -162,9 +179,26 @@ class Line:
 
     def queues_first(self) -> bool:
         """Whether a registration without a ticket joins the line instead of trying
-        the bucket: in a pre-queue, or while people are waiting (no one overtakes)."""
+        the bucket: in a pre-queue, or while people are waiting (no one overtakes); and
+        once another wave may be in force, until a tick says which (join() catches up)."""
         view = self.view
-        return view.fresh and (view.phase == "prequeue" or view.tail > view.served)
+        return view.fresh and (view.phase == "prequeue" or view.tail > view.served
+                               or time.time() >= self._next_change)
+
+    async def catch_up(self, wave: str | None = None) -> None:
+        """Tick now when another wave may be in force since the last tick: its time came,
+        or a ticket of another wave was shown (a sibling door ticked first). At most
+        one such tick a second, one at a time."""
+        due = time.time() >= self._next_change or (
+            wave is not None and wave != self.view.wave
+            and time.monotonic() - self._ticked_at >= CATCH_UP_SECONDS)
+        if not due:
+            return
+        async with asyncio.timeout(self._timeout):
+            if self._ticking.locked():
+                async with self._ticking:
+                    return  # the tick in flight brings the view up to date
+            await self.tick()
 
     # -- calls --------------------------------------------------------------
 
@@ -187,6 +221,7 @@ class Line:
     async def join(self, nik_hash: bytes) -> Place:
         """A place for this NIK: its own if it has one, else a new one at the back
         (or in the pre-queue). Raises TicketExpired when the wave closed."""
+        await self.catch_up()
         view = self.view
         if not view.fresh:
             raise LineUnknown
@@ -211,6 +246,8 @@ class Line:
         the ticket is (no signing per poll). Raises TicketExpired for an expired
         ticket.
         """
+        if ticket.wave != self.view.wave:
+            await self.catch_up(ticket.wave)
         view = self.view
         if not view.fresh:
             raise LineUnknown

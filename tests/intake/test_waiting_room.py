@@ -258,7 +258,8 @@ async def test_a_prequeue_eta_foretells_the_draw_and_spreads_the_comeback(
         registrants: RegistrantFactory) -> None:
     now = int(time.time())
     seed = bytes(range(32, 64))
-    schedule = {"prequeue_from": now - 10, "opens_at": now + 8, "closes_at": now + 3600}
+    schedule: dict[Any, Any] = {"prequeue_from": now - 10, "opens_at": now + 8,
+                                "closes_at": now + 3600}
     await redis_client.hset(WaveKeys("w3").state, mapping={**schedule, "seed": seed.hex()})
     await redis_client.hset(WAVES, "w3", orjson.dumps(schedule))
     # 20 in the pre-queue, released at one every 20 s: the draw's order spreads the ETAs

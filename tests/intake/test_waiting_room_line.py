@@ -6,13 +6,15 @@ import asyncio
 import datetime
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
 import pytest
 
 from config.settings import Settings
 from intake import metrics
 from loadtest.registrants import RegistrantFactory
-from queueing.keys import STANDING_WAVE, WaveKeys
+from queueing.keys import STANDING_WAVE, WAVES, WaveKeys
 from queueing.line import Line
 from queueing.redis_client import RedisClient
 from tests.intake.door_helpers import DoorUnderTest, running_door
@@ -161,3 +163,22 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 def _unix(rfc3339: str) -> float:
     return datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(
         tzinfo=datetime.UTC).timestamp()
+
+
+async def test_a_pre_queue_starts_on_time_at_a_door_between_its_ticks(
+        test_settings: Settings, redis_client: RedisClient,
+        registrants: RegistrantFactory) -> None:
+    start = int(time.time()) + 2
+    schedule: dict[Any, Any] = {"prequeue_from": start, "opens_at": start + 60,
+                                "closes_at": start + 3600}
+    await redis_client.hset(WaveKeys("w4").state, mapping={**schedule, "seed": "ab" * 32})
+    await redis_client.hset(WAVES, "w4", orjson.dumps(schedule))
+    settings = room_settings(test_settings, rate=100.0, burst=100, tick_seconds=10.0)
+    async with running_door(settings) as door:
+        status, _, _ = await register(door, registrants.make())
+        assert status == 202  # before the pre-queue: the bucket
+        await asyncio.sleep(max(0.0, start - time.time() + 0.1))
+        # The door's next tick is seconds away; the pre-queue is in force all the same.
+        status, _, body = await register(door, registrants.make())
+        assert status == 429 and body["queue"]["state"] == "prequeue"
+        assert body["queue"]["wave"] == "w4"
