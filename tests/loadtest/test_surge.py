@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from gelombang.devstate import render_toml
 from gelombang.processes import free_port
 from loadtest.loss_check import _stored_by_status
 from loadtest.registrants import RegistrantFactory
@@ -48,6 +49,13 @@ async def surge(door: DoorProcesses, settings: Settings, out: Path, *args: str,
     if endpoints:
         command += ["--target", door.url, "--admin-url", door.admin_url,
                     "--admin-token", ADMIN_TOKEN, "--dsn", settings.postgres.dsn]
+    if env is None:
+        # The test's settings, named: without GELOMBANG_CONFIG the command takes a dev
+        # stack's config from the checkout (.dev/, `make up`), whose Redis and
+        # PostgreSQL may be stopped or another's.
+        config = out.parent / f"{out.name}-surge.toml"
+        config.write_text(render_toml(settings.model_dump(mode="json")))
+        env = {**os.environ, "GELOMBANG_CONFIG": str(config)}
     process = await asyncio.create_subprocess_exec(
         *command, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
