@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from config.settings import Settings
-from intake import metrics
+from intake import metrics, queue_metrics
 from intake.client_limit import ClientLimiter
 from intake.storage import StatusStore
 from queueing.admission import AdmissionPolicy, AdmissionScript
@@ -165,7 +165,7 @@ def waiting_room_line(settings: Settings, redis: RedisClient,
     active, keys = settings.keys.queue_key_bytes()
     return Line(redis, settings.waiting_room, TicketSigner(keys, active),
                 lambda: live.policy.rate_per_second, settings.redis.timeout_seconds,
-                on_call=metrics.count_queue_calls)
+                on_call=queue_metrics.count_queue_calls)
 
 
 def address_sealer(settings: Settings) -> Sealer:

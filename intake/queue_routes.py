@@ -14,7 +14,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from intake import metrics
+from intake import queue_metrics
 from intake.nik import nik_birth_date
 from intake.responses import JSON_CONTENT_TYPE, MESSAGES, error_response, json_response
 from intake.state import DOOR
@@ -82,12 +82,12 @@ def error_body_fields(code: str) -> dict[str, str]:
 def ticket_error_response(error: Exception) -> web.Response:
     """The answer to a ticket the line cannot honour."""
     if isinstance(error, TicketUsedError):
-        metrics.count_queue_event("reused")
+        queue_metrics.count_queue_event("reused")
         return queued_response(409, "ticket_used", error.place)
     if isinstance(error, TicketExpired):
         return queued_response(410, "ticket_expired", error.place)
     if isinstance(error, InvalidTicket | TicketNotOurs):
-        metrics.count_queue_event("invalid")
+        queue_metrics.count_queue_event("invalid")
         return error_response(403, "invalid_ticket")
     if isinstance(error, (LineUnknown, *REDIS_UNAVAILABLE)):
         return error_response(503, "queue_unavailable",
@@ -137,7 +137,7 @@ async def join(request: web.Request) -> web.Response:
     except (*REDIS_UNAVAILABLE, LineUnknown):
         return error_response(503, "queue_unavailable",
                               headers={"Retry-After": RETRY_AFTER_UNAVAILABLE})
-    metrics.count_queue_event("issued")
+    queue_metrics.count_queue_event("issued")
     return json_response(202, ticket_object(place),
                          headers={"Location": f"{TICKETS_PATH}/{place.token}"})
 
@@ -157,7 +157,7 @@ async def poll(request: web.Request) -> web.Response:
     line = _line(request)
     if line is None:
         return _disabled()
-    metrics.count_queue_event("polled")
+    queue_metrics.count_queue_event("polled")
     try:
         token = request.match_info["ticket"]
         place = await line.place(line.signer.verify(token), token)
@@ -176,7 +176,7 @@ async def leave(request: web.Request) -> web.Response:
         await line.leave(ticket)
     except Exception as exc:
         return ticket_error_response(exc)
-    metrics.count_queue_event("left")
+    queue_metrics.count_queue_event("left")
     return web.Response(status=204, headers={"Content-Type": JSON_CONTENT_TYPE})
 
 

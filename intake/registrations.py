@@ -18,7 +18,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from intake import metrics
+from intake import metrics, queue_metrics
 from intake.client_limit import ClientLimiter, client_address
 from intake.door import Door
 from intake.errors import (
@@ -102,7 +102,7 @@ async def register(door: Door, request: web.BaseRequest) -> web.Response:
     except TicketError as exc:
         return ticket_error_response(exc)
     if decision.outcome is Outcome.ADMITTED and decision.place is not None:
-        metrics.admitted_on_turn(decision.place.ticket, door.order_watch)
+        queue_metrics.admitted_on_turn(decision.place.ticket, door.order_watch)
     return _answer(door, decision)
 
 

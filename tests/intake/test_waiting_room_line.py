@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from config.settings import Settings
-from intake import metrics
+from intake import queue_metrics
 from loadtest.registrants import RegistrantFactory
 from queueing.keys import STANDING_WAVE, WAVES, WaveKeys
 from queueing.line import Line
@@ -57,14 +57,14 @@ async def test_a_poll_of_a_waiting_ticket_makes_no_redis_round_trip(
         await fill_bucket(door, registrants, 1)
         _, _, body = await register(door, registrants.make())
         ticket = body["queue"]["ticket"]
-        before = metrics.queue_redis_calls()
+        before = queue_metrics.queue_redis_calls()
         for _ in range(50):
             status, polled = await poll(door, ticket)
             assert status == 200 and polled["state"] == "waiting"
-        assert metrics.queue_redis_calls() == before
+        assert queue_metrics.queue_redis_calls() == before
         # A join is a round trip: the counter does count.
         await register(door, registrants.make())
-        assert metrics.queue_redis_calls() > before
+        assert queue_metrics.queue_redis_calls() > before
 
 
 async def test_an_idle_ticket_is_skipped_and_no_longer_counted_ahead(
