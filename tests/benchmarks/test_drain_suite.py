@@ -47,7 +47,9 @@ def test_two_rounds_alternate_copy_and_drain_and_store_every_registration(
         limit = result["bound"]
         assert limit["at_copy_busy_share"] == pytest.approx(
             limit["copy_cpu_us"] / (limit["copy_cpu_us"] + limit["floor_cpu_us"]))
-        assert 0 < limit["at_copy_busy_share"] < 1
+        # 0 when the tiny COPY of 2,000 rows took under one clock tick (10 ms) of
+        # PostgreSQL's CPU by /proc (a full suite's run once read it so).
+        assert 0 <= limit["at_copy_busy_share"] < 1
     [target] = results["targets"]
     assert target["value"] == pytest.approx(
         statistics.median(r["ratio"] for r in summary["rounds"]))
