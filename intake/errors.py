@@ -38,6 +38,27 @@ class NeverIssued(RequestRefused):
     """A path names no registration: not a canonical UUID, or an id never issued here."""
 
 
+class MalformedBody(RequestRefused):
+    """The request body is not JSON (the contract's 400 `malformed_json`)."""
+
+
+class InvalidIdempotencyKey(RequestRefused):
+    """Idempotency-Key is not 1-64 characters of A-Z, a-z, 0-9, _ or -."""
+
+
+class InvalidRegistration(RequestRefused):
+    """The body is JSON, and some of its fields break the contract's rules (422).
+
+    `fields` maps each failing field to its code; `unknown_fields` counts the
+    keys the contract does not know (never quoted: a key is client input too).
+    """
+
+    def __init__(self, fields: Mapping[str, str], unknown_fields: int) -> None:
+        super().__init__()
+        self.fields = fields
+        self.unknown_fields = unknown_fields
+
+
 class AdmissionChangeRefused(IntakeError):
     """A change of the admission settings was refused for its content.
 

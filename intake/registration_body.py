@@ -20,6 +20,8 @@ from typing import Final
 import msgspec
 import orjson
 
+from intake.errors import MalformedBody
+
 
 class RegistrationBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A body with exactly the contract's fields, each of its JSON type (values not checked yet)."""
@@ -36,15 +38,11 @@ class RegistrationBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     # collector need not track one object per request.
 
 
-class MalformedJSON(ValueError):
-    """The body is not JSON (the contract's 400 `malformed_json`)."""
-
-
 _DECODER: Final = msgspec.json.Decoder(RegistrationBody)
 
 
 def decode_registration(raw: bytes) -> object:
-    """A `RegistrationBody`, else whatever JSON value orjson makes of `raw`; MalformedJSON if none.
+    """A `RegistrationBody`, else whatever JSON value orjson makes of `raw`; MalformedBody if none.
 
     `intake.validation.validate_registration` takes either.
     """
@@ -60,4 +58,4 @@ def decode_registration(raw: bytes) -> object:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise MalformedJSON from None
+        raise MalformedBody from None

@@ -13,9 +13,9 @@ import datetime
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Final
 
-import orjson
 from aiohttp import web
 
 from intake import metrics, queue_metrics
@@ -25,11 +25,13 @@ from intake.errors import (
     BodyTimedOut,
     BodyTooLarge,
     ClientLimited,
+    InvalidIdempotencyKey,
+    InvalidRegistration,
     NeverIssued,
     RequestRefused,
 )
 from intake.queue_routes import queued_response, ticket_error_response, ticket_in_header
-from intake.registration_body import MalformedJSON, decode_registration
+from intake.registration_body import decode_registration
 from intake.responses import JSON_CONTENT_TYPE, error_response, json_response, refusal
 from intake.state import DOOR
 from intake.storage import StorageUnavailable
@@ -39,7 +41,7 @@ from queueing.errors import OutcomeUnknown, QueueingError, QueueUnavailable
 from queueing.grouping import Overloaded, Shed
 from queueing.ids import Provenance, format_uuid, uuid7_unix_ms
 from queueing.line import TicketError
-from queueing.queue_tickets import InvalidTicket, Ticket
+from queueing.queue_tickets import InvalidTicket
 
 MAX_BODY_BYTES: Final = 4096
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -73,37 +75,48 @@ async def register(door: Door, request: web.BaseRequest) -> web.Response:
         if request.content_type != "application/json":
             return error_response(415, "unsupported_media_type")
         raw = await _read_body(request, door.settings.public.body_timeout_seconds)
-    except RequestRefused as exc:
-        return refusal(exc)
-    try:
-        body = decode_registration(raw)
-    except MalformedJSON:
-        return error_response(400, "malformed_json")
-    idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        return error_response(400, "invalid_idempotency_key")
+        headers = request.headers
+        decision = await decide(door, raw, headers.get("Idempotency-Key"),
+                                headers.get("Authorization"))
+    except NOT_ADMITTED as exc:
+        return not_admitted(exc)
+    return answer(door, decision)
 
+
+# What `decide` raises for a registration it does not admit; `not_admitted` answers each.
+NOT_ADMITTED: Final = (RequestRefused, InvalidTicket, TicketError, QueueingError)
+
+
+async def decide(door: Door, raw: bytes, idempotency_key: str | None,
+                 authorization: str | None) -> Decision:
+    """Admission's decision on a registration body whose request passed the HTTP checks
+    (client limit, media type, size), in the contract's order from the body on.
+
+    Raises MalformedBody, InvalidIdempotencyKey, InvalidRegistration, InvalidTicket,
+    the line's TicketError types, or admission's QueueingError types.
+    """
+    body = decode_registration(raw)
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise InvalidIdempotencyKey
     checked = validate_registration(body, door.calendar.today())
     if isinstance(checked, dict):
-        unknown = unknown_field_count(body) if UNKNOWN in checked else 0
-        return error_response(422, "validation_failed", fields=checked, unknown_fields=unknown)
-
-    ticket: Ticket | None = None
-    line = door.admission.line
-    if line is not None:
-        try:
-            ticket = ticket_in_header(line, request.headers.get("Authorization"))
-        except InvalidTicket as exc:
-            return ticket_error_response(exc)
-    try:
-        decision = await door.admission.submit(checked, idempotency_key, ticket)
-    except QueueingError as exc:
-        return _not_decided(exc)
-    except TicketError as exc:
-        return ticket_error_response(exc)
+        raise InvalidRegistration(checked, unknown_field_count(body) if UNKNOWN in checked else 0)
+    admission = door.admission
+    line = admission.line
+    ticket = None if line is None else ticket_in_header(line, authorization)
+    decision = await admission.submit(checked, idempotency_key, ticket)
     if decision.outcome is Outcome.ADMITTED and decision.place is not None:
         queue_metrics.admitted_on_turn(decision.place.ticket, door.order_watch)
-    return _answer(door, decision)
+    return decision
+
+
+def not_admitted(error: Exception) -> web.Response:
+    """The answer to one of NOT_ADMITTED."""
+    if isinstance(error, RequestRefused):
+        return refusal(error)
+    if isinstance(error, QueueingError):
+        return _not_decided(error)
+    return ticket_error_response(error)
 
 
 def _not_decided(error: QueueingError) -> web.Response:
@@ -144,7 +157,8 @@ async def _read_body(request: web.BaseRequest, limit_seconds: float) -> bytes:
         raise BodyTimedOut from None
 
 
-def _answer(door: Door, decision: Decision) -> web.Response:
+def answer(door: Door, decision: Decision) -> web.Response:
+    """The answer to admission's decision."""
     outcome = decision.outcome
     if outcome is Outcome.ADMITTED or outcome is Outcome.REPLAYED:
         assert decision.registration_id is not None
@@ -163,14 +177,17 @@ def _answer(door: Door, decision: Decision) -> web.Response:
 
 def _accepted(registration_id: str) -> web.Response:
     status_url = f"/v1/registrations/{registration_id}"
-    body = orjson.dumps(
-        {"registration_id": registration_id, "status": "queued", "status_url": status_url}
-    )
     return web.Response(
         status=202,
-        body=body,
+        body=accepted_body(registration_id),
         headers={"Content-Type": JSON_CONTENT_TYPE, "Location": status_url},
     )
+
+
+def accepted_body(registration_id: str) -> bytes:
+    """The 202's body: what orjson makes of the contract's three fields, without the dict."""
+    return (b'{"registration_id":"%s","status":"queued","status_url":"/v1/registrations/%s"}'
+            % (registration_id.encode(), registration_id.encode()))
 
 
 def _limited(door: Door, retry_after_ms: int) -> web.Response:
@@ -196,9 +213,15 @@ def unavailable(code: str, retry_after: str) -> web.Response:
 
 
 def spend_client_token(limiter: ClientLimiter, request: web.BaseRequest) -> None:
-    """Spend a token of this client; raises ClientLimited once its bucket is empty."""
-    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()),
-                            limiter.trusted)
+    """Spend a token of this request's client; raises ClientLimited once its bucket is empty."""
+    spend_token_of(limiter, request.remote, request.headers.getall("X-Forwarded-For", ()))
+
+
+def spend_token_of(limiter: ClientLimiter, remote: str | None,
+                   forwarded_for: Sequence[str]) -> None:
+    """Spend a token of the client that a connection's peer address and its
+    X-Forwarded-For values name; raises ClientLimited once its bucket is empty."""
+    client = client_address(remote, forwarded_for, limiter.trusted)
     retry_after = limiter.take(client)
     if retry_after:
         raise ClientLimited({

@@ -12,7 +12,16 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from intake.errors import BodyTimedOut, BodyTooLarge, ClientLimited, NeverIssued, RequestRefused
+from intake.errors import (
+    BodyTimedOut,
+    BodyTooLarge,
+    ClientLimited,
+    InvalidIdempotencyKey,
+    InvalidRegistration,
+    MalformedBody,
+    NeverIssued,
+    RequestRefused,
+)
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
@@ -102,11 +111,16 @@ _REFUSALS: Final[Mapping[type[RequestRefused], tuple[int, str, bool]]] = {
     BodyTimedOut: (408, "request_timeout", True),
     ClientLimited: (429, "client_limited", False),
     NeverIssued: (404, "not_found", False),
+    MalformedBody: (400, "malformed_json", False),
+    InvalidIdempotencyKey: (400, "invalid_idempotency_key", False),
 }
 
 
 def refusal(error: RequestRefused) -> web.Response:
     """The contract's answer to a refused request."""
+    if isinstance(error, InvalidRegistration):
+        return error_response(422, "validation_failed", fields=error.fields,
+                              unknown_fields=error.unknown_fields)
     status, code, closes = _REFUSALS[type(error)]
     response = error_response(status, code, headers=error.headers)
     if closes:

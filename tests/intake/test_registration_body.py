@@ -20,8 +20,9 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from intake.errors import MalformedBody
 from intake.nik import nik_birth_date
-from intake.registration_body import MalformedJSON, RegistrationBody, decode_registration
+from intake.registration_body import RegistrationBody, decode_registration
 from intake.validation import (
     KNOWN_FIELDS,
     MUST_BE_TRUE,
@@ -49,7 +50,7 @@ def new_door(raw: bytes) -> Outcome:
     """What the door decides about a body now (intake/registrations.py's calls)."""
     try:
         body = decode_registration(raw)
-    except MalformedJSON:
+    except MalformedBody:
         return ("malformed_json",)
     result = validate_registration(body, TODAY)
     if isinstance(result, PersonalData):
@@ -285,7 +286,7 @@ def test_a_valid_body_takes_the_typed_path_and_is_normalised_as_before(seed: int
 def _is_typed(raw: bytes) -> bool:
     try:
         return isinstance(decode_registration(raw), RegistrationBody)
-    except MalformedJSON:
+    except MalformedBody:
         return False
 
 
