@@ -13,8 +13,6 @@ import struct
 
 from aiohttp import web
 
-from intake.http_errors import contract_handler
-
 
 class _Refused(asyncio.Protocol):
     """Closes the connection as soon as it is made: no handler, no task, no buffer."""
@@ -28,7 +26,8 @@ class _Refused(asyncio.Protocol):
 
 
 class _Capped:
-    """The protocol factory of a site: a handler (intake/http_errors.py) while under the cap."""
+    """The protocol factory of a site: the server's handler while under the cap
+    (the door's, intake/door_server.py)."""
 
     def __init__(self, server: web.Server, max_connections: int) -> None:
         self._server = server
@@ -41,7 +40,7 @@ class _Capped:
         if len(self._server._connections) >= self._max:
             self.refused += 1
             return _Refused()
-        return contract_handler(self._server)
+        return self._server()
 
 
 class CappedSite(web.TCPSite):

@@ -11,7 +11,6 @@ whose error answer is the contract's JSON, which quotes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Final
 
@@ -75,11 +74,3 @@ class ContractRequestHandler(web.RequestHandler):
         response.force_close()
         return response
 
-
-def contract_handler(server: web.Server) -> web.RequestHandler:
-    """The handler `server()` makes for a new connection, as a ContractRequestHandler.
-
-    Built as aiohttp's `Server.__call__` builds it: the server's own handler
-    arguments (timeouts, header limits, logger) carry over unchanged.
-    """
-    return ContractRequestHandler(server, loop=asyncio.get_running_loop(), **server._kwargs)

@@ -16,7 +16,7 @@ from config.settings import ConfigError, Settings
 from intake.app import build_admin_app, build_public_app
 from intake.connections import CappedSite
 from intake.door import Door, open_door
-from intake.hot_path import serve_registrations_first
+from intake.door_server import DoorRunner
 from intake.http_errors import http_logger
 from intake.key_reload import on_reload_signal
 from queueing.redis_memory import EvictingRedis
@@ -30,12 +30,9 @@ async def _start(app: web.Application, host: str, port: int, deadline: float,
                  max_connections: int, hot_path: Door | None = None) -> web.AppRunner:
     # access_log=None: an access line per request would cost more than the
     # handler; the metrics count requests by route and status instead.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=deadline,
-                           logger=http_logger())
+    runner = DoorRunner(app, door=hot_path, access_log=None, handle_signals=False,
+                        shutdown_timeout=deadline, logger=http_logger())
     await runner.setup()
-    if hot_path is not None:
-        assert runner.server is not None
-        serve_registrations_first(runner.server, hot_path)
     # reuse_port: every door process binds the same port; the kernel spreads
     # connections over them.
     await CappedSite(runner, host, port, max_connections=max_connections, reuse_port=True,

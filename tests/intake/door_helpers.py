@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from config.settings import Settings
 from intake.app import build_admin_app, build_public_app
 from intake.door import Door, open_door
-from intake.hot_path import serve_registrations_first
+from intake.door_server import DoorRunner
 
 
 @dataclass
@@ -44,12 +45,21 @@ async def running_door(settings: Settings) -> AsyncIterator[DoorUnderTest]:
             await admin.close()
 
 
+class DoorTestServer(TestServer):
+    """aiohttp's TestServer running the door's runner: its connections get the door's
+    handlers, the public port's registration lane among them (intake/door_server.py)."""
+
+    def __init__(self, app: web.Application, door: Door | None) -> None:
+        super().__init__(app)
+        self._door = door
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return DoorRunner(self.app, door=self._door, **kwargs)
+
+
 async def _server(app: web.Application, hot_path: Door | None = None) -> TestServer:
     # No access log, as the real door (intake/process.py): a request line
     # quotes whatever path a client sent, a mistyped NIK included.
-    server = TestServer(app)
+    server = DoorTestServer(app, hot_path)
     await server.start_server(access_log=None)
-    if hot_path is not None:  # as the real door's public port serves registrations
-        assert server.runner is not None and server.runner.server is not None
-        serve_registrations_first(server.runner.server, hot_path)
     return server

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from intake import hot_path
+from intake import hot_path, registration_lane
 from intake.door import Door
 from loadtest.registrants import RegistrantFactory
 from tests.intake.door_helpers import DoorUnderTest
@@ -61,19 +61,24 @@ async def test_requests_the_application_answers_keep_their_answers(
         assert (await reply.json())["error"]["code"] == "method_not_allowed"
 
 
+# A plain registration is the lane's (intake/registration_lane.py); one with a
+# Content-Encoding header goes aiohttp's way, through the hot path.
+@pytest.mark.parametrize("headers", [JSON, {**JSON, "Content-Encoding": "identity"}],
+                         ids=["lane", "aiohttp"])
 async def test_an_unexpected_error_is_a_contract_500_logged_by_its_type_only(
-        door_under_test: DoorUnderTest, registrants: RegistrantFactory,
+        door_under_test: DoorUnderTest, registrants: RegistrantFactory, headers: dict[str, str],
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     secret = "3171012345678901"
 
-    async def failing(door: Door, request: web.BaseRequest) -> web.Response:
+    async def failing(*args: object) -> web.Response:
         raise ValueError(f"cannot handle {secret}")
 
     monkeypatch.setattr(hot_path, "register", failing)
+    monkeypatch.setattr(registration_lane, "decide", failing)
     with caplog.at_level(logging.ERROR, logger="intake.hot_path"):
         async with door_under_test.public.post(
                 "/v1/registrations", data=orjson.dumps(registrants.make().body()),
-                headers=JSON) as reply:
+                headers=headers) as reply:
             assert reply.status == 500
             assert (await reply.json())["error"]["code"] == "internal_error"
     assert "unhandled ValueError in POST registrations.create" in caplog.text
