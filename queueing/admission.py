@@ -136,8 +136,11 @@ class AdmissionScript:
     """The admission script, and the question after a lost reply, bound to one Redis client."""
 
     def __init__(self, redis: RedisClient) -> None:
-        self._admit = PipelinedScript(redis, ADMIT_SCRIPT)
-        self._outcome = PipelinedScript(redis, OUTCOME_SCRIPT)
+        # Direct: an admission call is never retried by the client (a retry of a
+        # call whose reply was lost could run it twice; lost replies are found out
+        # instead, queueing/lost_replies.py), and it is the door's hottest call.
+        self._admit = PipelinedScript(redis, ADMIT_SCRIPT, direct=True)
+        self._outcome = PipelinedScript(redis, OUTCOME_SCRIPT, direct=True)
 
     async def admit_groups(
         self, share: PartitionShare, calls: Sequence[GroupCall]
