@@ -1,7 +1,7 @@
 """Schemathesis, `--checks all`, against a real door process and its /openapi.json.
 
 The run is the CLI's (`st run --checks all`): every phase (examples, coverage, fuzzing
-with GELOMBANG_FUZZ_EXAMPLES per operation, 500 by default, 1,000 or more for a longer
+with GELOMBANG_FUZZ_EXAMPLES per operation, 300 by default, 1,000 or more for a longer
 run, and the stateful phase that chains a POST's 202 to the GET of its registration),
 driven in this process through schemathesis's engine, on the run's Redis and PostgreSQL,
 with a fixed seed. Any failure fails the test, named by its code and operation (never
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 DOCUMENT: Final[dict[str, Any]] = json.loads(
     resources.files("intake").joinpath("openapi.json").read_text(encoding="utf-8")
 )
-EXAMPLES: Final = int(os.environ.get("GELOMBANG_FUZZ_EXAMPLES", "500"))
+EXAMPLES: Final = int(os.environ.get("GELOMBANG_FUZZ_EXAMPLES", "300"))
 # Stateful scenarios (each a POST and the reads that follow it): fewer than the fuzzing's
 # examples, since each runs several requests, and the run must fit the suite's budget.
 SCENARIOS: Final = int(os.environ.get("GELOMBANG_FUZZ_SCENARIOS", str(max(1, EXAMPLES // 10))))
