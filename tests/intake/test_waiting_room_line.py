@@ -21,7 +21,11 @@ from tests.intake.door_helpers import DoorUnderTest, running_door
 from tests.intake.test_waiting_room import fill_bucket, poll, register, room_settings, until_turn
 from tests.support import eventually
 
-pytestmark = pytest.mark.both_redis
+# On a Redis Cluster only where the cluster can change the outcome: joins grouped and
+# racing from two doors into the line's multi-key script, and a wave whose keys hash to
+# another slot than the standing wave's (and the waves' list, to a third). The rest is the
+# line's arithmetic and timing, the same script on either kind (test_waiting_room.py runs
+# the line's every call on both).
 
 
 def line_of(door: DoorUnderTest) -> Line:
@@ -30,6 +34,7 @@ def line_of(door: DoorUnderTest) -> Line:
     return line
 
 
+@pytest.mark.both_redis
 async def test_two_doors_hand_out_exact_distinct_positions_under_concurrent_joins(
         test_settings: Settings, redis_client: RedisClient,
         registrants: RegistrantFactory) -> None:
@@ -165,6 +170,7 @@ def _unix(rfc3339: str) -> float:
         tzinfo=datetime.UTC).timestamp()
 
 
+@pytest.mark.both_redis
 async def test_a_pre_queue_starts_on_time_at_a_door_between_its_ticks(
         test_settings: Settings, redis_client: RedisClient,
         registrants: RegistrantFactory) -> None:
