@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 
 import asyncpg
 from playwright.async_api import Request
@@ -48,11 +47,11 @@ async def test_the_page_is_indonesian_and_locked_down(door_under_test: DoorUnder
 
 async def test_invalid_fields_show_indonesian_messages_and_nothing_is_sent(
     door_under_test: DoorUnderTest, redis_client: Redis, test_settings: Settings,
-    registrants: RegistrantFactory, tmp_path: Path,
+    registrants: RegistrantFactory,
 ) -> None:
     person = registrants.make().body()
     posts: list[Request] = []
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
         await page.goto(str(door_under_test.public.make_url("/")))
         await fill_form(page, {**person, "nik": "3201010006990001", "phone": "0712345678"})
@@ -76,7 +75,7 @@ async def test_invalid_fields_show_indonesian_messages_and_nothing_is_sent(
 
 async def test_a_limited_submission_counts_down_retries_and_shows_the_stored_status(
     test_settings: Settings, redis_client: Redis, pg: asyncpg.Connection,
-    registrants: RegistrantFactory, tmp_path: Path,
+    registrants: RegistrantFactory,
 ) -> None:
     # One partition holding one token, refilled every 5 s: emptied just before the
     # click, the form's first try is 429 (5 s leaves room for a loaded machine).
@@ -85,7 +84,7 @@ async def test_a_limited_submission_counts_down_retries_and_shows_the_stored_sta
     settings = with_admission(drain_settings(one_partition), rate_per_second=0.2, burst=1)
     posts: list[tuple[int, str]] = []
     async with running_door(settings) as door, running_drain(settings):
-        async with chromium_page(tmp_path / "profile") as page:
+        async with chromium_page() as page:
             async def answered(response: object) -> None:
                 request = response.request  # type: ignore[attr-defined]
                 if request.method == "POST":
@@ -134,10 +133,10 @@ async def email_jobs(redis: Redis, settings: Settings) -> list[bytes]:
 
 async def test_the_status_page_sends_the_verification_email_again_and_counts_down(
     door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
-    test_settings: Settings, registrants: RegistrantFactory, tmp_path: Path,
+    test_settings: Settings, registrants: RegistrantFactory,
 ) -> None:
     rid = await stored_registration(pg, test_settings, registrants, "sent")
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={rid}")))
         button = await page.wait_for_selector("#resend-button", state="visible")
         assert button is not None
@@ -166,14 +165,14 @@ async def test_the_status_page_sends_the_verification_email_again_and_counts_dow
 
 async def test_the_status_page_shows_the_wait_of_a_resend_too_soon(
     door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
-    test_settings: Settings, registrants: RegistrantFactory, tmp_path: Path,
+    test_settings: Settings, registrants: RegistrantFactory,
 ) -> None:
     verified = await stored_registration(pg, test_settings, registrants, "verified")
     rid = await stored_registration(pg, test_settings, registrants, "sent")
     # Another tab asked for it 18 s ago.
     lane = Partition(partition_for_registration(rid.bytes, test_settings.queue.partitions))
     await redis_client.set(lane.priority_hold("email", rid.bytes), "resend", ex=42)
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={verified}")))
         await page.wait_for_function(
             "document.getElementById('status-email').textContent === 'Terverifikasi'")
@@ -200,12 +199,12 @@ async def test_the_status_page_shows_the_wait_of_a_resend_too_soon(
 
 async def test_the_status_page_shows_a_queued_registration_until_it_is_stored(
     door_under_test: DoorUnderTest, pg: asyncpg.Connection, test_settings: Settings,
-    registrants: RegistrantFactory, tmp_path: Path,
+    registrants: RegistrantFactory,
 ) -> None:
     [envelope] = seal_people(test_settings, [registrants.make()])
     rid = uuid.UUID(bytes=envelope.registration_id)
     never_issued = uuid.UUID(bytes=envelope.registration_id[:12] + b"\0\0\0\0")
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={never_issued}")))
         await page.wait_for_selector('#status-state[data-state="not_found"]')
         unknown = [await page.text_content(f"#{name}") for name in ("status-state", "status-note")]

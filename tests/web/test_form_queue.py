@@ -16,7 +16,6 @@ import datetime
 import itertools
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,7 +110,7 @@ def one_key(posts: list[Call]) -> None:
 
 
 async def test_a_queued_registration_waits_its_turn_and_is_sent_again_with_the_ticket(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.posts = [queued(ticket(FIRST, poll_after=2)), ACCEPT]
     door.polls = [
@@ -119,7 +118,7 @@ async def test_a_queued_registration_waits_its_turn_and_is_sent_again_with_the_t
         polled(ticket(SECOND, ahead=1, poll_after=1)),  # a new token: the newest is used
         polled(ticket(SECOND, "your_turn", turn_valid_until="2026-12-07T03:05:00Z")),
     ]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         await page.wait_for_selector("#queue-position:text('1.234')")
         shown = {name: await page.text_content(f"#queue-{name}")
@@ -157,13 +156,13 @@ async def test_a_queued_registration_waits_its_turn_and_is_sent_again_with_the_t
 
 
 async def test_ticket_used_is_the_registration_an_earlier_try_made(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.posts = [queued(ticket(FIRST)),
                   refused(409, "ticket_used", ticket(FIRST, "registered",
                                                      registration_id=EARLIER_ID))]
     door.polls = [polled(ticket(FIRST, "your_turn"))]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         await page.wait_for_selector('#status-state[data-state="accepted"]')
         status_id = await page.text_content("#status-id")
@@ -176,11 +175,11 @@ async def test_ticket_used_is_the_registration_an_earlier_try_made(
 
 
 async def test_leaving_sends_delete_and_returns_to_the_filled_form(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.posts = [queued(ticket(FIRST))]
     door.polls = [polled(ticket(SECOND))]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         person = await open_and_send(page, door, registrants)
         await page.wait_for_function(
             "token => (sessionStorage.getItem('gelombang.antrean') || '').includes(token)",
@@ -211,7 +210,7 @@ async def test_leaving_sends_delete_and_returns_to_the_filled_form(
 
 
 async def test_the_prequeue_shows_the_opening_in_wib_then_the_drawn_place(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     opens = (datetime.datetime.now(datetime.UTC).replace(microsecond=0)
              + datetime.timedelta(hours=2))
@@ -219,7 +218,7 @@ async def test_the_prequeue_shows_the_opening_in_wib_then_the_drawn_place(
     door.posts = [queued(ticket(FIRST, "prequeue", eta=(7200, 7500), opens_at=opens_at))]
     door.polls = [polled(ticket(FIRST, "prequeue", opens_at=opens_at)),
                   polled(ticket(SECOND, position=7, ahead=6, eta=(60, 90)))]
-    async with chromium_page(tmp_path / "profile", timezone_id=ELSEWHERE) as page:
+    async with chromium_page(timezone_id=ELSEWHERE) as page:
         await open_and_send(page, door, registrants)
         await page.wait_for_selector('#queue-state[data-state="prequeue"]')
         await page.wait_for_selector("#queue-opens-in:text('Dibuka dalam')")
@@ -244,11 +243,11 @@ async def test_the_prequeue_shows_the_opening_in_wib_then_the_drawn_place(
 
 
 async def test_a_reload_keeps_the_place_and_only_the_ticket_is_stored(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.posts = [queued(ticket(FIRST)), ACCEPT]
     door.polls = [polled(ticket(FIRST, poll_after=30))]
-    async with chromium_page(tmp_path / "profile", timezone_id=ELSEWHERE) as page:
+    async with chromium_page(timezone_id=ELSEWHERE) as page:
         person = await open_and_send(page, door, registrants)
         await page.wait_for_selector("#queue-position:text('1.234')")
         storage = await stored_place(page)
@@ -284,7 +283,7 @@ async def test_a_reload_keeps_the_place_and_only_the_ticket_is_stored(
 
 @pytest.mark.parametrize("where", ["poll", "post"])
 async def test_an_expired_turn_offers_to_join_again_at_the_back(
-    where: str, door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    where: str, door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     expired = refused(410, "ticket_expired", ticket(FIRST, "expired"))
     if where == "poll":
@@ -293,7 +292,7 @@ async def test_an_expired_turn_offers_to_join_again_at_the_back(
     else:
         door.posts = [queued(ticket(FIRST)), expired, ACCEPT]
         door.polls = [polled(ticket(FIRST, "your_turn"))]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         await page.wait_for_selector('#queue-state[data-state="expired"]')
         notice = await page.text_content("#notice")
@@ -311,11 +310,11 @@ async def test_an_expired_turn_offers_to_join_again_at_the_back(
 
 
 async def test_an_invalid_ticket_is_dropped_and_the_registration_sent_once_without_it(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.posts = [queued(ticket(FIRST)), refused(403, "invalid_ticket"), ACCEPT]
     door.polls = [polled(ticket(FIRST, "your_turn"))]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         await page.wait_for_selector('#status-state[data-state="accepted"]')
 
@@ -326,11 +325,11 @@ async def test_an_invalid_ticket_is_dropped_and_the_registration_sent_once_witho
 
 
 async def test_polls_wait_out_their_own_retry_after_and_retry_a_lost_connection(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.posts = [queued(ticket(FIRST)), ACCEPT]
     door.polls = [DROP]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         # Dropped until the page says so (Chromium itself may resend a GET once on a cut
         # keep-alive connection).
@@ -351,9 +350,9 @@ async def test_polls_wait_out_their_own_retry_after_and_retry_a_lost_connection(
 
 
 async def test_the_poll_delay_is_poll_after_give_or_take_a_fifth_and_at_least_a_second(
-    door: ScriptedDoor, tmp_path: Path,
+    door: ScriptedDoor,
 ) -> None:
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await page.goto(door.url)
         delays = await page.evaluate("""() => {
             const delay = window.gelombangForm.pollDelay;

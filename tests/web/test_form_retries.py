@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -150,10 +149,10 @@ def one_key(posts: list[Post]) -> str:
 
 
 async def test_a_503_outcome_unknown_then_202_keeps_the_key_and_shows_times_in_wib(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.script = [unavailable("outcome_unknown", 1), ACCEPT]
-    async with chromium_page(tmp_path / "profile", timezone_id=ELSEWHERE) as page:
+    async with chromium_page(timezone_id=ELSEWHERE) as page:
         await open_and_send(page, door, registrants)
         waiting = await notice_says(page, ERROR_MESSAGES["outcome_unknown"])
         jakarta_now = datetime.datetime.now(JAKARTA)
@@ -180,10 +179,10 @@ async def test_a_503_outcome_unknown_then_202_keeps_the_key_and_shows_times_in_w
 
 
 async def test_a_proxy_502_page_then_202_retries_with_the_same_key(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.script = [PROXY_502, ACCEPT]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         await notice_says(page, ERROR_MESSAGES["server_error"])
         await page.wait_for_selector('#status-state[data-state="accepted"]')
@@ -193,12 +192,12 @@ async def test_a_proxy_502_page_then_202_retries_with_the_same_key(
 
 
 async def test_a_dropped_connection_then_202_retries_with_the_same_key(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     # Dropped until the page says so: Chromium itself resends a POST once when a reused
     # keep-alive connection is cut, and that resend must not be taken for the page's.
     door.script = [DROP]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         await notice_says(page, ERROR_MESSAGES["network"])
         door.script = [ACCEPT]
@@ -210,10 +209,10 @@ async def test_a_dropped_connection_then_202_retries_with_the_same_key(
 
 
 async def test_cancel_stops_the_retries_and_only_a_changed_form_gets_a_new_key(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.script = [unavailable("queue_unavailable", 1)]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await open_and_send(page, door, registrants)
         await page.wait_for_selector("#countdown")
         await page.click("#cancel")
@@ -242,10 +241,10 @@ async def test_cancel_stops_the_retries_and_only_a_changed_form_gets_a_new_key(
 
 
 async def test_the_live_region_changes_with_the_state_not_with_the_countdown(
-    door: ScriptedDoor, registrants: RegistrantFactory, tmp_path: Path,
+    door: ScriptedDoor, registrants: RegistrantFactory,
 ) -> None:
     door.script = [unavailable("backlog_full", 3), ACCEPT]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await page.goto(door.url)
         # Every text the live region and the countdown line take, in order.
         await page.evaluate("""() => {
@@ -278,9 +277,9 @@ async def test_the_live_region_changes_with_the_state_not_with_the_countdown(
 
 
 async def test_without_javascript_the_page_says_what_to_do_and_cannot_send(
-    door: ScriptedDoor, tmp_path: Path,
+    door: ScriptedDoor,
 ) -> None:
-    async with chromium_page(tmp_path / "profile", java_script_enabled=False) as page:
+    async with chromium_page(java_script_enabled=False) as page:
         await page.goto(door.url)
         note = await page.text_content("#noscript") or ""
         visible = await page.is_visible("#noscript")
@@ -292,9 +291,9 @@ async def test_without_javascript_the_page_says_what_to_do_and_cannot_send(
 
 
 async def test_the_retry_delay_honours_retry_after_and_spreads_a_capped_backoff(
-    door: ScriptedDoor, tmp_path: Path,
+    door: ScriptedDoor,
 ) -> None:
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await page.goto(door.url)
         delays = await page.evaluate("""() => {
             const delay = window.gelombangForm.retryDelay;

@@ -8,7 +8,6 @@ Chromium; each case is named, so a failure prints names and codes, never the
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 from typing import Any, Final
 
 from intake.form_rules import FIELD_MESSAGES, form_rules
@@ -148,12 +147,11 @@ def test_the_rules_come_from_the_validator() -> None:
     assert "\x1c" in rules["full_name"]["strip"] and "\ufeff" not in rules["full_name"]["strip"]
 
 
-async def test_the_browser_gives_the_servers_field_codes(door_under_test: DoorUnderTest,
-                                                         tmp_path: Path) -> None:
+async def test_the_browser_gives_the_servers_field_codes(door_under_test: DoorUnderTest) -> None:
     table: list[tuple[str, Any, str]] = [(name, case_body(changes), (today or TODAY).isoformat())
              for name, changes, today in CASES]
     table += [(name, body, TODAY.isoformat()) for name, body in NOT_OBJECTS]
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await page.goto(str(door_under_test.public.make_url("/")))
         browser = await page.evaluate(
             "table => table.map(([, body, today]) => window.gelombangForm.validate(body, today))",

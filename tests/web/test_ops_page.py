@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -33,14 +32,14 @@ async def audited_actions(redis: Redis) -> list[str]:
 
 
 async def test_the_page_holds_no_data_and_a_wrong_token_gets_nothing(
-    door_under_test: DoorUnderTest, redis_client: Redis, tmp_path: Path,
+    door_under_test: DoorUnderTest, redis_client: Redis,
 ) -> None:
     async with door_under_test.admin.get("/admin/") as reply:
         text = await reply.text()
         assert reply.status == 200
         assert reply.headers["Cache-Control"] == "no-store"
     assert "1500" not in text and "rate_per_second" not in text
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await sign_in(page, door_under_test, "not-the-token")
         await page.wait_for_selector("#login-error:has-text('refused')")
         assert await page.is_hidden("#board")
@@ -51,13 +50,13 @@ async def test_the_page_holds_no_data_and_a_wrong_token_gets_nothing(
 
 async def test_figures_show_and_a_confirmed_rate_change_is_applied_by_the_door(
     door_under_test: DoorUnderTest, redis_client: Redis, registrants: RegistrantFactory,
-    pg: asyncpg.Connection, tmp_path: Path,
+    pg: asyncpg.Connection,
 ) -> None:
     door = door_under_test
     for _ in range(3):
         async with door.public.post("/v1/registrations", json=registrants.make().body()) as r:
             assert r.status == 202
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await sign_in(page, door, TEST_ADMIN_TOKEN)
         # The backlog tile counts the three queued registrations (from /metrics).
         await page.wait_for_selector("#backlog:text-is('3')")
@@ -80,7 +79,7 @@ async def test_figures_show_and_a_confirmed_rate_change_is_applied_by_the_door(
 
 async def test_every_process_has_a_row_stale_ones_marked_and_rates_are_the_deployments(
     door_under_test: DoorUnderTest, redis_client: Redis, registrants: RegistrantFactory,
-    pg: asyncpg.Connection, tmp_path: Path,
+    pg: asyncpg.Connection,
 ) -> None:
     door = door_under_test
     # Another pod's door (its report only, as it would write it) and a drain worker.
@@ -89,7 +88,7 @@ async def test_every_process_has_a_row_stale_ones_marked_and_rates_are_the_deplo
     await Heartbeat(redis_client, "drain", "drain-test-1", 5.0, lambda: {"stored": 0}).beat()
     await process_reports.publish(redis_client, "door-stopped", 2.0, {"admitted": 5.0}, 0.0)
     await redis_client.zadd(DOOR_REPORTS, {"door-stopped": time.time() - 60})
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await sign_in(page, door, TEST_ADMIN_TOKEN)
         await page.wait_for_selector("#processes tr.stale:has-text('door-stopped')")
         await page.wait_for_selector("#processes tr[data-role=drain]:has-text('drain-test-1')")
@@ -111,7 +110,6 @@ async def test_every_process_has_a_row_stale_ones_marked_and_rates_are_the_deplo
 
 async def test_the_waiting_room_shows_the_line_in_force_and_the_waves(
     door_under_test: DoorUnderTest, redis_client: Redis, pg: asyncpg.Connection,
-    tmp_path: Path,
 ) -> None:
     now = int(time.time())
     await schedule_wave(redis_client, WaveSchedule("gelombang-1", now - 100, now - 50,
@@ -123,7 +121,7 @@ async def test_the_waiting_room_shows_the_line_in_force_and_the_waves(
     await redis_client.hset(WaveKeys("gelombang-1").state,
                             mapping={"drawn": 9000, "tail": 10000, "served": 5500,
                                      "expired": 12, "used": 5400})
-    async with chromium_page(tmp_path / "profile") as page:
+    async with chromium_page() as page:
         await sign_in(page, door_under_test, TEST_ADMIN_TOKEN)
         # The test door's waiting room is off (tests/conftest.py), so no tick of its own
         # moves the figures written above; the page says so beside the wave.
