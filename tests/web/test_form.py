@@ -150,7 +150,7 @@ async def test_the_status_page_sends_the_verification_email_again_and_counts_dow
         disabled = await button.is_disabled()
         # Pending again, and the page follows it (its polls had gone on: `sent` is open).
         await page.wait_for_function(
-            "document.getElementById('status-email').textContent === 'Menunggu'")
+            "() => document.getElementById('status-email').textContent === 'Menunggu'")
 
     assert label == "Kirim ulang email verifikasi"
     # The live note says once until when; the seconds count down outside it.
@@ -175,7 +175,7 @@ async def test_the_status_page_shows_the_wait_of_a_resend_too_soon(
     async with chromium_page() as page:
         await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={verified}")))
         await page.wait_for_function(
-            "document.getElementById('status-email').textContent === 'Terverifikasi'")
+            "() => document.getElementById('status-email').textContent === 'Terverifikasi'")
         hidden_when_verified = await page.is_hidden("#resend")
         await page.goto(str(door_under_test.public.make_url(f"/#pendaftaran={rid}")))
         await page.reload()
