@@ -379,6 +379,9 @@ def test_the_ingress_serves_the_public_base_url_over_tls_and_nothing_else(
     assert backends == [{"name": "gelombang-door", "port": {"name": "public"}}]
     public = _named(manifests, "Service")["gelombang-door"]
     assert {p["name"] for p in public["spec"]["ports"]} == {"public"}
+    # The door's registration lane takes HTTP/1.1 only (intake/request_head.py).
+    assert ingress["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/proxy-http-version"] == "1.1"
 
 
 def test_the_admin_port_binds_loopback_unless_configured(config_data: dict[str, str]) -> None:
