@@ -272,3 +272,20 @@ async def test_an_idle_connection_is_closed_after_a_lane_answer_as_after_any(
         assert (await connection.answer())[0] == 202
         assert await connection.closed_by_the_door(within=5)
         writer.close()
+
+
+async def test_a_client_sending_far_ahead_is_read_on_after_its_answer_and_answered_in_full(
+        connection: Connection, registrants: RegistrantFactory,
+        gate: tuple[asyncio.Event, list[Decision]]) -> None:
+    opened, _ = gate
+    await connection.send(plain(body_of(registrants)))
+    await asyncio.sleep(0.1)
+    # Far more than the lane holds while it answers (64 KiB): reading pauses, and
+    # goes on once the answer is out.
+    ahead = [plain(body_of(registrants), f"Idempotency-Key: ahead-{n}") for n in range(300)]
+    assert sum(map(len, ahead)) > registration_lane.HELD_BYTES_MAX
+    connection.writer.write(b"".join(ahead))
+    assert await connection.nothing_yet()
+    opened.set()
+    statuses = [(await connection.answer())[0] for _ in range(1 + len(ahead))]
+    assert statuses == [202] * (1 + len(ahead))
