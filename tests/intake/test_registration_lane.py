@@ -31,6 +31,11 @@ class Connection:
         self.writer.write(data)
         await self.writer.drain()
 
+    async def send_alone(self, data: bytes) -> None:
+        """Send, and give the door a moment to read it: what is sent next is another read."""
+        await self.send(data)
+        await asyncio.sleep(0.1)
+
     async def answer(self, within: float = 10.0) -> Answer:
         """The next answer: status, headers (lower-case names) and body."""
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), within)
@@ -164,8 +169,7 @@ async def test_what_arrives_during_a_lane_answer_is_answered_after_it(
         connection: Connection, registrants: RegistrantFactory,
         gate: tuple[asyncio.Event, list[Decision]]) -> None:
     opened, decided = gate
-    await connection.send(plain(body_of(registrants)))
-    await asyncio.sleep(0.1)  # two reads: the first the lane's
+    await connection.send_alone(plain(body_of(registrants)))  # the lane's read
     await connection.send(HEALTHZ)
     assert await connection.nothing_yet()  # the health check waits behind the registration
     opened.set()
@@ -181,8 +185,7 @@ async def test_a_connection_comes_back_to_the_lane_once_aiohttp_has_answered(
     assert (await connection.answer())[0] == 200
     # A body in two reads is aiohttp's to read...
     whole = plain(body_of(registrants))
-    await connection.send(whole[:-5])
-    await asyncio.sleep(0.1)
+    await connection.send_alone(whole[:-5])
     await connection.send(whole[-5:])
     assert (await connection.answer())[0] == 202
     assert aiohttps_registrations == ["POST"]
@@ -232,8 +235,7 @@ async def test_shutdown_waits_for_a_lane_answer_in_hand(
         door_under_test: DoorUnderTest, connection: Connection,
         registrants: RegistrantFactory, gate: tuple[asyncio.Event, list[Decision]]) -> None:
     opened, _ = gate
-    await connection.send(plain(body_of(registrants)))
-    await asyncio.sleep(0.1)
+    await connection.send_alone(plain(body_of(registrants)))
     closing = asyncio.create_task(door_under_test.public.server.close())
     await asyncio.sleep(0.3)
     assert not closing.done()  # the answer in hand holds the shutdown
@@ -249,8 +251,7 @@ async def test_a_registration_whose_client_left_is_still_decided(
         connection: Connection, registrants: RegistrantFactory,
         gate: tuple[asyncio.Event, list[Decision]]) -> None:
     opened, decided = gate
-    await connection.send(plain(body_of(registrants)))
-    await asyncio.sleep(0.1)
+    await connection.send_alone(plain(body_of(registrants)))
     connection.writer.close()
     await asyncio.sleep(0.1)
     opened.set()
@@ -278,8 +279,7 @@ async def test_a_client_sending_far_ahead_is_read_on_after_its_answer_and_answer
         connection: Connection, registrants: RegistrantFactory,
         gate: tuple[asyncio.Event, list[Decision]]) -> None:
     opened, _ = gate
-    await connection.send(plain(body_of(registrants)))
-    await asyncio.sleep(0.1)
+    await connection.send_alone(plain(body_of(registrants)))
     # Far more than the lane holds while it answers (64 KiB): reading pauses, and
     # goes on once the answer is out.
     ahead = [plain(body_of(registrants), f"Idempotency-Key: ahead-{n}") for n in range(300)]
