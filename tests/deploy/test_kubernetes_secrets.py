@@ -9,7 +9,6 @@ import pytest
 from config.settings import Settings
 from tests.deploy.test_kubernetes import (
     Manifest,
-    _documents,
     _named,
     _real_secrets,
     _settings_with,
@@ -27,11 +26,6 @@ ROLE_KEYS = {
     "gelombang-worker-nik": SEALING | HASH,
     "gelombang-worker-store": set(),
 }
-
-
-@pytest.fixture(scope="module")
-def manifests() -> list[Manifest]:
-    return [doc for _, doc in _documents() if doc["kind"] != "Kustomization"]
 
 
 def _env_of(manifests: list[Manifest], container: dict[str, Any]) -> dict[str, str]:
