@@ -66,6 +66,7 @@ class RegistrationLane(ContractRequestHandler):
         "_aiohttp_only",
         "_answering",
         "_door",
+        "_head_max",
         "_held",
         "_owed",
         "_reading_held",
@@ -76,6 +77,8 @@ class RegistrationLane(ContractRequestHandler):
     def __init__(self, manager: web.Server, door: Door, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._door = door
+        # aiohttp's own limits on a header line bound the head the lane reads.
+        self._head_max = min(self.max_line_size, self.max_field_size)
         self._remote: str | None = None
         self._answering: asyncio.Task[None] | None = None
         self._held = bytearray()
@@ -105,8 +108,8 @@ class RegistrationLane(ContractRequestHandler):
             self._hold(data)
             return
         if self._between_requests():
-            request = registration_request(data, min(self.max_line_size, self.max_field_size),
-                                           self.max_headers, MAX_BODY_BYTES)
+            request = registration_request(data, self._head_max, self.max_headers,
+                                           MAX_BODY_BYTES)
             if request is not None:
                 self._answering = self._loop.create_task(self._answer(request))
                 return

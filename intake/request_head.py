@@ -67,8 +67,10 @@ def registration_request(data: bytes, max_head_bytes: int, max_headers: int,
         return None
     read, forwarded = fields
     length = read.get(b"content-length")
-    if (length is None or not length.isdigit() or len(length) > _CONTENT_LENGTH_DIGITS
-            or int(length) > max_body_bytes or len(data) != end + 4 + int(length)):
+    if length is None or not length.isdigit() or len(length) > _CONTENT_LENGTH_DIGITS:
+        return None
+    size = int(length)
+    if size > max_body_bytes or len(data) != end + 4 + size:
         return None
     media_type = read.get(b"content-type", b"").partition(b";")[0].strip(b" \t").lower()
     if media_type != b"application/json":
